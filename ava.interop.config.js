@@ -1,0 +1,9 @@
+// Interop suite: the real Cyrus 3.6.1 (installed with apt when missing) against cyrsync.
+export default {
+  files: ['test/interop/**/*.test.ts'],
+  extensions: { ts: 'module' },
+  nodeArguments: ['--import=tsx'],
+  workerThreads: false,
+  serial: true,
+  timeout: '30m',
+};
