@@ -1,3 +1,5 @@
 export * from './errors.js';
 export * from './limits.js';
 export type * from './dlist-types.js';
+export * from './framer.js';
+export * from './dlist-parser.js';

@@ -1,0 +1,603 @@
+/**
+ * Line/literal framing for IMAP-family protocols (IMAP, csync).
+ *
+ * The wire is a sequence of *logical lines*. A logical line is one or more
+ * *segments*: each segment is the text of a physical line up to (but not
+ * including) either its end of line or a literal header at the end of that
+ * physical line. A literal header is followed by exactly `size` raw octets
+ * (the body), after which the same logical line goes on with the very next
+ * octet. Headers recognised at the end of a physical line:
+ *
+ *   {N} {N+}            IMAP literal (the header line must end in CRLF or LF)
+ *   ~{N} ~{N+}          IMAP binary literal (RFC 3516), when `binaryLiterals`
+ *   %{part guid N}      csync file literal, when `fileLiterals`
+ *
+ * A header opener must start a token: it is the first octet of the segment or
+ * follows SP, HTAB or "(". Anything else (`foo{5}`) is ordinary line text.
+ *
+ * FramerCore is pure (no node:stream) and fed Buffers; `Framer` is the
+ * Writable adapter that hands every body out as a Readable, one at a time.
+ *
+ * Invariants:
+ * - Every limit is checked at the header, before the bytes it governs are
+ *   accepted: a physical line fails as soon as the buffered part exceeds
+ *   maxLineLength (+1 octet of grace for the CR of a CRLF); a literal or file
+ *   literal size fails at its header, before its first body octet.
+ * - Limit violations are terminal: the core throws a FramingError and refuses
+ *   every later call.
+ * - Body bytes are never buffered by the core: each body chunk handed out is a
+ *   slice of an input chunk. Line text is a slice of the input chunk when the
+ *   line lies within one chunk, else one concatenation of the carried pieces
+ *   (each octet is copied at most once; LF is searched for only in new bytes).
+ */
+import { Writable, Readable } from 'node:stream';
+import { FramingError } from './errors.js';
+import { resolveLimits, type Limits } from './limits.js';
+
+export interface LiteralHeader {
+  kind: 'literal' | 'file';
+  /** Number of body octets that follow the header's end of line. */
+  size: number;
+  /** `{N+}`: the sender does not wait for a continuation. Always true for file literals. */
+  nonSynchronizing: boolean;
+  /** `~{N}` (RFC 3516 binary literal). */
+  binary: boolean;
+  /** File literals only: partition and guid as sent (surrounding quotes removed). */
+  partition?: string;
+  guid?: string;
+}
+
+export interface FramerHandler {
+  /**
+   * One segment: `text` is the physical-line text before the literal header,
+   * or before the end of line when `literal` is null (the logical line ended).
+   * `text` may share memory with an input chunk and is only valid during the
+   * call unless the input chunks are never reused (true for node:stream).
+   * Return 'skip' to have the announced body consumed by counting: the body
+   * octets are then not delivered (onBodyEnd is still called).
+   */
+  onSegment(text: Buffer, literal: LiteralHeader | null): void | 'skip';
+  /** A slice of the current body. Return false to pause the core after this chunk. */
+  onBodyData(chunk: Buffer): boolean | void;
+  /** The current body is complete (also for skipped and empty bodies). */
+  onBodyEnd(): void;
+}
+
+export interface FramerOptions {
+  limits?: Partial<Limits>;
+  /** Recognise `%{part guid N}` (csync). Default true. */
+  fileLiterals?: boolean;
+  /** Recognise `~{N}` (IMAP BINARY). Default true. */
+  binaryLiterals?: boolean;
+}
+
+const LF = 10; /* '\n' */
+const CR = 13; /* '\r' */
+const SP = 32; /* ' ' */
+const HTAB = 9; /* '\t' */
+const LPAREN = 40; /* '(' */
+const LBRACE = 123; /* '{' */
+const RBRACE = 125; /* '}' */
+const PLUS = 43; /* '+' */
+const TILDE = 126; /* '~' */
+const PERCENT = 37; /* '%' */
+const DQUOTE = 34; /* '"' */
+const D0 = 48; /* '0' */
+const D9 = 57; /* '9' */
+
+const enum Mode {
+  Line,
+  Body,
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function unexpectedEnd(): FramingError {
+  return new FramingError('IMAP_PROTOCOL_ERROR', 'Unexpected end of data');
+}
+
+export class FramerCore {
+  readonly limits: Limits;
+  private readonly handler: FramerHandler;
+  private readonly fileLiterals: boolean;
+  private readonly binaryLiterals: boolean;
+
+  private mode: Mode = Mode.Line;
+  /** Pieces of the current physical line seen so far (not containing LF). */
+  private carry: Buffer[] = [];
+  private carryLength = 0;
+  /** Octets of the current body still to come. */
+  private remaining = 0;
+  private skipping = false;
+  /** True between the start of a logical line's first segment and its end. */
+  private inLogicalLine = false;
+
+  /** Input not yet processed (the core is paused, or is processing it). */
+  private queue: Buffer[] = [];
+  private queuePos = 0;
+  private queueBytes = 0;
+
+  private paused = false;
+  private running = false;
+  private failed: Error | null = null;
+
+  constructor(handler: FramerHandler, options: FramerOptions = {}) {
+    this.handler = handler;
+    this.limits = resolveLimits(options.limits);
+    this.fileLiterals = options.fileLiterals ?? true;
+    this.binaryLiterals = options.binaryLiterals ?? true;
+  }
+
+  /**
+   * Feed bytes. Returns true when every octet fed so far has been processed,
+   * false when the core is paused with unprocessed input retained (the caller
+   * waits and calls resume()). Throws FramingError on a framing violation.
+   */
+  push(chunk: Buffer): boolean {
+    if (this.failed) throw this.failed;
+    if (chunk.length > 0) {
+      this.queue.push(chunk);
+      this.queueBytes += chunk.length;
+    }
+    if (!this.paused && !this.running) this.run();
+    return this.queueBytes === 0;
+  }
+
+  /** Stop processing after the current callback returns; input is retained. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Continue with retained input. Same return value as push(). */
+  resume(): boolean {
+    if (this.failed) throw this.failed;
+    this.paused = false;
+    if (!this.running) this.run();
+    return this.queueBytes === 0;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Unprocessed input octets retained by the core. */
+  get pendingBytes(): number {
+    return this.queueBytes;
+  }
+
+  /** Octets of the current, incomplete physical line held by the core. */
+  get carriedBytes(): number {
+    return this.carryLength;
+  }
+
+  /** True when no logical line and no body is in progress. */
+  get atLineBoundary(): boolean {
+    return this.mode === Mode.Line && !this.inLogicalLine && this.carryLength === 0;
+  }
+
+  get inBody(): boolean {
+    return this.mode === Mode.Body;
+  }
+
+  /** Octets of the current body not yet delivered. */
+  get bodyRemaining(): number {
+    return this.mode === Mode.Body ? this.remaining : 0;
+  }
+
+  /** Drop the rest of the current body by counting (the consumer went away). */
+  skipBody(): void {
+    if (this.mode === Mode.Body) this.skipping = true;
+  }
+
+  /**
+   * Take back the unprocessed input. Only allowed at a logical-line boundary
+   * (typically while paused right after a line): the returned octets belong
+   * to whatever follows (a new transport after COMPRESS or STARTTLS).
+   */
+  detachRemainder(): Buffer {
+    if (!this.atLineBoundary) {
+      throw new Error('detachRemainder() is only possible between logical lines');
+    }
+    const rest = this.queue.length === 0 ? EMPTY : this.queue.length === 1 && this.queuePos === 0
+      ? this.queue[0]!
+      : Buffer.concat([this.queue[0]!.subarray(this.queuePos), ...this.queue.slice(1)]);
+    this.queue = [];
+    this.queuePos = 0;
+    this.queueBytes = 0;
+    return rest;
+  }
+
+  /** End of input: throws when a line or body was cut short. */
+  end(): void {
+    if (this.failed) throw this.failed;
+    if (this.queueBytes > 0) throw new Error('end() called with unprocessed input (the core is paused)');
+    if (!this.atLineBoundary) throw this.fail(unexpectedEnd());
+  }
+
+  /** Mark the core dead (after an error elsewhere); later calls throw `err`. */
+  abort(err: Error): void {
+    if (!this.failed) this.failed = err;
+    this.queue = [];
+    this.queueBytes = 0;
+    this.carry = [];
+    this.carryLength = 0;
+  }
+
+  private fail(err: FramingError): FramingError {
+    this.abort(err);
+    return err;
+  }
+
+  private run(): void {
+    this.running = true;
+    try {
+      while (!this.paused && this.queue.length > 0) {
+        const buf = this.queue[0]!;
+        const start = this.queuePos;
+        const pos = this.mode === Mode.Line ? this.lineStep(buf, start) : this.bodyStep(buf, start);
+        if (this.failed) return;
+        this.queueBytes -= pos - start;
+        if (pos >= buf.length) {
+          this.queue.shift();
+          this.queuePos = 0;
+        } else {
+          this.queuePos = pos;
+        }
+      }
+    } catch (err) {
+      if (!this.failed) this.abort(err as Error);
+      throw err;
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** Deliver body octets from buf[pos..]; returns the new position. */
+  private bodyStep(buf: Buffer, pos: number): number {
+    const n = Math.min(this.remaining, buf.length - pos);
+    const end = pos + n;
+    this.remaining -= n;
+    let more: boolean | void = true;
+    if (!this.skipping && n > 0) more = this.handler.onBodyData(buf.subarray(pos, end));
+    if (this.remaining === 0) {
+      this.mode = Mode.Line;
+      this.skipping = false;
+      this.handler.onBodyEnd();
+    }
+    if (more === false) this.paused = true;
+    return end;
+  }
+
+  /** Scan for the end of the physical line; returns the new position. */
+  private lineStep(buf: Buffer, pos: number): number {
+    const max = this.limits.maxLineLength;
+    const lf = buf.indexOf(LF, pos);
+    if (lf < 0) {
+      const piece = pos === 0 ? buf : buf.subarray(pos);
+      this.carry.push(piece);
+      this.carryLength += piece.length;
+      this.inLogicalLine = true;
+      // The grace octet is the CR of a CRLF whose LF has not arrived yet.
+      if (this.carryLength > max + 1 || (this.carryLength === max + 1 && piece[piece.length - 1] !== CR)) {
+        throw this.fail(lineTooLong(this.carryLength, max));
+      }
+      return buf.length;
+    }
+    let line: Buffer;
+    if (this.carryLength === 0) {
+      line = buf.subarray(pos, lf);
+    } else {
+      this.carry.push(buf.subarray(pos, lf));
+      line = Buffer.concat(this.carry, this.carryLength + lf - pos);
+      this.carry = [];
+      this.carryLength = 0;
+    }
+    let end = line.length;
+    if (end > 0 && line[end - 1] === CR) end--;
+    if (end > max) throw this.fail(lineTooLong(end, max));
+    const text = end === line.length ? line : line.subarray(0, end);
+    this.inLogicalLine = true;
+    const header = this.parseHeader(text);
+    if (header === null) {
+      this.inLogicalLine = false;
+      this.handler.onSegment(text, null);
+      return lf + 1;
+    }
+    this.checkLiteral(header.header);
+    this.mode = Mode.Body;
+    this.remaining = header.header.size;
+    this.skipping = false;
+    const answer = this.handler.onSegment(text.subarray(0, header.start), header.header);
+    if (answer === 'skip') this.skipping = true;
+    if (this.remaining === 0 && this.mode === Mode.Body) {
+      this.mode = Mode.Line;
+      this.skipping = false;
+      this.handler.onBodyEnd();
+    }
+    return lf + 1;
+  }
+
+  private checkLiteral(h: LiteralHeader): void {
+    if (h.kind === 'file') {
+      const max = this.limits.maxFileLiteralSize;
+      if (h.size > max) {
+        throw this.fail(new FramingError('IMAP_MESSAGE_TOO_LARGE',
+          `File literal of ${h.size} octets exceeds the limit of ${max}`,
+          { limit: 'maxFileLiteralSize', actual: h.size, max }));
+      }
+    } else {
+      const max = this.limits.maxLiteralSize;
+      if (h.size > max) {
+        throw this.fail(new FramingError(
+          h.nonSynchronizing ? 'IMAP_LITERAL_MINUS_TOO_LARGE' : 'IMAP_LITERAL_TOO_LARGE',
+          `Literal of ${h.size} octets exceeds the limit of ${max}`,
+          { limit: 'maxLiteralSize', actual: h.size, max }));
+      }
+    }
+  }
+
+  /**
+   * Recognise a literal header at the end of `t`. Scans backwards from the
+   * end only: cost is proportional to the header, not the line.
+   */
+  private parseHeader(t: Buffer): { start: number; header: LiteralHeader } | null {
+    let j = t.length - 1;
+    if (j < 2 || t[j] !== RBRACE) return null;
+    j--;
+    let plus = false;
+    if (t[j] === PLUS) {
+      plus = true;
+      j--;
+    }
+    const digitsEnd = j + 1;
+    while (j >= 0 && t[j]! >= D0 && t[j]! <= D9) j--;
+    if (j === digitsEnd - 1 || j < 0) return null;
+    const size = parseDigits(t, j + 1, digitsEnd);
+    if (t[j] === LBRACE) {
+      let open = j;
+      let binary = false;
+      if (this.binaryLiterals && j > 0 && t[j - 1] === TILDE && atTokenStart(t, j - 1)) {
+        open = j - 1;
+        binary = true;
+      } else if (!atTokenStart(t, j)) {
+        return null;
+      }
+      return { start: open, header: { kind: 'literal', size, nonSynchronizing: plus, binary } };
+    }
+    if (!this.fileLiterals || plus || t[j] !== SP) return null;
+    // %{partition SP guid SP size}
+    const guidEnd = j;
+    j--;
+    while (j >= 0 && isHeaderWordOctet(t[j]!)) j--;
+    if (j < 0 || j === guidEnd - 1 || t[j] !== SP) return null;
+    const guidStart = j + 1;
+    const partEnd = j;
+    j--;
+    while (j >= 0 && isHeaderWordOctet(t[j]!)) j--;
+    if (j < 1 || j === partEnd - 1 || t[j] !== LBRACE || t[j - 1] !== PERCENT) return null;
+    if (!atTokenStart(t, j - 1)) return null;
+    return {
+      start: j - 1,
+      header: {
+        kind: 'file',
+        size,
+        nonSynchronizing: true,
+        binary: false,
+        partition: unquote(latin1(t, j + 1, partEnd)),
+        guid: unquote(latin1(t, guidStart, guidEnd)),
+      },
+    };
+  }
+}
+
+interface Latin1Slicer {
+  latin1Slice(start: number, end: number): string;
+}
+
+/** Octets start..end as a latin1 string (one char per octet); Buffer's fastest path. */
+export function latin1(b: Buffer, start: number, end: number): string {
+  return (b as unknown as Latin1Slicer).latin1Slice(start, end);
+}
+
+function isHeaderWordOctet(c: number): boolean {
+  return c !== SP && c !== LBRACE && c !== RBRACE && c !== HTAB && c !== CR && c !== LF;
+}
+
+function atTokenStart(t: Buffer, i: number): boolean {
+  if (i === 0) return true;
+  const p = t[i - 1];
+  return p === SP || p === HTAB || p === LPAREN;
+}
+
+function unquote(s: string): string {
+  return s.length >= 2 && s.charCodeAt(0) === DQUOTE && s.charCodeAt(s.length - 1) === DQUOTE ? s.slice(1, -1) : s;
+}
+
+/** Decimal digits; values beyond 2^53 lose precision but stay above every limit. */
+function parseDigits(t: Buffer, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end; i++) n = n * 10 + (t[i]! - D0);
+  return n;
+}
+
+function lineTooLong(actual: number, max: number): FramingError {
+  return new FramingError('IMAP_PROTOCOL_ERROR', `Line of more than ${max} octets`,
+    { limit: 'maxLineLength', actual, max });
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writable adapter                                                          */
+/* ------------------------------------------------------------------------ */
+
+export interface FramerStreamOptions extends FramerOptions {
+  /**
+   * Called at a synchronizing literal header (`{N}`, `~{N}`), before its body
+   * is awaited: an IMAP server answers `+ go ahead` here. csync never needs it.
+   */
+  onContinuation?: (header: LiteralHeader) => void;
+  /**
+   * Called at every literal header before the `literal` event: return 'skip'
+   * to refuse the body (it is consumed by counting and no `literal` event is
+   * emitted), e.g. to answer NO to an oversized APPEND and stay in sync.
+   */
+  onLiteral?: (header: LiteralHeader) => 'skip' | void;
+  highWaterMark?: number;
+}
+
+/** One literal body: a Readable of exactly `header.size` octets. */
+export class LiteralBody extends Readable {
+  readonly header: LiteralHeader;
+  private readonly owner: Framer;
+  /** @internal */ finished = false;
+
+  constructor(owner: Framer, header: LiteralHeader, highWaterMark?: number) {
+    super(highWaterMark === undefined ? {} : { highWaterMark });
+    this.owner = owner;
+    this.header = header;
+  }
+
+  override _read(): void {
+    this.owner.bodyWantsMore(this);
+  }
+
+  /** Abandon the body: the rest is consumed by counting, not buffered. */
+  skip(): void {
+    this.destroy();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.finished) this.owner.bodyAbandoned(this);
+    cb(err);
+  }
+}
+
+/**
+ * Writable framer. Events:
+ *   'line'    (text: Buffer, literal: LiteralHeader | null)  every segment
+ *   'literal' (header: LiteralHeader, body: LiteralBody)     after its 'line'
+ * Exactly one body is open at a time; the next segment is not framed until
+ * the body has been read to its end (or abandoned with body.skip() /
+ * body.destroy(), after which its octets are counted and dropped). A slow
+ * body reader pauses the writer: the write callback is withheld until the
+ * body asks for more. With no 'literal' listener bodies are skipped.
+ */
+export class Framer extends Writable {
+  private readonly core: FramerCore;
+  private readonly onContinuation: ((h: LiteralHeader) => void) | undefined;
+  private readonly onLiteral: ((h: LiteralHeader) => 'skip' | void) | undefined;
+  private readonly bodyHighWaterMark: number | undefined;
+  private body: LiteralBody | null = null;
+  private writeCb: ((err?: Error | null) => void) | null = null;
+
+  constructor(options: FramerStreamOptions = {}) {
+    super({ highWaterMark: options.highWaterMark ?? 16 * 1024 });
+    this.onContinuation = options.onContinuation;
+    this.onLiteral = options.onLiteral;
+    this.bodyHighWaterMark = options.highWaterMark;
+    this.core = new FramerCore({
+      onSegment: (text, literal) => this.segment(text, literal),
+      onBodyData: (chunk) => this.bodyData(chunk),
+      onBodyEnd: () => this.bodyEnd(),
+    }, options);
+  }
+
+  /** Unprocessed octets held (for bounded-memory checks). */
+  get bufferedBytes(): number {
+    return this.core.pendingBytes + this.core.carriedBytes;
+  }
+
+  private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' {
+    this.emit('line', text, literal);
+    if (literal === null) return;
+    if (this.onLiteral?.(literal) === 'skip') return 'skip';
+    if (this.listenerCount('literal') === 0) return 'skip';
+    if (literal.kind === 'literal' && !literal.nonSynchronizing) this.onContinuation?.(literal);
+    const body = new LiteralBody(this, literal, this.bodyHighWaterMark);
+    this.body = body;
+    this.emit('literal', literal, body);
+    if (body.destroyed) {
+      this.body = null;
+      return 'skip';
+    }
+  }
+
+  private bodyData(chunk: Buffer): boolean {
+    const body = this.body;
+    if (body === null) return true;
+    return body.push(chunk);
+  }
+
+  private bodyEnd(): void {
+    const body = this.body;
+    this.body = null;
+    if (body !== null) {
+      body.finished = true;
+      body.push(null);
+    }
+  }
+
+  /** @internal */
+  bodyWantsMore(body: LiteralBody): void {
+    if (body === this.body && this.core.isPaused) this.pump();
+  }
+
+  /** @internal */
+  bodyAbandoned(body: LiteralBody): void {
+    if (body !== this.body) return;
+    this.body = null;
+    this.core.skipBody();
+    if (this.core.isPaused) this.pump();
+  }
+
+  private pump(): void {
+    if (this.destroyed) return;
+    let done: boolean;
+    try {
+      done = this.core.resume();
+    } catch (err) {
+      this.releaseWrite(err as Error);
+      return;
+    }
+    if (done) this.releaseWrite(null);
+  }
+
+  private releaseWrite(err: Error | null): void {
+    const cb = this.writeCb;
+    this.writeCb = null;
+    if (cb) cb(err);
+    else if (err) this.destroy(err);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.writeCb = cb;
+    let done: boolean;
+    try {
+      done = this.core.push(chunk);
+    } catch (err) {
+      this.releaseWrite(err as Error);
+      return;
+    }
+    if (done) this.releaseWrite(null);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    try {
+      this.core.end();
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.core.abort(err ?? new Error('Framer destroyed'));
+    const body = this.body;
+    this.body = null;
+    if (body !== null && !body.destroyed) body.destroy(err ?? undefined);
+    // A withheld write callback must not outlive the stream.
+    const wcb = this.writeCb;
+    this.writeCb = null;
+    if (wcb) wcb(err);
+    cb(err);
+  }
+}
