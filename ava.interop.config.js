@@ -5,5 +5,5 @@ export default {
   nodeArguments: ['--import=tsx'],
   workerThreads: false,
   serial: true,
-  timeout: '30m',
+  timeout: '12m',
 };

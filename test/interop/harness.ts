@@ -1,0 +1,737 @@
+/**
+ * Interop harness: a real Cyrus 3.6.1 (master, real sync_server replica) run
+ * through test/interop/peer/cyrus-peer, and cyrsync run from dist/ as a
+ * standalone csync listener, side by side on 127.0.0.1.
+ *
+ * Invariants:
+ * - Every instance of a run lives in one private directory under /tmp (the
+ *   `cyrus` user must be able to reach it) on ports picked free at start, so
+ *   two runs on one machine, or a developer's own cyrus-peer, never collide.
+ * - Only processes this harness started are stopped, by their pids (Cyrus
+ *   masters through cyrus-peer's pid files, cyrsync and every helper command
+ *   through the process group the harness created for it).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const INTEROP_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(INTEROP_DIR, '..', '..');
+export const PEER = path.join(INTEROP_DIR, 'peer', 'cyrus-peer');
+export const PEER_WIRE = path.join(INTEROP_DIR, 'peer', 'lib', 'peer_wire.py');
+export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
+
+/** Same credentials cyrus-peer gives every instance; sync_client logs in with them. */
+export const ADMIN = 'admin';
+export const ADMIN_PASSWORD = 'adminpw';
+export const USER_PASSWORD = 'userpw';
+
+// ------------------------------------------------------------------ processes
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** stdout then stderr, for messages and assertions on "what it printed". */
+  output: string;
+  /** The command line, for failure messages. */
+  command: string;
+}
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  input?: string | Buffer;
+  cwd?: string;
+  /** The whole process group is killed after this long (default 5 min). */
+  timeoutMs?: number;
+}
+
+/** Process groups of commands still running, killed by stopOwnProcesses(). */
+const running = new Set<ChildProcess>();
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/**
+ * Runs a command to completion in its own process group and collects its
+ * output. Never rejects for a non-zero exit: callers assert on `code`.
+ */
+export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const child = spawn(cmd, args, {
+    cwd: opts.cwd ?? REPO_ROOT,
+    env: opts.env ?? process.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  });
+  running.add(child);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  child.stderr!.on('data', (b: Buffer) => err.push(b));
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(opts.input ?? '');
+  const timer = setTimeout(() => killGroup(child, 'SIGKILL'), opts.timeoutMs ?? 5 * 60_000);
+  try {
+    const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+    const stdout = Buffer.concat(out).toString('utf8');
+    const stderr = Buffer.concat(err).toString('utf8');
+    return {
+      code,
+      signal,
+      stdout,
+      stderr,
+      output: stdout + (stderr ? `\n${stderr}` : ''),
+      command: [cmd, ...args].join(' '),
+    };
+  } finally {
+    clearTimeout(timer);
+    running.delete(child);
+  }
+}
+
+/** Kills what run() started and has not finished (a test that timed out). */
+export function stopOwnProcesses(): void {
+  for (const child of running) killGroup(child, 'SIGKILL');
+}
+
+/** The last lines of a text, for failure messages that stay readable. */
+export function tail(text: string, lines = 40): string {
+  return text.split('\n').slice(-lines).join('\n');
+}
+
+export function describe(r: RunResult): string {
+  return `$ ${r.command}\nexit=${r.code}${r.signal ? ` signal=${r.signal}` : ''}\n${tail(r.output, 60)}`;
+}
+
+// ---------------------------------------------------------------------- ports
+
+/** A TCP port free on 127.0.0.1 right now (the kernel's pick). */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as net.AddressInfo).port;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+async function distinctFreePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+export function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` until it holds or `ms` pass; returns its last value. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, stepMs = 200): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() >= end) return false;
+    await sleep(stepMs);
+  }
+}
+
+// ------------------------------------------------------------ private directory
+
+/**
+ * A fresh directory under /tmp, world-traversable, for one run's instances.
+ * Cyrus programs switch to the `cyrus` user, which must reach it.
+ */
+export async function makeRunDir(prefix: string): Promise<string> {
+  // /tmp, not os.tmpdir(): TMPDIR may point below /root, which the cyrus user cannot reach.
+  const dir = await fsp.mkdtemp(path.join('/tmp', prefix));
+  await fsp.chmod(dir, 0o755);
+  return dir;
+}
+
+/** Every regular file below `dir`, as absolute paths. */
+export async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  async function walk(d: string): Promise<void> {
+    let entries: fs.Dirent[];
+    try {
+      entries = await fsp.readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) out.push(p);
+    }
+  }
+  await walk(dir);
+  return out;
+}
+
+/** Files below `dir` whose content starts with `prefix` (bodies, whole or partial, under any name). */
+export async function filesStartingWith(dir: string, prefix: Buffer): Promise<string[]> {
+  const hits: string[] = [];
+  for (const f of await listFiles(dir)) {
+    let fd: fsp.FileHandle | undefined;
+    try {
+      fd = await fsp.open(f, 'r');
+      const buf = Buffer.alloc(prefix.length);
+      const { bytesRead } = await fd.read(buf, 0, prefix.length, 0);
+      if (bytesRead > 0 && buf.subarray(0, bytesRead).equals(prefix.subarray(0, bytesRead)) && bytesRead >= Math.min(prefix.length, 64)) {
+        hits.push(f);
+      }
+    } catch {
+      /* vanished while walking */
+    } finally {
+      await fd?.close();
+    }
+  }
+  return hits;
+}
+
+/** Files below `dir` whose name contains `needle` (e.g. a GUID). */
+export async function filesNamed(dir: string, needle: string): Promise<string[]> {
+  return (await listFiles(dir)).filter((f) => path.basename(f).includes(needle) || f.includes(`/${needle}`));
+}
+
+export function sha1(buf: Buffer | string): string {
+  return createHash('sha1').update(buf).digest('hex');
+}
+
+// ------------------------------------------------------------------ Cyrus setup
+
+let setupDone: Promise<void> | undefined;
+
+/**
+ * Installs the Cyrus packages when missing (`cyrus-peer setup`: root + apt,
+ * Debian 12), once per process.
+ */
+export function ensureSetup(): Promise<void> {
+  setupDone ??= (async () => {
+    const r = await run(PEER, ['setup'], { timeoutMs: 15 * 60_000 });
+    if (r.code !== 0) throw new Error(`cyrus-peer setup failed\n${describe(r)}`);
+  })();
+  return setupDone;
+}
+
+// ------------------------------------------------------------------------ Peer
+
+export interface SyncOptions {
+  /** Route the session through a relay that hides `* COMPRESS DEFLATE`. */
+  noCompress?: boolean;
+  /** Record the whole session (banner, AUTHENTICATE, decompressed traffic) to this file. */
+  tap?: string;
+  /** Save sync_client's own `-v -v` protocol log to this file. */
+  wire?: string;
+  /** Extra sync_client arguments (after `--`). */
+  extra?: string[];
+}
+
+export interface CompareResult extends RunResult {
+  converged: boolean;
+}
+
+/** One private set of real Cyrus instances driven through cyrus-peer. */
+export class Peer {
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly imapPort: number;
+  readonly replicaPort: number;
+  readonly replicaImapPort: number;
+
+  private constructor(dir: string, ports: number[]) {
+    this.dir = dir;
+    const [imap, sieve, replica, replicaImap, backupd] = ports as [number, number, number, number, number];
+    this.imapPort = imap;
+    this.replicaPort = replica;
+    this.replicaImapPort = replicaImap;
+    this.env = {
+      ...process.env,
+      CYRUS_PEER_DIR: dir,
+      CYRUS_PEER_IMAP_PORT: String(imap),
+      CYRUS_PEER_SIEVE_PORT: String(sieve),
+      CYRUS_PEER_REPLICA_PORT: String(replica),
+      CYRUS_PEER_REPLICA_IMAP_PORT: String(replicaImap),
+      CYRUS_PEER_BACKUPD_PORT: String(backupd),
+      CYRUS_PEER_TARGET: 'replica',
+      // A one-shot sync that hangs must not hold the suite for the default
+      // 30 min; a full sync of the populated users takes seconds.
+      CYRUS_PEER_SYNC_DEADLINE: '120',
+    };
+  }
+
+  static async create(): Promise<Peer> {
+    await ensureSetup();
+    const dir = await makeRunDir('cyrsync-interop-peer-');
+    return new Peer(dir, await distinctFreePorts(5));
+  }
+
+  /** `cyrus-peer ARGS...` with this run's directory and ports. */
+  cmd(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    return run(PEER, args, { ...opts, env: { ...this.env, ...(opts.env ?? {}) } });
+  }
+
+  /** Like cmd(), but throws with the output when the exit status is not 0. */
+  async ok(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const r = await this.cmd(args, opts);
+    if (r.code !== 0) throw new Error(`cyrus-peer ${args.join(' ')} failed\n${describe(r)}`);
+    return r;
+  }
+
+  get replicaTarget(): string {
+    return `127.0.0.1:${this.replicaPort}`;
+  }
+
+  startMaster(): Promise<RunResult> {
+    return this.ok(['master', 'start']);
+  }
+
+  startReplica(): Promise<RunResult> {
+    return this.ok(['replica', 'start']);
+  }
+
+  populate(user: string, count: number, size?: string, plain = false): Promise<RunResult> {
+    const args = ['populate', user, String(count)];
+    if (size) args.push(size);
+    if (plain) args.push('--plain');
+    return this.ok(args);
+  }
+
+  mutate(user: string): Promise<RunResult> {
+    return this.ok(['mutate', user]);
+  }
+
+  private syncArgs(target: string, o: SyncOptions): string[] {
+    const a = ['--to', target];
+    if (o.noCompress) a.push('--no-compress');
+    if (o.tap) a.push('--tap', o.tap);
+    if (o.wire) a.push('--wire', o.wire);
+    if (o.extra?.length) a.push('--', ...o.extra);
+    return a;
+  }
+
+  /** One-shot `sync_client -u USER` toward `target` (HOST:PORT or replica). */
+  sync(user: string, target: string, o: SyncOptions = {}): Promise<RunResult> {
+    return this.cmd(['sync', user, ...this.syncArgs(target, o)]);
+  }
+
+  /** One-shot `sync_client -A`. */
+  syncAll(target: string, o: SyncOptions = {}): Promise<RunResult> {
+    return this.cmd(['sync', '--all', ...this.syncArgs(target, o)]);
+  }
+
+  /** One-shot `sync_client -m MBOX...` with IMAP admin names (user/bob/Sent). */
+  syncMailbox(mailboxes: string[], target: string, o: SyncOptions = {}): Promise<RunResult> {
+    return this.cmd(['sync-mailbox', ...mailboxes, ...this.syncArgs(target, o)]);
+  }
+
+  /** A second one-shot sync must send no APPLY and get no NO/BAD. */
+  async compare(user: string, target: string, o: SyncOptions = {}): Promise<CompareResult> {
+    const r = await this.cmd(['compare', user, ...this.syncArgs(target, o)]);
+    return { ...r, converged: r.code === 0 && /^CONVERGED$/m.test(r.stdout) };
+  }
+
+  /** Canonical listing of USER's store on the master (over its IMAP). */
+  async masterDump(user: string): Promise<string> {
+    return (await this.ok(['dump', user])).stdout;
+  }
+
+  /** The same listing of the real replica's copy (over the replica's imapd). */
+  async replicaDump(user: string): Promise<string> {
+    return (await this.ok(['dump', user, '--imap', `127.0.0.1:${this.replicaImapPort}`])).stdout;
+  }
+
+  syncLogClear(): Promise<RunResult> {
+    return this.ok(['sync-log', 'clear']);
+  }
+
+  /** Entries of the master's sync log not yet taken by a rolling sync_client. */
+  async syncLogPending(): Promise<boolean> {
+    const syncDir = path.join(this.dir, 'master', 'conf', 'sync');
+    let names: string[];
+    try {
+      names = await fsp.readdir(syncDir);
+    } catch {
+      return false;
+    }
+    for (const n of names) {
+      // `log` is appended by the master's services; sync_client -R renames it to
+      // `log-<pid>` while working through it and removes that when done.
+      if (n === 'log' || n.startsWith('log-')) {
+        const st = await fsp.stat(path.join(syncDir, n)).catch(() => undefined);
+        if (st && st.isFile() && st.size > 0) return true;
+      }
+    }
+    return false;
+  }
+
+  rollingStart(target: string, o: SyncOptions = {}): Promise<RunResult> {
+    return this.ok(['rolling', 'start', ...this.syncArgs(target, o)]);
+  }
+
+  rollingStop(): Promise<RunResult> {
+    return this.cmd(['rolling', 'stop']);
+  }
+
+  rollingLog(): string {
+    try {
+      return fs.readFileSync(path.join(this.dir, 'master', 'logs', 'rolling.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Gives USER a password in the real replica's sasldb (for session-level tests). */
+  async setReplicaPassword(user: string, password: string): Promise<void> {
+    const db = path.join(this.dir, 'replica', 'sasldb2');
+    const r = await run('saslpasswd2', ['-p', '-c', '-f', db, '-u', 'peer-replica', user], { input: password });
+    if (r.code !== 0) throw new Error(`saslpasswd2 failed\n${describe(r)}`);
+    await run('chown', ['cyrus:mail', db]);
+  }
+
+  /** `peer_wire.py summary FILE`: command counts of a wire log or tap recording. */
+  async wireSummary(file: string): Promise<RunResult> {
+    return run(process.env['CYRUS_PEER_PYTHON'] ?? 'python3', [PEER_WIRE, 'summary', file]);
+  }
+
+  logs(lines = 80): Promise<RunResult> {
+    return this.cmd(['logs', String(lines)]);
+  }
+
+  /** Stops rolling replication, every instance and the syslog helper of this run. */
+  async stopAll(): Promise<void> {
+    await this.cmd(['stop-all'], { timeoutMs: 120_000 });
+  }
+
+  async remove(): Promise<void> {
+    await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------- cyrsync
+
+export interface CyrsyncOptions {
+  /** Extra imapd.conf lines. */
+  extraConf?: string[];
+  /** Users and passwords to add with `cyrsync passwd` (admin/adminpw is always added). */
+  users?: Record<string, string>;
+  /** Extra arguments for `sync-server`. */
+  args?: string[];
+}
+
+/**
+ * One cyrsync replica server (`cyrsync sync-server --listen`) on its own
+ * configuration, data directory and port.
+ */
+export class Cyrsync {
+  readonly dir: string;
+  readonly conf: string;
+  readonly port: number;
+  readonly logFile: string;
+  readonly configDir: string;
+  readonly partitionDir: string;
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> | undefined;
+
+  private constructor(dir: string, port: number) {
+    this.dir = dir;
+    this.port = port;
+    this.conf = path.join(dir, 'imapd.conf');
+    this.logFile = path.join(dir, 'server.log');
+    this.configDir = path.join(dir, 'conf');
+    this.partitionDir = path.join(dir, 'spool');
+  }
+
+  get target(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  static async start(o: CyrsyncOptions = {}): Promise<Cyrsync> {
+    if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+    const c = new Cyrsync(await makeRunDir('cyrsync-interop-server-'), await freePort());
+    await fsp.mkdir(c.configDir, { recursive: true });
+    await fsp.mkdir(c.partitionDir, { recursive: true });
+    const lines = [
+      `configdirectory: ${c.configDir}`,
+      `defaultpartition: default`,
+      `partition-default: ${c.partitionDir}`,
+      `servername: cyrsync-interop`,
+      `admins: ${ADMIN}`,
+      ...(o.extraConf ?? []),
+    ];
+    await fsp.writeFile(c.conf, lines.join('\n') + '\n');
+    await c.setPassword(ADMIN, ADMIN_PASSWORD);
+    for (const [u, pw] of Object.entries(o.users ?? {})) await c.setPassword(u, pw);
+    await c.launch(o.args ?? []);
+    return c;
+  }
+
+  /** `cyrsync passwd -C conf USER` with the password on stdin. */
+  async setPassword(user: string, password: string): Promise<void> {
+    const r = await run(process.execPath, [CLI, 'passwd', '-C', this.conf, user], { input: `${password}\n` });
+    if (r.code !== 0) throw new Error(`cyrsync passwd ${user} failed\n${describe(r)}`);
+  }
+
+  private async launch(extraArgs: string[]): Promise<void> {
+    const log = fs.openSync(this.logFile, 'a');
+    const child = spawn(process.execPath, [CLI, 'sync-server', '-C', this.conf, '--listen', this.target, ...extraArgs], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', log, log],
+      detached: true,
+    });
+    fs.closeSync(log);
+    this.child = child;
+    this.exited = once(child, 'exit').then(() => undefined);
+    const up = await waitFor(async () => child.exitCode !== null || child.signalCode !== null || (await portOpen(this.port)), 30_000, 100);
+    if (!up || child.exitCode !== null || child.signalCode !== null) {
+      await this.stop();
+      throw new Error(`cyrsync sync-server did not start listening on ${this.target}\n${tail(this.log(), 40)}`);
+    }
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  log(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** `cyrsync dump -C conf USER`: the same canonical listing as `cyrus-peer dump USER`. */
+  dump(user: string): Promise<RunResult> {
+    return run(process.execPath, [CLI, 'dump', '-C', this.conf, user]);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.pid === undefined) return;
+    if (this.running) {
+      killGroup(child, 'SIGTERM');
+      const done = await Promise.race([this.exited!.then(() => true), sleep(10_000).then(() => false)]);
+      if (!done) {
+        killGroup(child, 'SIGKILL');
+        await this.exited;
+      }
+    }
+  }
+
+  async remove(): Promise<void> {
+    await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ csync client
+
+/**
+ * A raw csync client for session-level tests: sends exact bytes, reads CRLF
+ * lines. No compression, no literal parsing in replies (the tests here only
+ * read status and short data lines).
+ */
+export class CsyncClient {
+  private readonly sock: net.Socket;
+  private buf = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  private ended = false;
+  readonly closed: Promise<void>;
+
+  private constructor(sock: net.Socket) {
+    this.sock = sock;
+    sock.on('data', (b: Buffer) => {
+      this.buf = Buffer.concat([this.buf, b]);
+      this.wake();
+    });
+    this.closed = new Promise((resolve) => {
+      const done = (): void => {
+        this.ended = true;
+        this.wake();
+        resolve();
+      };
+      sock.once('close', done);
+    });
+    sock.on('error', () => {});
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  static async connect(port: number, host = '127.0.0.1'): Promise<CsyncClient> {
+    const sock = net.connect({ port, host });
+    await once(sock, 'connect');
+    sock.setNoDelay(true);
+    return new CsyncClient(sock);
+  }
+
+  get isClosed(): boolean {
+    return this.ended;
+  }
+
+  /** Next line without its CRLF, or null when the server closed first. Rejects after `ms`. */
+  async readLine(ms = 30_000): Promise<string | null> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const i = this.buf.indexOf(0x0a);
+      if (i >= 0) {
+        const line = this.buf.subarray(0, i).toString('latin1').replace(/\r$/, '');
+        this.buf = this.buf.subarray(i + 1);
+        return line;
+      }
+      if (this.ended) return null;
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`no reply line within ${ms} ms (buffered: ${JSON.stringify(this.buf.toString('latin1'))})`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Greeting lines up to and including the `* OK` line. */
+  async readBanner(): Promise<string[]> {
+    const lines: string[] = [];
+    for (;;) {
+      const l = await this.readLine();
+      if (l === null) throw new Error(`connection closed during the greeting: ${JSON.stringify(lines)}`);
+      lines.push(l);
+      if (/^\* OK/i.test(l)) return lines;
+    }
+  }
+
+  write(data: string | Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.sock.write(data, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /**
+   * Reads one reply: `*` data lines, then the status line (OK/NO/BAD/BYE or
+   * anything else that does not start with `*`). `status` is null when the
+   * server closed the connection before a status line.
+   */
+  async reply(ms = 30_000): Promise<{ data: string[]; status: string | null }> {
+    const data: string[] = [];
+    for (;;) {
+      const l = await this.readLine(ms);
+      if (l === null) return { data, status: null };
+      if (l.startsWith('* ')) data.push(l);
+      else return { data, status: l };
+    }
+  }
+
+  /** Sends one command (CRLF added unless `raw`) and reads its reply. */
+  async command(line: string | Buffer, ms = 30_000): Promise<{ data: string[]; status: string | null }> {
+    await this.write(typeof line === 'string' ? `${line}\r\n` : line);
+    return this.reply(ms);
+  }
+
+  /** `AUTHENTICATE PLAIN <base64 \0user\0password>`: the status line. */
+  async authPlain(user: string, password: string): Promise<string | null> {
+    const b64 = Buffer.from(`\0${user}\0${password}`).toString('base64');
+    return (await this.command(`AUTHENTICATE PLAIN ${b64}`)).status;
+  }
+
+  /** Drops the TCP connection at once (no EXIT). */
+  destroy(): void {
+    this.sock.destroy();
+  }
+
+  async close(): Promise<void> {
+    if (!this.ended) {
+      this.sock.end();
+      await Promise.race([this.closed, sleep(2000)]);
+      this.sock.destroy();
+    }
+  }
+}
+
+/** Connects, reads the greeting and logs in as the administrator. */
+export async function adminSession(port: number): Promise<CsyncClient> {
+  const c = await CsyncClient.connect(port);
+  await c.readBanner();
+  const st = await c.authPlain(ADMIN, ADMIN_PASSWORD);
+  if (!st?.startsWith('OK')) {
+    c.destroy();
+    throw new Error(`admin login refused: ${st}`);
+  }
+  return c;
+}
+
+// ------------------------------------------------------------------- dlist text
+
+/** A file literal `%{partition guid size}\r\n<bytes>` as sync_client writes it. */
+export function fileLiteral(body: Buffer, guid = sha1(body), partition = 'default'): Buffer {
+  return Buffer.concat([Buffer.from(`%{${partition} ${guid} ${body.length}}\r\n`), body]);
+}
+
+/** A small RFC 5322 message with CRLF line ends, unique per `tag`. */
+export function message(tag: string, bodyBytes = 200): Buffer {
+  const head = `From: interop@example.org\r\nTo: user@example.org\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@interop.example.org>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n`;
+  let body = '';
+  while (body.length < bodyBytes) body += `${tag} line ${body.length}\r\n`;
+  return Buffer.from(head + body);
+}
+
+/**
+ * `APPLY MAILBOX` for a new email mailbox holding `records` (appended
+ * messages that must already be staged with APPLY MESSAGE). SYNC_CRC 0 makes
+ * the post-commit CRC check pass (replica-semantics §6.3).
+ */
+export function applyMailbox(
+  name: string,
+  uniqueid: string,
+  records: Array<{ uid: number; guid: string; size: number; flags?: string[] }>,
+  owner: string,
+): string {
+  const last = records.reduce((m, r) => Math.max(m, r.uid), 0);
+  const hms = records.length + 1;
+  const recs = records
+    .map(
+      (r, i) =>
+        `%(UID ${r.uid} MODSEQ ${i + 1} LAST_UPDATED 1767225600 FLAGS (${(r.flags ?? []).join(' ')}) INTERNALDATE 1767225600 SIZE ${r.size} GUID ${r.guid})`,
+    )
+    .join(' ');
+  return (
+    `APPLY MAILBOX %(UNIQUEID ${uniqueid} MBOXNAME ${name} SYNC_CRC 0 LAST_UID ${last} HIGHESTMODSEQ ${hms} ` +
+    `RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 1767225600 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 1767225600 ` +
+    `PARTITION default ACL "${owner}\tlrswipkxtecdan\t" OPTIONS "" CREATEDMODSEQ 1 FOLDERMODSEQ 1 RECORD (${recs}))`
+  );
+}
