@@ -823,9 +823,10 @@ export class CommandReader extends Writable {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    const reason = err ?? new Error('Command reader destroyed');
-    this.core.abort(reason);
-    if (this.failure === null) this.failure = reason;
+    // autoDestroy after 'finish' is a clean end, not a failure.
+    const reason = err ?? (this.ended ? null : new Error('Command reader destroyed'));
+    this.core.abort(reason ?? new Error('Command reader closed'));
+    if (this.failure === null && reason !== null) this.failure = reason;
     const w = this.waiter;
     this.waiter = null;
     if (w !== null) {
