@@ -1,0 +1,382 @@
+/**
+ * Content-addressed message blobs and the staging of streamed literals.
+ *
+ * Layout, per configured partition path P:
+ *   P/blobs/<g0g1>/<g2g3>/<guid>   one immutable file per GUID
+ *   P/blobs/tmp/<unique>.tmp       a literal while it arrives
+ *
+ * Invariants:
+ * - a path is only ever built from a GUID that matched /^[0-9a-f]{40}$/ and a
+ *   configured partition path; nothing else from the wire reaches the disk;
+ * - a file under blobs/xx/yy/ hashes (SHA-1) to its name: it is written to
+ *   tmp/ (same filesystem), fsynced, checked against the SHA-1 the parser
+ *   computed, then renamed into place and its directory fsynced; so a rename
+ *   over an existing blob replaces identical bytes;
+ * - tmp/ holds nothing a restart needs: it is emptied when the store opens.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { CommandError } from '../../transforms/errors.js';
+import type { BodyHeader, BodySink, BodyWriter, StagedBody } from '../../transforms/dlist-types.js';
+import { isGuid } from '../../src/protocol/names.js';
+
+/** What a BodyWriter of this store leaves in StagedBody.ref. */
+export interface StagedRef {
+  readonly kind: 'file' | 'literal';
+  readonly path: string;
+  /** partition whose tmp/ holds the file */
+  readonly partition: string;
+  /** file literals: the announced GUID */
+  readonly guid: string | null;
+  size: number;
+  /** SHA-1 of what was received, set at end() */
+  sha1: string | null;
+  /** false once the file has been moved into the blob store or removed */
+  live: boolean;
+}
+
+export function isStagedRef(x: unknown): x is StagedRef {
+  return typeof x === 'object' && x !== null && 'path' in x && 'live' in x && 'kind' in x;
+}
+
+/** Maps a filesystem error to a command refusal with plain words. */
+export function ioError(err: unknown, doing: string): CommandError {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
+    return new CommandError('IMAP_NOSPACE', `No space left on the replica disk while ${doing}`, { cause: err });
+  }
+  return new CommandError('IMAP_IOERROR', `I/O error while ${doing}: ${e?.code ?? e?.message ?? String(err)}`, {
+    cause: err,
+  });
+}
+
+/** File-system operations the store uses; replaceable in tests to inject faults (ENOSPC, EIO). */
+export interface BlobFs {
+  openSync(p: string, flags: string, mode?: number): number;
+  write(fd: number, buf: Buffer, cb: (err: NodeJS.ErrnoException | null, written: number) => void): void;
+  fsync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+  close(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+  rename(from: string, to: string): Promise<void>;
+  unlink(p: string): Promise<void>;
+}
+
+export const realFs: BlobFs = {
+  openSync: (p, flags, mode) => fs.openSync(p, flags, mode),
+  write: (fd, buf, cb) => fs.write(fd, buf, 0, buf.length, null, (err, n) => cb(err, n)),
+  fsync: (fd, cb) => fs.fsync(fd, cb),
+  close: (fd, cb) => fs.close(fd, cb),
+  rename: (a, b) => fsp.rename(a, b),
+  unlink: (p) => fsp.unlink(p),
+};
+
+export interface BlobStoreOptions {
+  partitions: Record<string, string>;
+  /** fsync files and directories (default true); false only for throw-away stores */
+  fsync: boolean;
+  fs?: BlobFs;
+}
+
+let tmpCounter = 0;
+
+export class BlobStore {
+  readonly partitions: Readonly<Record<string, string>>;
+  readonly defaultPartition: string;
+  readonly doFsync: boolean;
+  readonly fs: BlobFs;
+  private readonly madeDirs = new Set<string>();
+
+  constructor(opts: BlobStoreOptions) {
+    const names = Object.keys(opts.partitions);
+    if (names.length === 0) throw new Error('replica store: at least one partition must be configured');
+    this.partitions = { ...opts.partitions };
+    this.defaultPartition = 'default' in opts.partitions ? 'default' : names[0]!;
+    this.doFsync = opts.fsync;
+    this.fs = opts.fs ?? realFs;
+  }
+
+  /** Creates the directories and removes staging left over by a previous run. */
+  async open(): Promise<void> {
+    for (const p of Object.values(this.partitions)) {
+      const tmp = path.join(p, 'blobs', 'tmp');
+      await fsp.mkdir(tmp, { recursive: true });
+      for (const f of await fsp.readdir(tmp)) await fsp.rm(path.join(tmp, f), { force: true, recursive: true });
+    }
+  }
+
+  /** The configured partition a label names, else the default one (labels are opaque to storage). */
+  partitionFor(label: string | undefined | null): string {
+    return label && Object.prototype.hasOwnProperty.call(this.partitions, label) ? label : this.defaultPartition;
+  }
+
+  blobPath(partition: string, guid: string): string {
+    if (!isGuid(guid)) throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', `Invalid GUID ${JSON.stringify(guid)}`);
+    const root = this.partitions[partition];
+    if (root === undefined) throw new CommandError('IMAP_IOERROR', `Partition ${partition} is not configured`);
+    return path.join(root, 'blobs', guid.slice(0, 2), guid.slice(2, 4), guid);
+  }
+
+  tmpDir(partition: string): string {
+    return path.join(this.partitions[partition]!, 'blobs', 'tmp');
+  }
+
+  newTmpPath(partition: string): string {
+    tmpCounter = (tmpCounter + 1) % 1e9;
+    return path.join(this.tmpDir(partition), `${process.pid}-${tmpCounter}-${randomBytes(6).toString('hex')}.tmp`);
+  }
+
+  /** Opens a staging writer for one streamed literal. */
+  openWriter(header: BodyHeader, onRef: (ref: StagedRef) => void): BodyWriter {
+    const partition = this.partitionFor(header.partition);
+    const guid = header.kind === 'file' && header.guid && isGuid(header.guid.toLowerCase()) ? header.guid.toLowerCase() : null;
+    const ref: StagedRef = {
+      kind: header.kind,
+      path: this.newTmpPath(partition),
+      partition,
+      guid,
+      size: header.size,
+      sha1: null,
+      live: true,
+    };
+    onRef(ref);
+    return new StagingWriter(this, ref);
+  }
+
+  /**
+   * Moves a verified staged file into the blob store. Returns the directory
+   * that must be fsynced before the blob may be referenced by a commit.
+   */
+  async commit(ref: StagedRef, guid: string): Promise<string> {
+    const dest = this.blobPath(ref.partition, guid);
+    const dir = path.dirname(dest);
+    if (!this.madeDirs.has(dir)) {
+      try {
+        await fsp.mkdir(dir, { recursive: true });
+      } catch (err) {
+        throw ioError(err, `creating the blob directory for ${guid}`);
+      }
+      this.madeDirs.add(dir);
+    }
+    try {
+      await this.fs.rename(ref.path, dest);
+    } catch (err) {
+      throw ioError(err, `moving message ${guid} into the blob store`);
+    }
+    ref.live = false;
+    return dir;
+  }
+
+  /** fsync of directory entries after renames (durability of the rename itself). */
+  async syncDirs(dirs: Iterable<string>): Promise<void> {
+    if (!this.doFsync) return;
+    for (const d of new Set(dirs)) {
+      let fh: fsp.FileHandle | undefined;
+      try {
+        fh = await fsp.open(d, 'r');
+        await fh.sync();
+      } catch (err) {
+        throw ioError(err, `syncing directory ${d}`);
+      } finally {
+        await fh?.close().catch(() => {});
+      }
+    }
+  }
+
+  async discard(ref: StagedRef): Promise<void> {
+    if (!ref.live) return;
+    ref.live = false;
+    await this.fs.unlink(ref.path).catch(() => {});
+  }
+
+  /** Locates a blob on any partition, preferring the given one. */
+  async find(guid: string, preferred?: string): Promise<{ partition: string; path: string; size: number } | null> {
+    const order = [this.partitionFor(preferred), ...Object.keys(this.partitions)];
+    for (const p of new Set(order)) {
+      const file = this.blobPath(p, guid);
+      try {
+        const st = await fsp.stat(file);
+        if (st.isFile()) return { partition: p, path: file, size: st.size };
+      } catch {
+        /* not on this partition */
+      }
+    }
+    return null;
+  }
+}
+
+/**
+ * Writes one literal to its staging file with inherited backpressure: at most
+ * one write is in flight; write() returns false while it is, and the producer
+ * waits for onDrain. After an I/O error the remaining bytes are accepted and
+ * dropped (the wire must stay in sync) and `done` rejects with the error.
+ */
+class StagingWriter implements BodyWriter {
+  private fd: number | null = null;
+  private error: CommandError | null = null;
+  private inflight = false;
+  private queue: Buffer[] = [];
+  private drainCbs: (() => void)[] = [];
+  private ended: ((err: CommandError | null) => void) | null = null;
+  private aborted = false;
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly ref: StagedRef,
+  ) {
+    try {
+      this.fd = store.fs.openSync(ref.path, 'wx', 0o600);
+    } catch (err) {
+      this.error = ioError(err, `creating a staging file for ${ref.guid ?? 'a literal'}`);
+      ref.live = false;
+    }
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.error || this.aborted || this.fd === null) return true;
+    this.queue.push(chunk);
+    this.pump();
+    return !this.inflight;
+  }
+
+  onDrain(cb: () => void): void {
+    if (!this.inflight || this.error || this.aborted) {
+      queueMicrotask(cb);
+      return;
+    }
+    this.drainCbs.push(cb);
+  }
+
+  private pump(): void {
+    if (this.inflight || this.fd === null) return;
+    const buf = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue);
+    this.queue = [];
+    if (buf.length === 0) {
+      this.flushed();
+      return;
+    }
+    this.inflight = true;
+    const fd = this.fd;
+    const writeAll = (b: Buffer): void => {
+      this.store.fs.write(fd, b, (err, n) => {
+        if (err) {
+          this.inflight = false;
+          this.fail(ioError(err, `writing message ${this.ref.guid ?? 'literal'} to staging`));
+          return;
+        }
+        if (n < b.length) {
+          writeAll(b.subarray(n));
+          return;
+        }
+        this.inflight = false;
+        if (this.queue.length > 0 && !this.error && !this.aborted) {
+          this.pump();
+          return;
+        }
+        this.flushed();
+      });
+    };
+    writeAll(buf);
+  }
+
+  private flushed(): void {
+    const cbs = this.drainCbs;
+    this.drainCbs = [];
+    for (const cb of cbs) cb();
+    if (this.ended && !this.inflight && this.queue.length === 0) {
+      const done = this.ended;
+      this.ended = null;
+      done(this.error);
+    }
+  }
+
+  private fail(err: CommandError): void {
+    if (this.error) return;
+    this.error = err;
+    this.queue = [];
+    this.closeAndRemove();
+    this.flushed();
+  }
+
+  private closeAndRemove(): void {
+    const fd = this.fd;
+    this.fd = null;
+    if (fd !== null) this.store.fs.close(fd, () => {});
+    void this.store.discard(this.ref);
+  }
+
+  end(sha1: string): StagedBody {
+    this.ref.sha1 = sha1.toLowerCase();
+    const done = new Promise<void>((resolve, reject) => {
+      this.ended = (err) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        this.finish().then(resolve, reject);
+      };
+      if (this.error || (!this.inflight && this.queue.length === 0)) this.flushed();
+    });
+    // The router awaits `done`; this keeps an unobserved failure from crashing the process.
+    done.catch(() => {});
+    return { done, ref: this.ref };
+  }
+
+  /** fsync + close; a file literal whose bytes do not hash to its GUID is removed at once. */
+  private async finish(): Promise<void> {
+    const fd = this.fd;
+    this.fd = null;
+    if (fd === null) throw this.error ?? new CommandError('IMAP_IOERROR', 'staging file is not open');
+    try {
+      if (this.store.doFsync) await new Promise<void>((res, rej) => this.store.fs.fsync(fd, (e) => (e ? rej(e) : res())));
+    } catch (err) {
+      this.store.fs.close(fd, () => {});
+      await this.store.discard(this.ref);
+      throw ioError(err, `syncing message ${this.ref.guid ?? 'literal'} to disk`);
+    }
+    await new Promise<void>((res) => this.store.fs.close(fd, () => res()));
+    if (this.ref.kind === 'file' && this.ref.guid !== this.ref.sha1) await this.store.discard(this.ref);
+  }
+
+  abort(_err: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.queue = [];
+    const cbs = this.drainCbs;
+    this.drainCbs = [];
+    if (this.inflight) {
+      // the in-flight write's callback runs later; remove once it has
+      const fd = this.fd;
+      this.fd = null;
+      const poll = (): void => {
+        if (this.inflight) {
+          setImmediate(poll);
+          return;
+        }
+        if (fd !== null) this.store.fs.close(fd, () => {});
+        void this.store.discard(this.ref);
+      };
+      poll();
+    } else {
+      this.closeAndRemove();
+    }
+    for (const cb of cbs) cb();
+  }
+}
+
+/** A BodySink that stages into a BlobStore and reports every staged ref to its owner. */
+export class ReplicaBodySink implements BodySink {
+  constructor(
+    private readonly store: BlobStore,
+    private readonly track: (ref: StagedRef, writer: BodyWriter) => void,
+  ) {}
+
+  open(header: BodyHeader): BodyWriter | null {
+    let writerRef: StagedRef | null = null;
+    const w = this.store.openWriter(header, (r) => {
+      writerRef = r;
+    });
+    this.track(writerRef!, w);
+    return w;
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The replica store (sync_server semantics): `createReplicaSink` opens the
+ * metadata database under `configdirectory` and the blob store under each
+ * partition path, cleans staging left by a previous run, and returns a Sink.
+ */
+import type { Logger } from 'pino';
+import type { SessionInfo, Sink, SinkSession } from '../sink.js';
+import { ReplicaSession } from './session.js';
+import { ReplicaStore, type ReplicaStoreOptions } from './store.js';
+
+export interface ReplicaSinkOptions {
+  configdirectory: string;
+  /** partition name -> directory */
+  partitions: Record<string, string>;
+  logger?: Logger;
+  /** fsync blobs, directories and commits (default true) */
+  fsync?: boolean;
+  deletedPrefix?: string;
+  defaultDomain?: string | null;
+  allowUserMoves?: boolean;
+  reportUserflags?: boolean;
+  /** fault injection for tests */
+  fs?: ReplicaStoreOptions['fs'];
+}
+
+export class ReplicaSink implements Sink {
+  readonly profile = 'sync' as const;
+  private readonly sessions = new Set<ReplicaSession>();
+
+  constructor(readonly store: ReplicaStore) {}
+
+  openSession(info: SessionInfo): SinkSession & ReplicaSession {
+    const s = new ReplicaSession(this.store, info);
+    this.sessions.add(s);
+    const end = s.end.bind(s);
+    s.end = async () => {
+      this.sessions.delete(s);
+      await end();
+    };
+    return s;
+  }
+
+  async close(): Promise<void> {
+    for (const s of [...this.sessions]) await s.end();
+    this.store.close();
+  }
+}
+
+export async function createReplicaSink(opts: ReplicaSinkOptions): Promise<ReplicaSink> {
+  const store = await ReplicaStore.open(opts);
+  return new ReplicaSink(store);
+}
+
+export { ReplicaSession } from './session.js';
+export { ReplicaStore, parseMboxtype } from './store.js';
+export type { ReplicaStoreOptions, SessionFlags } from './store.js';
