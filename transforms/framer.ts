@@ -466,7 +466,7 @@ export class LiteralBody extends Readable {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    if (!this.finished) this.owner.bodyAbandoned(this);
+    this.owner.bodyAbandoned(this);
     cb(err);
   }
 }
@@ -487,6 +487,8 @@ export class Framer extends Writable {
   private readonly onLiteral: ((h: LiteralHeader) => 'skip' | void) | undefined;
   private readonly bodyHighWaterMark: number | undefined;
   private body: LiteralBody | null = null;
+  /** The body whose push() returned false (it may have ended since): framing waits for its _read. */
+  private waitingBody: LiteralBody | null = null;
   private writeCb: ((err?: Error | null) => void) | null = null;
 
   constructor(options: FramerStreamOptions = {}) {
@@ -524,7 +526,9 @@ export class Framer extends Writable {
   private bodyData(chunk: Buffer): boolean {
     const body = this.body;
     if (body === null) return true;
-    return body.push(chunk);
+    if (body.push(chunk)) return true;
+    this.waitingBody = body;
+    return false;
   }
 
   private bodyEnd(): void {
@@ -538,15 +542,21 @@ export class Framer extends Writable {
 
   /** @internal */
   bodyWantsMore(body: LiteralBody): void {
-    if (body === this.body && this.core.isPaused) this.pump();
+    if (body !== this.waitingBody) return;
+    this.waitingBody = null;
+    this.pump();
   }
 
   /** @internal */
   bodyAbandoned(body: LiteralBody): void {
-    if (body !== this.body) return;
-    this.body = null;
-    this.core.skipBody();
-    if (this.core.isPaused) this.pump();
+    if (body === this.body) {
+      this.body = null;
+      this.core.skipBody();
+    }
+    if (body === this.waitingBody) {
+      this.waitingBody = null;
+      this.pump();
+    }
   }
 
   private pump(): void {
@@ -558,7 +568,7 @@ export class Framer extends Writable {
       this.releaseWrite(err as Error);
       return;
     }
-    if (done) this.releaseWrite(null);
+    if (done && this.waitingBody === null) this.releaseWrite(null);
   }
 
   private releaseWrite(err: Error | null): void {
@@ -577,7 +587,8 @@ export class Framer extends Writable {
       this.releaseWrite(err as Error);
       return;
     }
-    if (done) this.releaseWrite(null);
+    // Withheld while a body is full: it is released from that body's _read.
+    if (done && this.waitingBody === null) this.releaseWrite(null);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -593,6 +604,7 @@ export class Framer extends Writable {
     this.core.abort(err ?? new Error('Framer destroyed'));
     const body = this.body;
     this.body = null;
+    this.waitingBody = null;
     if (body !== null && !body.destroyed) body.destroy(err ?? undefined);
     // A withheld write callback must not outlive the stream.
     const wcb = this.writeCb;
