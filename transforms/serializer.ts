@@ -28,10 +28,12 @@ import type { DlistFile, DlistItem, DlistValue } from './dlist-types.js';
 /**
  * How literals are written and whether parsed values keep their wire form.
  *
- * - `server`: `{N}` literals. Real Cyrus 3.6.1 sync_server/backupd mark their
- *   output stream as a client (`prot_setisclient(sync_out, 1)`) and so write
- *   `{N+}`; clients 3.4.8+/3.6.5+/3.8.3+/3.10+ reject that, and every client
- *   accepts `{N}`, so a server writes `{N}` (csync-wire §1.5, §8.1).
+ * - `server`: `{N}` literals. Upstream 3.6.1 source marks the server's
+ *   output stream as a client (`prot_setisclient(sync_out, 1)`), which makes
+ *   `prot_printliteral` write `{N+}`; the Debian 3.6.1 build recorded in the
+ *   fixtures writes `{N}` (`VALUE {7}` of 03-incremental-replica), as
+ *   3.6.5+ do. Clients 3.4.8+/3.6.5+/3.8.3+/3.10+ reject `{N+}` and every
+ *   client accepts `{N}`, so a server writes `{N}` (csync-wire §1.5, §8.1).
  * - `client`: `{N+}` literals (clients never wait for a continuation).
  * - `backup`: `{N+}` literals and canonical output (backup-format §5.4):
  *   parsed atoms, quoted strings and literals are re-emitted by the string
