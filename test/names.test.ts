@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { CommandError } from '../transforms/errors.js';
+import { CommandError, type CyrusCode } from '../transforms/errors.js';
 import {
   ancestors,
   belongsToUser,
@@ -63,7 +63,7 @@ test('Cyrus list order: children follow their parent', (t) => {
   ]);
 });
 
-function rejects(t: import('ava').ExecutionContext, fn: () => unknown, code: string): void {
+function rejects(t: import('ava').ExecutionContext, fn: () => unknown, code: CyrusCode): void {
   const err = t.throws(fn, { instanceOf: CommandError });
   t.is(err?.code, code);
   t.true((err?.message.length ?? 0) > 10);

@@ -3,17 +3,18 @@
  * split by direction, and a replay of recorded client commands through the
  * real parser, decoder and router into a replica session.
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { DlistParserCore } from '../transforms/dlist-parser.js';
-import { encodeItemParts } from '../transforms/serializer.js';
+import { encodeItemParts, fileLiteralHeader } from '../transforms/serializer.js';
 import type { CommandLine, DlistFile, DlistItem, BodySink } from '../transforms/dlist-types.js';
 import { decodeCommand } from '../src/protocol/commands.js';
 import { Router } from '../src/router.js';
-import type { ApplyCommand, GetCommand } from '../src/protocol/types.js';
+import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
 import { createReplicaSink, type ReplicaSink, type ReplicaSinkOptions } from '../sinks/replica/index.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 
@@ -128,7 +129,7 @@ export async function serialize(items: DlistItem[]): Promise<Buffer> {
   for (const it of items) {
     for (const p of encodeItemParts(it, 'server')) {
       if (Buffer.isBuffer(p)) out.push(p);
-      else out.push(await readAll((p as DlistFile).source!()));
+      else out.push(fileLiteralHeader(p as DlistFile), await readAll((p as DlistFile).source!()));
     }
   }
   return Buffer.concat(out);
@@ -210,4 +211,69 @@ export async function replay(session: ReplicaSession, client: Buffer): Promise<E
     out.push({ command: text, verb: cmd.verb, sub: null, reply: Buffer.from(`${status}\r\n`, 'latin1'), status });
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------
+// Hand-built commands
+
+export const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
+
+export function message(n: number, extra = ''): Buffer {
+  return Buffer.from(
+    `From: a${n}@example.org\r\nTo: bob@example.org\r\nSubject: message ${n}${extra}\r\nMessage-ID: <m${n}@x>\r\n\r\nbody ${n}\r\n`,
+    'latin1',
+  );
+}
+
+/** Streams `bodies` through the session's body sink as file literals (as the parser would). */
+export async function stage(session: ReplicaSession, bodies: Buffer[], opts: { guids?: string[]; split?: number } = {}): Promise<DlistFile[]> {
+  const files: DlistFile[] = [];
+  for (let i = 0; i < bodies.length; i++) {
+    const b = bodies[i]!;
+    const guid = opts.guids?.[i] ?? sha1(b);
+    const w = session.bodySink.open({ kind: 'file', partition: 'default', guid, size: b.length })!;
+    const step = opts.split ?? 7;
+    for (let off = 0; off < b.length; off += step) {
+      if (!w.write(b.subarray(off, off + step))) await new Promise<void>((r) => w.onDrain(r));
+    }
+    const body = w.end(sha1(b));
+    await body.done;
+    files.push({ kind: 'file', partition: 'default', guid, size: b.length, sha1: sha1(b), body });
+  }
+  return files;
+}
+
+export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {
+  return {
+    mboxtype: null,
+    highestmodseq: 1n,
+    partition: 'default',
+    lastUid: 0,
+    recentUid: 0,
+    recentTime: 0,
+    lastAppenddate: 0,
+    pop3LastLogin: 0,
+    pop3ShowAfter: 0,
+    uidvalidity: 1700000000,
+    acl: 'bob\tlrswipkxtecdan\t',
+    options: 'P',
+    createdmodseq: 1n,
+    foldermodseq: 1n,
+    records: [],
+    ...p,
+  };
+}
+
+export function recordIn(uid: number, body: Buffer, p: Partial<RecordIn> = {}): RecordIn {
+  return {
+    uid,
+    modseq: BigInt(uid + 1),
+    lastUpdated: 1700000100 + uid,
+    flags: [],
+    internaldate: 1700000000 + uid,
+    size: body.length,
+    guid: sha1(body),
+    annotations: null,
+    ...p,
+  };
 }

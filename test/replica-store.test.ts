@@ -1,0 +1,467 @@
+import test from 'ava';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type { DlistItem, DlistKvList, DlistValue } from '../transforms/dlist-types.js';
+import type { ApplyCommand, GetCommand, MailboxIn } from '../src/protocol/types.js';
+import { mailboxCrcs } from '../src/protocol/crc.js';
+import {
+  mailboxIn,
+  message,
+  openSession,
+  recordIn,
+  runCommand,
+  sha1,
+  stage,
+  tempStore,
+  type TempStore,
+} from './replica-helpers.js';
+import type { ReplicaSession } from '../sinks/replica/session.js';
+
+const ACL = 'bob\tlrswipkxtecdan\t';
+
+function field(v: DlistValue | undefined, key: string): DlistValue | undefined {
+  if (!v || v.kind !== 'kvlist') return undefined;
+  return v.items.find((i) => i.key === key)?.value;
+}
+function scalar(v: DlistValue | undefined): string | number | bigint | null | undefined {
+  if (!v) return undefined;
+  if (v.kind === 'num') return v.value;
+  if (v.kind === 'string') return v.value === null ? null : Buffer.isBuffer(v.value) ? v.value.toString('latin1') : v.value;
+  if (v.kind === 'atom' || v.kind === 'flag' || v.kind === 'quoted') return v.value;
+  if (v.kind === 'nil') return null;
+  return undefined;
+}
+const get = (it: DlistItem | undefined, key: string) => scalar(field(it?.value, key));
+const keys = (it: DlistItem | undefined) => (it?.value as DlistKvList).items.map((i) => i.key);
+
+const apply = (s: ReplicaSession, cmd: ApplyCommand) => runCommand(s, cmd);
+const mbox = (s: ReplicaSession, m: MailboxIn) => apply(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: m });
+const getc = (s: ReplicaSession, cmd: GetCommand) => runCommand(s, cmd);
+
+async function withStore(fn: (st: TempStore, s: ReplicaSession) => Promise<void>): Promise<void> {
+  const st = await tempStore();
+  const s = openSession(st.sink);
+  try {
+    await fn(st, s);
+  } finally {
+    await st.sink.close();
+  }
+}
+
+/** Builds an INBOX with three messages; returns their bodies and the CRCs the master would send. */
+async function seedInbox(s: ReplicaSession) {
+  const bodies = [message(1), message(2), message(3)];
+  const files = await stage(s, bodies);
+  const r1 = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files });
+  const records = [
+    recordIn(1, bodies[0]!, { flags: ['\\Seen', '$Label'] }),
+    recordIn(2, bodies[1]!, {
+      flags: ['\\Flagged'],
+      annotations: [
+        { entry: '/vendor/cmu/cyrus-imapd/thrid', userid: '', modseq: 0n, value: { kind: 'buffer', value: Buffer.from('00000000000a1b2c') } },
+        { entry: '/vendor/cmu/cyrus-imapd/savedate', userid: '', modseq: 0n, value: { kind: 'buffer', value: Buffer.from('1700000500') } },
+        { entry: '/comment', userid: 'bob', modseq: 5n, value: { kind: 'buffer', value: Buffer.from('note') } },
+      ],
+    }),
+    recordIn(3, bodies[2]!, { flags: ['\\Deleted', '\\Expunged'] }),
+  ];
+  const crcs = mailboxCrcs([
+    { uid: 1, modseq: 2n, lastUpdated: 1700000101, internaldate: 1700000001, guid: sha1(bodies[0]!), systemFlags: 16, userFlags: ['$Label'], expunged: false, annotations: [], thrid: 0n, savedate: 0, createdmodseq: 0n },
+    { uid: 2, modseq: 3n, lastUpdated: 1700000102, internaldate: 1700000002, guid: sha1(bodies[1]!), systemFlags: 4, userFlags: [], expunged: false, annotations: [{ entry: '/comment', userid: 'bob', value: Buffer.from('note') }], thrid: 0xa1b2cn, savedate: 1700000500, createdmodseq: 0n },
+  ]);
+  const m = mailboxIn({
+    uniqueid: 'inbox-uid',
+    mboxname: 'user.bob',
+    highestmodseq: 4n,
+    lastUid: 3,
+    recentUid: 3,
+    syncCrc: crcs.basic,
+    syncCrcAnnot: crcs.annot,
+    annotations: [{ entry: '/comment', userid: '', modseq: 2n, value: { kind: 'buffer', value: Buffer.from('shared note') } }],
+    records,
+  });
+  const r2 = await mbox(s, m);
+  return { bodies, files, m, crcs, r1, r2 };
+}
+
+test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH streams the blob', async (t) => {
+  await withStore(async (st, s) => {
+    const { bodies, m, crcs, r1, r2 } = await seedInbox(s);
+    t.is(r1.status, 'OK success');
+    t.is(r2.status, 'OK success');
+    for (const b of bodies) {
+      const g = sha1(b);
+      const p = path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g);
+      t.deepEqual(readFileSync(p), b);
+    }
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+
+    const mbs = await getc(s, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob', 'user.nobody'] });
+    t.is(mbs.status, 'OK success');
+    t.is(mbs.items.length, 1);
+    const rep = mbs.items[0];
+    t.deepEqual(keys(rep), [
+      'UNIQUEID', 'MBOXNAME', 'SYNC_CRC', 'SYNC_CRC_ANNOT', 'LAST_UID', 'HIGHESTMODSEQ', 'RECENTUID', 'RECENTTIME',
+      'LAST_APPENDDATE', 'POP3_LAST_LOGIN', 'POP3_SHOW_AFTER', 'UIDVALIDITY', 'PARTITION', 'ACL', 'OPTIONS',
+      'CREATEDMODSEQ', 'FOLDERMODSEQ', 'ANNOTATIONS',
+    ]);
+    t.is(get(rep, 'SYNC_CRC'), crcs.basic);
+    t.is(get(rep, 'SYNC_CRC_ANNOT'), crcs.annot);
+    t.is(get(rep, 'ACL'), ACL);
+    t.is(get(rep, 'HIGHESTMODSEQ'), 4n);
+    t.is(get(rep, 'FOLDERMODSEQ'), 1n);
+
+    const full = await getc(s, { verb: 'GET', sub: 'FULLMAILBOX', mboxname: 'user.bob' });
+    t.is(full.status, 'OK success');
+    const wire = full.reply.toString('latin1');
+    t.regex(wire, /RECORD \(%\(UID 1 MODSEQ 2 LAST_UPDATED 1700000101 FLAGS \(\\Seen \$Label\) INTERNALDATE 1700000001 SIZE \d+ GUID [0-9a-f]{40}\)/);
+    t.regex(wire, /%\(UID 3 MODSEQ 4 LAST_UPDATED 1700000103 FLAGS \(\\Deleted \\Expunged\)/);
+    t.true(wire.includes('%(ENTRY /vendor/cmu/cyrus-imapd/thrid USERID "" MODSEQ 0 VALUE 00000000000a1b2c)'));
+    t.true(wire.includes('%(ENTRY /comment USERID bob MODSEQ 5 VALUE note)'));
+
+    const fetch = await getc(s, {
+      verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition: 'default', uniqueid: 'inbox-uid', guid: sha1(bodies[1]!), uid: 2,
+    });
+    t.is(fetch.status, 'OK success');
+    t.true(fetch.reply.includes(Buffer.concat([Buffer.from(`* MESSAGE %{default ${sha1(bodies[1]!)} ${bodies[1]!.length}}\r\n`), bodies[1]!])));
+    const wrongUid = await getc(s, {
+      verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition: 'default', uniqueid: 'inbox-uid', guid: sha1(bodies[1]!), uid: 1,
+    });
+    t.is(wrongUid.status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    const badGuid = await getc(s, {
+      verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition: 'default', uniqueid: 'inbox-uid', guid: '../../etc', uid: 1,
+    });
+    t.is(badGuid.status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+
+    // Replaying the identical APPLY is accepted and changes nothing.
+    const before = st.sink.store.mailboxByName('user.bob');
+    t.is((await mbox(s, m)).status, 'OK success');
+    t.deepEqual(st.sink.store.mailboxByName('user.bob'), before);
+    t.deepEqual(st.sink.store.recomputeCrcs('user.bob'), crcs);
+  });
+});
+
+test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing', async (t) => {
+  await withStore(async (_st, s) => {
+    const { bodies } = await seedInbox(s);
+    const unknown = 'ab'.repeat(20);
+    const r = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [sha1(bodies[0]!), unknown] });
+    t.is(r.reply.toString(), `* MISSING (${unknown})\r\nOK success\r\n`);
+    const r2 = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [sha1(bodies[0]!)] });
+    t.is(r2.reply.toString(), 'OK success\r\n');
+    const bad = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: ['xyz'] });
+    t.is(bad.status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+  });
+});
+
+test('a file literal whose bytes do not hash to its GUID is never stored; MAILBOX needing it is refused', async (t) => {
+  await withStore(async (st, s) => {
+    const body = message(9);
+    const fake = '1234567890'.repeat(4);
+    const files = await stage(s, [body], { guids: [fake] });
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), [], 'mismatched staging file removed at once');
+    const r = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files });
+    t.is(r.status, 'OK success');
+    t.false(existsSync(path.join(st.partitions.default!, 'blobs', fake.slice(0, 2))));
+    t.false(existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2))));
+    t.false(s.isAvailable(fake));
+    const res = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: [], guids: [fake] });
+    t.is(res.reply.toString(), `* MISSING (${fake})\r\nOK success\r\n`);
+    const m = mailboxIn({ uniqueid: 'u1', mboxname: 'user.bob', highestmodseq: 2n, lastUid: 1, records: [recordIn(1, body, { guid: fake })] });
+    const r2 = await mbox(s, m);
+    t.is(r2.status, 'NO Unknown error');
+    t.is(st.sink.store.mailboxByName('user.bob'), null, 'nothing half-created');
+  });
+});
+
+test('abort in the middle of a literal removes the staging file and stores nothing', async (t) => {
+  await withStore(async (st, s) => {
+    const body = message(5, 'x'.repeat(5000));
+    const w = s.bodySink.open({ kind: 'file', partition: 'default', guid: sha1(body), size: body.length })!;
+    w.write(body.subarray(0, 1000));
+    await new Promise((r) => setTimeout(r, 20));
+    t.is(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')).length, 1);
+    w.abort(new Error('connection lost'));
+    await new Promise((r) => setTimeout(r, 20));
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    t.false(existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2))));
+    // a second literal that arrived whole but whose command never ran is dropped at session end
+    await stage(s, [message(6)]);
+    t.is(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')).length, 1);
+    await s.end();
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+  });
+});
+
+test('ENOSPC while staging: clear NO, no staging file, store unchanged and usable', async (t) => {
+  const fs = await import('node:fs');
+  let fail = false;
+  const st = await tempStore({
+    fs: {
+      openSync: (p, f, m) => fs.openSync(p, f, m),
+      write: (fd, buf, cb) => {
+        if (fail) {
+          const e = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }) as NodeJS.ErrnoException;
+          setImmediate(() => cb(e, 0));
+          return;
+        }
+        fs.write(fd, buf, 0, buf.length, null, (err, n) => cb(err, n));
+      },
+      fsync: (fd, cb) => fs.fsync(fd, cb),
+      close: (fd, cb) => fs.close(fd, cb),
+      rename: (a, b) => fs.promises.rename(a, b),
+      unlink: (p) => fs.promises.unlink(p),
+    },
+  });
+  const s = openSession(st.sink);
+  try {
+    const { m } = await seedInbox(s);
+    fail = true;
+    const body = message(4);
+    const w = s.bodySink.open({ kind: 'file', partition: 'default', guid: sha1(body), size: body.length })!;
+    let ok = true;
+    for (let off = 0; off < body.length; off += 16) {
+      if (!w.write(body.subarray(off, off + 16))) await new Promise<void>((r) => w.onDrain(r));
+    }
+    const staged = w.end(sha1(body));
+    const err = await t.throwsAsync(staged.done);
+    t.is((err as { code?: string }).code, 'IMAP_NOSPACE');
+    t.regex(err!.message, /No space left/);
+    // the router refuses the command when a body failed
+    const files = [{ kind: 'file' as const, partition: 'default', guid: sha1(body), size: body.length, sha1: sha1(body), body: staged }];
+    const { Router } = await import('../src/router.js');
+    const { silentLog } = await import('./replica-helpers.js');
+    let status = '';
+    await new Router('sync', s, { data: async () => {}, status: async (l) => { status = l; } }, silentLog).run(
+      { verb: 'APPLY', sub: 'MESSAGE', files },
+      [staged],
+    );
+    t.is(status, 'NO Unknown error');
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    ok = existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2), sha1(body).slice(2, 4), sha1(body)));
+    t.false(ok);
+    fail = false;
+    t.is((await mbox(s, m)).status, 'OK success', 'store still usable');
+  } finally {
+    await st.sink.close();
+  }
+});
+
+test('bad names never reach the disk', async (t) => {
+  await withStore(async (st, s) => {
+    const before = readdirSync(st.dir).sort();
+    for (const name of ['user..bob', '../../etc/passwd', 'user.bob/../../x', 'user.b\x00ob', `user.${'a'.repeat(600)}`, '']) {
+      const r = await mbox(s, mailboxIn({ uniqueid: `u-${name.length}`, mboxname: name }));
+      t.true(r.status === 'NO Unknown error' || r.status === 'NO IMAP_PROTOCOL_BAD_PARAMETERS', `${JSON.stringify(name.slice(0, 30))}: ${r.status}`);
+      t.is(st.sink.store.mailboxByName(name), null);
+    }
+    const bad = await apply(s, { verb: 'APPLY', sub: 'SUB', userid: '../bob', mboxname: 'user.bob' });
+    t.is(bad.status, 'NO Unknown error');
+    const sieve = await apply(s, {
+      verb: 'APPLY', sub: 'SIEVE', userid: 'bob', filename: '../../evil.script', lastUpdate: 1, content: { kind: 'buffer', value: Buffer.from('keep;') },
+    });
+    t.is(sieve.status, 'NO Unknown error');
+    const part = await mbox(s, mailboxIn({ uniqueid: 'p1', mboxname: 'user.bob', partition: '../../tmp' }));
+    t.is(part.status, 'NO Unknown error');
+    t.deepEqual(readdirSync(st.dir).sort(), before);
+    t.false(existsSync(path.join(st.dir, '..', 'evil.script')));
+  });
+});
+
+test('APPLY MAILBOX conflicts: MOVED, SINCE (no trace), regressions, record conflicts, post-commit CHECKSUM', async (t) => {
+  await withStore(async (st, s) => {
+    const { m, bodies } = await seedInbox(s);
+    // uniqueid used by another name
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'inbox-uid', mboxname: 'user.bob.Other' }))).status,
+      'NO IMAP_MAILBOX_MOVED Mailbox exists with another name or uniqueid');
+    // name used by another uniqueid (last_uid > 0)
+    t.is((await mbox(s, { ...m, uniqueid: 'other-uid' })).status, 'NO IMAP_MAILBOX_MOVED Mailbox exists with another name or uniqueid');
+    // a just-created mailbox with SINCE_MODSEQ fails and leaves nothing
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'new-1', mboxname: 'user.bob.New', sinceModseq: 5n }))).status,
+      'NO IMAP_SYNC_CHANGED Changed since last sync');
+    t.is(st.sink.store.mailboxByName('user.bob.New'), null);
+    // stale SINCE state
+    t.is((await mbox(s, { ...m, sinceModseq: 3n })).status, 'NO IMAP_SYNC_CHANGED Changed since last sync');
+    t.is((await mbox(s, { ...m, sinceModseq: 4n, sinceCrc: 1 })).status, 'NO IMAP_SYNC_CHANGED Changed since last sync');
+    t.is((await mbox(s, { ...m, sinceModseq: 4n, sinceCrc: 0, sinceCrcAnnot: 0 })).status, 'OK success');
+    // regressions
+    t.is((await mbox(s, { ...m, highestmodseq: 3n })).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    t.is((await mbox(s, { ...m, lastUid: 2, records: [] })).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    t.is((await mbox(s, { ...m, uidvalidity: 5 })).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    // same UID, other GUID
+    t.is((await mbox(s, { ...m, records: [recordIn(1, bodies[1]!)] , syncCrc: 0, syncCrcAnnot: 0})).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    // replica expunged, master not
+    t.is((await mbox(s, { ...m, records: [recordIn(3, bodies[2]!)], syncCrc: 0, syncCrcAnnot: 0 })).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    // older modseq than stored
+    t.is((await mbox(s, { ...m, records: [recordIn(2, bodies[1]!, { modseq: 1n })], syncCrc: 0, syncCrcAnnot: 0 })).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    // UIDs not ascending / beyond LAST_UID
+    t.is((await mbox(s, { ...m, records: [recordIn(2, bodies[1]!), recordIn(1, bodies[0]!)] })).status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+    t.is((await mbox(s, { ...m, records: [recordIn(9, bodies[1]!)] })).status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+    // a user flag that is not an atom
+    t.is((await mbox(s, { ...m, records: [recordIn(1, bodies[0]!, { flags: ['bad flag'] })] })).status, 'NO IMAP_PROTOCOL_ERROR Protocol error');
+    // nothing above changed the mailbox
+    t.deepEqual(st.sink.store.recomputeCrcs('user.bob'), { basic: m.syncCrc, annot: m.syncCrcAnnot });
+    // post-commit CHECKSUM: the commit stands
+    const upd = { ...m, highestmodseq: 10n, records: [recordIn(1, bodies[0]!, { modseq: 10n, flags: [] })], syncCrc: 12345, syncCrcAnnot: 0 };
+    t.is((await mbox(s, upd)).status, 'NO IMAP_SYNC_CHECKSUM Checksum Failure');
+    t.is(st.sink.store.mailboxByName('user.bob')!.highestmodseq, 10n);
+    const mb = st.sink.store.mailboxByName('user.bob')!;
+    t.deepEqual(st.sink.store.recomputeCrcs('user.bob'), { basic: mb.crcBasic, annot: (mb.crcAnnot ^ 12345678) >>> 0 });
+    // FORCE lets an older record modseq through
+    s.forceMode = true;
+    t.is((await mbox(s, { ...upd, highestmodseq: 10n, records: [recordIn(1, bodies[0]!, { modseq: 9n })], syncCrc: 0 })).status, 'OK success');
+  });
+});
+
+test('creation needs a live parent; records arriving expunged without a blob are kept without content', async (t) => {
+  await withStore(async (st, s) => {
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'c1', mboxname: 'user.carol.Sent' }))).status, 'NO Unknown error');
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'c0', mboxname: 'user.carol' }))).status, 'OK success');
+    const ghost = message(77);
+    const r = await mbox(s, mailboxIn({
+      uniqueid: 'c1', mboxname: 'user.carol.Sent', highestmodseq: 3n, lastUid: 1, records: [recordIn(1, ghost, { flags: ['\\Expunged'] })],
+    }));
+    t.is(r.status, 'OK success');
+    const full = await getc(s, { verb: 'GET', sub: 'FULLMAILBOX', mboxname: 'user.carol.Sent' });
+    t.regex(full.reply.toString(), /FLAGS \(\\Expunged\)/);
+    const f = await getc(s, { verb: 'GET', sub: 'FETCH', mboxname: 'user.carol.Sent', partition: 'default', uniqueid: 'c1', guid: sha1(ghost), uid: 1 });
+    t.is(f.status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    // a DELETED-namespace copy needs no parent
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'd1', mboxname: 'DELETED.user.dave.Trash.6B02F957' }))).status, 'OK success');
+    t.truthy(st.sink.store.mailboxByName('DELETED.user.dave.Trash.6B02F957'));
+  });
+});
+
+test('placeholders, tombstones, UNMAILBOX, RENAME, EXPUNGE', async (t) => {
+  await withStore(async (st, s) => {
+    const { m, bodies } = await seedInbox(s);
+    // placeholder stub
+    t.is((await mbox(s, { uniqueid: 'ph1', mboxname: 'user.bob.A', mboxtype: 'ei', highestmodseq: 7n, createdmodseq: 6n })).status, 'OK success');
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'b1', mboxname: 'user.bob.A.B' }))).status, 'OK success');
+    const user = await getc(s, { verb: 'GET', sub: 'USER', userid: 'bob' });
+    const names = user.items.filter((i) => i.key === 'MAILBOX').map((i) => get(i, 'MBOXNAME'));
+    t.deepEqual(names, ['user.bob', 'user.bob.A', 'user.bob.A.B']);
+    const ph = user.items[1]!;
+    t.true(user.reply.toString().includes(
+      '* MAILBOX %(UNIQUEID ph1 MBOXNAME user.bob.A MBOXTYPE ei SYNC_CRC 0 LAST_UID 0 HIGHESTMODSEQ 0 RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 0 PARTITION NIL ACL NIL OPTIONS "" CREATEDMODSEQ 6 FOLDERMODSEQ 7)',
+    ), String(get(ph, 'MBOXNAME')));
+    // UNMAILBOX of a mailbox with live children leaves a placeholder; without, a tombstone (never reported)
+    t.is((await apply(s, { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: 'user.bob.A.B' })).status, 'OK success');
+    t.is(st.sink.store.mailboxByName('user.bob.A.B')!.state, 2);
+    t.is((await apply(s, { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: 'user.bob.A.B' })).status, 'OK success');
+    t.is((await apply(s, { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: 'user.bob.Nope' })).status,
+      'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    t.is((await getc(s, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob.A.B'] })).items.length, 0);
+    // a re-created mailbox may reuse the tombstone's name
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'b2', mboxname: 'user.bob.A.B' }))).status, 'OK success');
+    t.is((await mbox(s, mailboxIn({ uniqueid: 'c1', mboxname: 'user.bob.C' }))).status, 'OK success');
+    // RENAME rules
+    const ren = (o: string, n: string, p = 'default') => apply(s, { verb: 'APPLY', sub: 'RENAME', local: false, oldname: o, newname: n, partition: p, uidvalidity: null });
+    t.is((await ren('user.bob.Missing', 'user.bob.X')).status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    t.is((await ren('user.bob', 'user.bob.X')).status, 'NO IMAP_MAILBOX_NOTSUPPORTED Operation is not supported on mailbox');
+    t.is((await ren('user.bob.C', 'user.bob.A.B')).status, 'NO Unknown error');
+    t.is((await ren('user.bob.C', 'user.bob.C')).status, 'NO Unknown error');
+    t.is((await ren('user.bob.C', 'user.bob.C', 'other')).status, 'OK success');
+    t.is(st.sink.store.mailboxByName('user.bob.C')!.partition, 'other');
+    t.is((await ren('user.bob.C', 'user.bob.D')).status, 'OK success');
+    t.is(st.sink.store.mailboxByName('user.bob.C')!.state, 2);
+    t.is(st.sink.store.mailboxByName('user.bob.D')!.uniqueid, 'c1');
+    // EXPUNGE
+    const ex = (u: string, uids: number[]) => apply(s, { verb: 'APPLY', sub: 'EXPUNGE', mboxname: 'user.bob', uniqueid: u, uids });
+    t.is((await ex('wrong', [1])).status, 'NO IMAP_MAILBOX_MOVED Mailbox exists with another name or uniqueid');
+    t.is((await ex('inbox-uid', [1, 99])).status, 'OK success');
+    const mb = st.sink.store.mailboxByName('user.bob')!;
+    t.is(mb.highestmodseq, 4n);
+    t.deepEqual(st.sink.store.recomputeCrcs('user.bob'), { basic: mb.crcBasic, annot: (mb.crcAnnot ^ 12345678) >>> 0 });
+    // the master's view after expunging UID 1 matches
+    t.not(mb.crcBasic, m.syncCrc);
+    t.truthy(bodies);
+  });
+});
+
+test('QUOTA, SUB, SEEN, ANNOTATION, SIEVE, UNUSER and the META items', async (t) => {
+  await withStore(async (st, s) => {
+    await seedInbox(s);
+    const ok = async (cmd: ApplyCommand) => t.is((await apply(s, cmd)).status, 'OK success', cmd.sub);
+    await ok({ verb: 'APPLY', sub: 'QUOTA', quota: { root: 'user.bob', limits: { STORAGE: 1000 }, modseq: 7n } });
+    t.is((await apply(s, { verb: 'APPLY', sub: 'QUOTA', quota: { root: '', limits: {}, modseq: null } })).status, 'NO Unknown error');
+    await ok({ verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob.Sent' });
+    await ok({ verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
+    await ok({ verb: 'APPLY', sub: 'UNSUB', userid: 'bob', mboxname: 'user.bob.Nope' });
+    await ok({ verb: 'APPLY', sub: 'SEEN', seen: { userid: 'bob', uniqueid: 'inbox-uid', lastread: 5, lastuid: 3, lastchange: 6, seenuids: '1:3' } });
+    await ok({ verb: 'APPLY', sub: 'ANNOTATION', mboxname: 'user.bob', entry: '/specialuse', userid: 'bob', value: { kind: 'buffer', value: Buffer.from('\\Sent') } });
+    t.is((await apply(s, { verb: 'APPLY', sub: 'ANNOTATION', mboxname: 'user.none', entry: '/x', userid: '', value: { kind: 'buffer', value: Buffer.from('v') } })).status,
+      'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    await ok({ verb: 'APPLY', sub: 'SIEVE', userid: 'bob', filename: 'main.script', lastUpdate: 42, content: { kind: 'buffer', value: Buffer.from('keep;\r\n') } });
+    await ok({ verb: 'APPLY', sub: 'SIEVE', userid: 'bob', filename: 'main.bc', lastUpdate: 42, content: { kind: 'buffer', value: Buffer.from('xx') } });
+    await ok({ verb: 'APPLY', sub: 'ACTIVATE_SIEVE', userid: 'bob', filename: 'main.bc' });
+    t.is((await apply(s, { verb: 'APPLY', sub: 'ACTIVATE_SIEVE', userid: 'bob', filename: 'nope.bc' })).status, 'NO Unknown error');
+
+    const user = await getc(s, { verb: 'GET', sub: 'USER', userid: 'bob' });
+    const text = user.reply.toString('latin1');
+    t.true(text.includes('QUOTAROOT user.bob'));
+    t.true(text.includes('* QUOTA %(ROOT user.bob LIMIT 1000 STORAGE 1000 MODSEQ 7)\r\n'));
+    t.true(text.includes('* SEEN %(UNIQUEID inbox-uid LASTREAD 5 LASTUID 3 LASTCHANGE 6 SEENUIDS 1:3)\r\n'));
+    t.true(text.includes('* LSUB (user.bob user.bob.Sent)\r\n'));
+    t.true(text.includes(`* SIEVE %(FILENAME main.script LAST_UPDATE 42 GUID ${sha1(Buffer.from('keep;\r\n'))} ISACTIVE 0)\r\n`));
+    t.true(text.includes(`* SIEVE %(FILENAME main.bc LAST_UPDATE 0 GUID ${'0'.repeat(40)} ISACTIVE 1)\r\n`));
+    t.true(text.includes('%(ENTRY /specialuse USERID bob MODSEQ 0 VALUE {5}\r\n\\Sent)'));
+    t.false(text.includes('FILENAME main.bc LAST_UPDATE 42'), 'non-.script names are not stored');
+    s.sieveMailboxMode = true;
+    t.false((await getc(s, { verb: 'GET', sub: 'META', userid: 'bob' })).reply.toString().includes('* SIEVE'));
+    s.sieveMailboxMode = false;
+    const fs1 = await getc(s, { verb: 'GET', sub: 'FETCH_SIEVE', userid: 'bob', filename: 'main.script' });
+    t.is(fs1.reply.toString(), '* SIEVE %(USERID bob FILENAME main.script CONTENT {7}\r\nkeep;\r\n)\r\nOK success\r\n');
+    await ok({ verb: 'APPLY', sub: 'UNSIEVE', userid: 'bob', filename: 'main.bc' });
+    t.false((await getc(s, { verb: 'GET', sub: 'META', userid: 'bob' })).reply.toString().includes('ISACTIVE 1'));
+    t.is((await apply(s, { verb: 'APPLY', sub: 'UNSIEVE', userid: 'bob', filename: 'none.script' })).status, 'NO Unknown error');
+    const ann = await getc(s, { verb: 'GET', sub: 'ANNOTATION', mboxname: 'user.bob' });
+    t.true(ann.reply.toString().includes('* ANNOTATION %(MBOXNAME user.bob ENTRY /specialuse USERID bob VALUE {5}\r\n\\Sent)'));
+    await ok({ verb: 'APPLY', sub: 'UNANNOTATION', mboxname: 'user.bob', entry: '/specialuse', userid: 'bob' });
+    t.false((await getc(s, { verb: 'GET', sub: 'ANNOTATION', mboxname: 'user.bob' })).reply.toString().includes('/specialuse'));
+
+    await ok({ verb: 'APPLY', sub: 'UNUSER', local: false, userid: 'bob' });
+    const after = await getc(s, { verb: 'GET', sub: 'USER', userid: 'bob' });
+    t.is(after.reply.toString(), 'OK success\r\n');
+    t.is((await getc(s, { verb: 'GET', sub: 'QUOTA', root: 'user.bob' })).reply.toString(), 'OK success\r\n');
+    t.is(st.sink.store.mailboxByName('user.bob')!.state, 2);
+    await ok({ verb: 'APPLY', sub: 'UNUSER', local: false, userid: 'bob' });
+    await ok({ verb: 'APPLY', sub: 'UNUSER', local: false, userid: '' });
+  });
+});
+
+test('sieve-store mailboxes need SIEVE-MAILBOX and are hidden without it', async (t) => {
+  await withStore(async (_st, s) => {
+    await seedInbox(s);
+    const sv = mailboxIn({ uniqueid: 'sv', mboxname: 'user.bob.#sieve', mboxtype: 'f' });
+    t.is((await mbox(s, sv)).status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+    s.sieveMailboxMode = true;
+    t.is((await mbox(s, sv)).status, 'OK success');
+    t.true((await getc(s, { verb: 'GET', sub: 'USER', userid: 'bob' })).reply.toString().includes('MBOXNAME user.bob.#sieve MBOXTYPE f'));
+    const s2 = openSession(_st.sink);
+    t.false((await getc(s2, { verb: 'GET', sub: 'USER', userid: 'bob' })).reply.toString().includes('#sieve'));
+    t.is((await getc(s2, { verb: 'GET', sub: 'FULLMAILBOX', mboxname: 'user.bob.#sieve' })).status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    // type mismatch on an existing mailbox
+    t.is((await mbox(s, { ...sv, mboxtype: 'c' })).status, 'NO Unknown error');
+  });
+});
+
+test('store survives reopen: metadata and blobs persist, staging is emptied', async (t) => {
+  const st = await tempStore({ fsync: true });
+  const s = openSession(st.sink);
+  const { crcs } = await seedInbox(s);
+  await stage(s, [message(50)]); // left in staging
+  await st.sink.close();
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(path.join(st.partitions.default!, 'blobs', 'tmp', 'orphan.tmp'), 'partial');
+  const st2 = await tempStore({ fsync: true }, st.dir);
+  try {
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    const s2 = openSession(st2.sink);
+    const r = await getc(s2, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob'] });
+    t.is(get(r.items[0], 'SYNC_CRC'), crcs.basic);
+    t.is(get(r.items[0], 'SYNC_CRC_ANNOT'), crcs.annot);
+  } finally {
+    await st2.sink.close();
+  }
+});
