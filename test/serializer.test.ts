@@ -16,6 +16,7 @@ import {
   OutputLiteralError,
   ResponseWriter,
   encodeItemParts,
+  iterateLineParts,
   serializeItem,
   serializeLine,
   serializeValue,
@@ -23,7 +24,7 @@ import {
   stringForm,
 } from '../transforms/serializer.js';
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
-import type { DlistFile, DlistValue } from '../transforms/dlist-types.js';
+import type { DlistBigLiteral, DlistFile, DlistValue } from '../transforms/dlist-types.js';
 import { CyrsyncError } from '../transforms/errors.js';
 
 const str = (value: string | Buffer | null): DlistValue => ({ kind: 'string', value });
@@ -287,4 +288,83 @@ test('property: string builder parses back to its octets', (t) => {
     }),
     { numRuns: 500 },
   ));
+});
+
+test('text above U+00FF is refused, not mangled', (t) => {
+  t.throws(() => out(str('caf\u00e9\u20ac')), { instanceOf: CyrsyncError, message: /above U\+00FF/ });
+  t.throws(() => out({ kind: 'atom', value: '\u0100' }), { instanceOf: CyrsyncError });
+  t.is(out(str(Buffer.from('café', 'utf8'))), '{5}\r\ncaf\xc3\xa9', 'octets are passed as a Buffer');
+});
+
+test('a body part follows its header in a Buffer part', (t) => {
+  const f = fileOf(Buffer.from('abc'));
+  const parts = encodeItemParts({ key: 'MESSAGE', value: f });
+  t.is(parts.length, 3);
+  t.is((parts[0] as Buffer).toString('latin1'), `* MESSAGE %{default ${f.guid} 3}\r\n`);
+  t.is(parts[1], f);
+  t.is((parts[2] as Buffer).toString('latin1'), '\r\n');
+});
+
+function bigOf(body: Buffer, sha1?: string): DlistBigLiteral {
+  return {
+    kind: 'bigliteral',
+    size: body.length,
+    sha1: sha1 ?? createHash('sha1').update(body).digest('hex'),
+    body: null,
+    source: () => Readable.from([body]),
+  };
+}
+
+test('big literal with a source streams as {N} / {N+} with checks', async (t) => {
+  const body = Buffer.alloc(5000, 0x7a);
+  const w = new ResponseWriter();
+  const all = readAll(w);
+  await w.data({ key: 'SIEVE', value: { kind: 'kvlist', items: [{ key: 'CONTENT', value: bigOf(body) }] } });
+  await w.finish();
+  t.is((await all).toString('latin1'), `* SIEVE %(CONTENT {5000}\r\n${body.toString('latin1')})\r\n`);
+
+  const c = new CommandWriter();
+  const call = readAll(c);
+  await c.command('APPLY', { key: 'SIEVE', value: { kind: 'kvlist', items: [{ key: 'CONTENT', value: bigOf(body) }] } });
+  await c.finish();
+  t.true((await call).toString('latin1').startsWith('APPLY SIEVE %(CONTENT {5000+}\r\nzzz'));
+
+  const bad = new ResponseWriter();
+  bad.on('error', () => undefined);
+  bad.resume();
+  await t.throwsAsync(bad.data({ key: 'X', value: bigOf(body, 'a'.repeat(40)) }), { instanceOf: OutputLiteralError });
+  t.true(bad.destroyed);
+  t.throws(() => serializeValue({ kind: 'bigliteral', size: 3, sha1: 'a'.repeat(40), body: null }), { instanceOf: CyrsyncError });
+});
+
+test('lazy line encoding gives the same octets as the eager one, in bounded parts', (t) => {
+  const records: DlistValue[] = [];
+  for (let i = 1; i <= 3000; i++) {
+    records.push({
+      kind: 'kvlist',
+      items: [
+        { key: 'UID', value: { kind: 'num', value: i } },
+        { key: 'FLAGS', value: { kind: 'list', items: [{ kind: 'flag', value: '\\Seen' }] } },
+        { key: 'GUID', value: str(createHash('sha1').update(String(i)).digest('hex')) },
+      ],
+    });
+  }
+  const item = { key: 'MAILBOX', value: { kind: 'kvlist', items: [{ key: 'RECORD', value: { kind: 'list', items: records } }] } as DlistValue };
+  const eager = serializeLine('* ', item, 'server');
+  const parts = [...iterateLineParts('* ', item, 'server')] as Buffer[];
+  t.true(parts.length > 1, 'handed on in several parts');
+  t.true(parts.every((p) => p.length < 70 * 1024));
+  t.true(Buffer.concat(parts).equals(eager));
+});
+
+test('property: lazy and eager encodings agree', (t) => {
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(value, (v) => {
+        const item = { key: 'K', value: v };
+        return Buffer.concat([...iterateLineParts('* ', item, 'client')] as Buffer[]).equals(serializeLine('* ', item, 'client'));
+      }),
+      { numRuns: 300 },
+    ),
+  );
 });

@@ -19,8 +19,18 @@ export interface DlistNil { kind: 'nil' }
 export interface DlistQuoted { kind: 'quoted'; value: string }
 /** `{N}`/`{N+}`/`~{N}` with N at or below the small-literal threshold. */
 export interface DlistLiteral { kind: 'literal'; value: Buffer }
-/** A literal above the threshold: its bytes went to a body sink. */
-export interface DlistBigLiteral { kind: 'bigliteral'; size: number; sha1: string; body: StagedBody | null }
+/**
+ * A literal above the threshold: its bytes went to a body sink. For output,
+ * `source` supplies exactly `size` bytes with SHA-1 `sha1`, checked on the way
+ * out (as for file literals).
+ */
+export interface DlistBigLiteral {
+  kind: 'bigliteral';
+  size: number;
+  sha1: string;
+  body: StagedBody | null;
+  source?: () => Readable;
+}
 export interface DlistList { kind: 'list'; items: DlistValue[] }
 export interface DlistItem { key: string; value: DlistValue }
 export interface DlistKvList { kind: 'kvlist'; items: DlistItem[] }

@@ -3,12 +3,13 @@
  * `dlist_print`, lib/prot.c `prot_printastring` / `prot_printamap` /
  * `prot_printliteral`, lib/imparse.c `imparse_isnatom`).
  *
- * Pure core: `encode*Parts` turn values into a list of parts, each either a
- * Buffer of finished octets or a file literal (`DlistFile` with a `source`)
- * that must be streamed. Adapters: `streamFileLiteral` writes one file literal
- * to a Writable with exact-count and SHA-1 checks; `DlistWriter` (and its
- * `ResponseWriter` / `CommandWriter` faces) is a Readable the session pipes to
- * the connection.
+ * Pure core: `encode*Parts` turn values into parts, each either a Buffer of
+ * finished octets or a body still to be streamed (`DlistFile` or
+ * `DlistBigLiteral` with a `source`); a body part's header (`%{p g n}` CRLF,
+ * `{n}` CRLF) is already in the preceding Buffer. Adapters: `streamBody` /
+ * `streamFileLiteral` write to a Writable with exact-count and SHA-1 checks;
+ * `DlistWriter` (and its `ResponseWriter` / `CommandWriter` faces) is a
+ * Readable the session pipes to the connection.
  *
  * Invariants:
  * - Text is latin1 (one char per octet); nothing is ever re-encoded.
@@ -23,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { CyrsyncError } from './errors.js';
-import type { DlistFile, DlistItem, DlistValue } from './dlist-types.js';
+import type { DlistBigLiteral, DlistFile, DlistItem, DlistValue } from './dlist-types.js';
 
 /**
  * How literals are written and whether parsed values keep their wire form.
@@ -69,11 +70,15 @@ const SERVER: SerializeOptions = Object.freeze({ literal: 'sync', canonical: fal
 const CLIENT: SerializeOptions = Object.freeze({ literal: 'nonsync', canonical: false });
 const BACKUP: SerializeOptions = Object.freeze({ literal: 'nonsync', canonical: true });
 
-/** A file literal still to be streamed, or finished octets. */
-export type OutputPart = Buffer | DlistFile;
+/** A body to stream after its header: a file literal or a big literal with a source. */
+export type BodyPart = DlistFile | DlistBigLiteral;
+
+/** Finished octets, or a body still to be streamed (its header already emitted). */
+export type OutputPart = Buffer | BodyPart;
 
 /** A file literal's bytes did not match its header: the output is unusable. */
 export class OutputLiteralError extends CyrsyncError {
+  /** guid of a file literal, SHA-1 announced for a big literal */
   readonly guid: string;
   readonly expectedSize: number;
   readonly actualSize: number | undefined;
@@ -130,6 +135,17 @@ function isQuotedOctet(c: number): boolean {
 }
 
 type Bytes = string | Buffer;
+
+const NOT_LATIN1 = /[^\x00-\xff]/;
+
+/** Text must be one char per octet; anything else would be silently mangled. */
+function checkLatin1(s: string): void {
+  if (NOT_LATIN1.test(s)) throw badValue(`text ${printable(s)} holds characters above U+00FF; pass octets (latin1) or a Buffer`);
+}
+
+function printable(s: string): string {
+  return JSON.stringify(s.length > 40 ? s.slice(0, 40) + '...' : s);
+}
 
 function octetAt(s: Bytes, i: number): number {
   return typeof s === 'string' ? s.charCodeAt(i) & 0xff : s[i]!;
@@ -215,14 +231,20 @@ class Encoder {
     this.parts.push(b);
   }
 
-  putFile(f: DlistFile): void {
+  putBody(b: BodyPart): void {
     this.flushText();
-    this.parts.push(f);
+    this.parts.push(b);
   }
 
   finish(): OutputPart[] {
     this.flushText();
     return this.parts;
+  }
+
+  /** Parts completed so far (text below the merge limit stays pending). */
+  take(): OutputPart[] {
+    const p = this.parts.splice(0, this.parts.length);
+    return p;
   }
 
   private flushText(): void {
@@ -245,6 +267,7 @@ class Encoder {
 
   /** The string rules: NIL / "" / atom / quoted / literal. */
   string(v: Bytes | null): void {
+    if (typeof v === 'string') checkLatin1(v);
     switch (stringForm(v)) {
       case 'nil':
         this.put('NIL');
@@ -270,6 +293,7 @@ class Encoder {
    * becomes a literal.
    */
   quoted(v: string): void {
+    checkLatin1(v);
     let escape = false;
     for (let i = 0; i < v.length; i++) {
       const c = v.charCodeAt(i);
@@ -289,10 +313,12 @@ class Encoder {
         this.put('NIL');
         return;
       case 'atom':
+        checkLatin1(v.value);
         if (!this.opts.canonical && isRawSafe(v.value, false)) this.put(v.value);
         else this.string(v.value);
         return;
       case 'flag':
+        checkLatin1(v.value);
         // Cyrus writes flags verbatim (DL_FLAG); one that would break the
         // framing is written by the string rules instead.
         if (isRawSafe(v.value, true)) this.put(v.value);
@@ -316,27 +342,26 @@ class Encoder {
         this.put(hex64(v.value));
         return;
       case 'list':
-        this.put('(');
-        for (let i = 0; i < v.items.length; i++) {
-          if (i > 0) this.put(' ');
-          this.value(v.items[i]!, depth + 1);
-        }
-        this.put(')');
-        return;
       case 'kvlist':
-        this.put('%(');
-        for (let i = 0; i < v.items.length; i++) {
-          if (i > 0) this.put(' ');
-          this.item(v.items[i]!, depth + 1);
+        // Not lazy: nothing is yielded, every part stays for finish().
+        for (const _ of this.container(v, depth, false)) {
+          /* unreachable */
         }
-        this.put(')');
         return;
       case 'file':
         checkFileHeader(v);
-        this.putFile(v);
+        this.put('%{');
+        this.string(v.partition);
+        this.put(' ');
+        this.string(v.guid.toLowerCase());
+        this.put(` ${v.size}}\r\n`);
+        this.putBody(v);
         return;
       case 'bigliteral':
-        throw badValue(`a ${v.size}-octet literal staged on disk cannot be re-serialized without a source`);
+        checkBigLiteral(v);
+        this.put(this.literalHeader(v.size));
+        this.putBody(v);
+        return;
       default: {
         const never: never = v;
         throw badValue(`unknown dlist kind ${(never as { kind: string }).kind}`);
@@ -344,11 +369,48 @@ class Encoder {
     }
   }
 
+  /**
+   * A list or kvlist. A generator so that a writer can hand on finished parts
+   * after each member (a FULLMAILBOX line of many records never sits whole
+   * in memory); synchronous callers simply exhaust it.
+   */
+  *container(v: DlistValue & { kind: 'list' | 'kvlist' }, depth: number, lazy: boolean): Generator<OutputPart[], void, undefined> {
+    if (depth > MAX_DEPTH) throw badValue(`dlist nested deeper than ${MAX_DEPTH} levels`);
+    const kv = v.kind === 'kvlist';
+    this.put(kv ? '%(' : '(');
+    const n = v.items.length;
+    for (let i = 0; i < n; i++) {
+      if (i > 0) this.put(' ');
+      let child: DlistValue;
+      if (kv) {
+        const it = (v.items as DlistItem[])[i]!;
+        this.string(it.key);
+        this.put(' ');
+        child = it.value;
+      } else {
+        child = (v.items as DlistValue[])[i]!;
+      }
+      if (child.kind === 'list' || child.kind === 'kvlist') yield* this.container(child, depth + 1, lazy);
+      else this.value(child, depth + 1);
+      if (lazy && this.parts.length > 0) yield this.take();
+    }
+    this.put(')');
+  }
+
   /** `KEY SP value`; keys go through the string rules (prot_printastring). */
   item(it: DlistItem, depth: number): void {
     this.string(it.key);
     this.put(' ');
     this.value(it.value, depth);
+  }
+
+  /** As item(), handing on finished parts while a big container is encoded. */
+  *itemIter(it: DlistItem): Generator<OutputPart[], void, undefined> {
+    this.string(it.key);
+    this.put(' ');
+    const v = it.value;
+    if (v.kind === 'list' || v.kind === 'kvlist') yield* this.container(v, 0, true);
+    else this.value(v, 0);
   }
 }
 
@@ -381,16 +443,29 @@ function checkFileHeader(f: DlistFile): void {
   if (!f.source) throw badValue(`file literal ${f.guid} has no source to stream from`);
 }
 
-/** `%{partition guid size}` CRLF: partition and guid as astrings, guid lower case. */
-export function fileLiteralHeader(f: DlistFile, mode: SerializeMode = 'server'): Buffer {
+function checkBigLiteral(b: DlistBigLiteral): void {
+  if (!Number.isSafeInteger(b.size) || b.size < 0) throw badValue(`literal size ${b.size} is not a non-negative integer`);
+  if (!GUID_RE.test(b.sha1)) throw badValue(`literal SHA-1 ${JSON.stringify(b.sha1)} is not 40 hex digits`);
+  if (!b.source) throw badValue(`a ${b.size}-octet literal staged on disk cannot be re-serialized without a source`);
+}
+
+/** `%{partition guid size}` CRLF (file) or `{size}` / `{size+}` CRLF (big literal). */
+export function bodyHeader(b: BodyPart, mode: SerializeMode = 'server'): Buffer {
   const e = new Encoder(resolveMode(mode));
-  e.put('%{');
-  e.string(f.partition);
-  e.put(' ');
-  e.string(f.guid.toLowerCase());
-  e.put(` ${f.size}}\r\n`);
+  if (b.kind === 'file') {
+    e.put('%{');
+    e.string(b.partition);
+    e.put(' ');
+    e.string(b.guid.toLowerCase());
+    e.put(` ${b.size}}\r\n`);
+  } else {
+    e.put(e.literalHeader(b.size));
+  }
   return Buffer.concat(e.finish() as Buffer[]);
 }
+
+/** @deprecated name kept for callers of the first version; see bodyHeader. */
+export const fileLiteralHeader = (f: DlistFile, mode: SerializeMode = 'server'): Buffer => bodyHeader(f, mode);
 
 // ---------------------------------------------------------------------------
 // Pure entry points
@@ -419,9 +494,24 @@ export function encodeItemParts(item: DlistItem, mode: SerializeMode = 'server')
   return encodeLineParts('* ', item, mode);
 }
 
+/**
+ * As encodeLineParts, lazily: parts are handed on after each container
+ * member once they are finished, so memory stays bounded by the merge size
+ * and the largest single scalar.
+ */
+export function* iterateLineParts(prefix: string, item: DlistItem, mode: SerializeMode): Generator<OutputPart, void, undefined> {
+  const e = new Encoder(resolveMode(mode));
+  e.put(prefix);
+  for (const parts of e.itemIter(item)) yield* parts;
+  e.put('\r\n');
+  yield* e.finish();
+}
+
 function joinParts(parts: OutputPart[], what: string): Buffer {
   for (const p of parts) {
-    if (!Buffer.isBuffer(p)) throw badValue(`${what} holds a file literal (${p.guid}); stream it with a writer`);
+    if (!Buffer.isBuffer(p)) {
+      throw badValue(`${what} holds a streamed body (${p.kind === 'file' ? p.guid : `${p.size} octets`}); use a writer`);
+    }
   }
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts as Buffer[]);
 }
@@ -447,13 +537,14 @@ export function serializeLine(prefix: string, item: DlistItem, mode: SerializeMo
 // File literal streaming
 
 /**
- * Pulls a file literal's bytes from its source, checking count and SHA-1 as
- * they pass. `emit` returns a promise when the consumer wants us to wait
+ * Pulls a body's bytes from its source, checking count and SHA-1 as they
+ * pass. `emit` returns a promise when the consumer wants us to wait
  * (backpressure). Rejects with OutputLiteralError on a mismatch; bytes beyond
  * the announced size are never emitted.
  */
-async function pumpFileBody(f: DlistFile, emit: (chunk: Buffer) => Promise<void> | void): Promise<void> {
-  const src = f.source!();
+async function pumpBody(b: BodyPart, emit: (chunk: Buffer) => Promise<void> | void): Promise<void> {
+  const f = b.kind === 'file' ? { guid: b.guid, size: b.size, what: 'file literal' } : { guid: b.sha1, size: b.size, what: 'literal' };
+  const src = b.source!();
   const hash = createHash('sha1');
   let count = 0;
   try {
@@ -461,7 +552,7 @@ async function pumpFileBody(f: DlistFile, emit: (chunk: Buffer) => Promise<void>
       const chunk: Buffer = Buffer.isBuffer(raw) ? raw : Buffer.from(raw as string | Uint8Array);
       if (count + chunk.length > f.size) {
         throw new OutputLiteralError(
-          `file literal ${f.guid}: source has more than the announced ${f.size} octets`,
+          `${f.what} ${f.guid}: source has more than the announced ${f.size} octets`,
           { guid: f.guid, expectedSize: f.size, actualSize: count + chunk.length },
         );
       }
@@ -473,7 +564,7 @@ async function pumpFileBody(f: DlistFile, emit: (chunk: Buffer) => Promise<void>
   } catch (err) {
     src.destroy();
     if (err instanceof OutputLiteralError) throw err;
-    throw new OutputLiteralError(`file literal ${f.guid}: reading the source failed: ${(err as Error)?.message ?? err}`, {
+    throw new OutputLiteralError(`${f.what} ${f.guid}: reading the source failed: ${(err as Error)?.message ?? err}`, {
       guid: f.guid,
       expectedSize: f.size,
       actualSize: count,
@@ -481,7 +572,7 @@ async function pumpFileBody(f: DlistFile, emit: (chunk: Buffer) => Promise<void>
     });
   }
   if (count !== f.size) {
-    throw new OutputLiteralError(`file literal ${f.guid}: source ended after ${count} of ${f.size} octets`, {
+    throw new OutputLiteralError(`${f.what} ${f.guid}: source ended after ${count} of ${f.size} octets`, {
       guid: f.guid,
       expectedSize: f.size,
       actualSize: count,
@@ -489,7 +580,7 @@ async function pumpFileBody(f: DlistFile, emit: (chunk: Buffer) => Promise<void>
   }
   const sha1 = hash.digest('hex');
   if (sha1 !== f.guid.toLowerCase()) {
-    throw new OutputLiteralError(`file literal ${f.guid}: the octets sent have SHA-1 ${sha1}`, {
+    throw new OutputLiteralError(`${f.what} ${f.guid}: the octets sent have SHA-1 ${sha1}`, {
       guid: f.guid,
       expectedSize: f.size,
       actualSize: count,
@@ -526,19 +617,27 @@ function waitDrain(target: Writable): Promise<void> {
 }
 
 /**
- * Writes `%{partition guid size}` CRLF and the file's bytes to `target`,
- * honouring its backpressure. On a count or SHA-1 mismatch the target is
- * destroyed with the OutputLiteralError, which is also the rejection.
+ * Writes a body part's octets (its header went out in the preceding Buffer
+ * part) to `target`, honouring its backpressure. On a count or SHA-1
+ * mismatch the target is destroyed with the OutputLiteralError, which is
+ * also the rejection.
  */
-export async function streamFileLiteral(f: DlistFile, target: Writable, mode: SerializeMode = 'server'): Promise<void> {
-  checkFileHeader(f);
-  await writeTo(target, fileLiteralHeader(f, mode));
+export async function streamBody(b: BodyPart, target: Writable): Promise<void> {
+  if (b.kind === 'file') checkFileHeader(b);
+  else checkBigLiteral(b);
   try {
-    await pumpFileBody(f, (chunk) => writeTo(target, chunk));
+    await pumpBody(b, (chunk) => writeTo(target, chunk));
   } catch (err) {
     target.destroy(err as Error);
     throw err;
   }
+}
+
+/** A whole file literal: `%{partition guid size}` CRLF and the bytes. */
+export async function streamFileLiteral(f: DlistFile, target: Writable, mode: SerializeMode = 'server'): Promise<void> {
+  checkFileHeader(f);
+  await writeTo(target, bodyHeader(f, mode));
+  await streamBody(f, target);
 }
 
 // ---------------------------------------------------------------------------
@@ -614,9 +713,9 @@ export class DlistWriter extends Readable {
   /** Writes `<prefix>KEY value` CRLF, streaming file literals. */
   line(prefix: string, item: DlistItem): Promise<void> {
     return this.enqueue(async () => {
-      for (const part of encodeLineParts(prefix, item, this.options)) {
+      for (const part of iterateLineParts(prefix, item, this.options)) {
         if (Buffer.isBuffer(part)) await this.emitBuffer(part);
-        else await this.emitFile(part);
+        else await this.emitBody(part);
       }
     });
   }
@@ -665,10 +764,9 @@ export class DlistWriter extends Readable {
     if (!this.push(b)) await new Promise<void>((resolve) => this.readWaiters.push(resolve));
   }
 
-  private async emitFile(f: DlistFile): Promise<void> {
-    await this.emitBuffer(fileLiteralHeader(f, this.options));
+  private async emitBody(b: BodyPart): Promise<void> {
     try {
-      await pumpFileBody(f, (chunk) => this.emitBuffer(chunk));
+      await pumpBody(b, (chunk) => this.emitBuffer(chunk));
     } catch (err) {
       this.destroy(err as Error);
       throw err;
