@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { DlistParserCore } from '../transforms/dlist-parser.js';
-import { encodeItemParts, fileLiteralHeader } from '../transforms/serializer.js';
+import { encodeItemParts } from '../transforms/serializer.js';
 import type { CommandLine, DlistFile, DlistItem, BodySink } from '../transforms/dlist-types.js';
 import { decodeCommand } from '../src/protocol/commands.js';
 import { Router } from '../src/router.js';
@@ -129,7 +129,7 @@ export async function serialize(items: DlistItem[]): Promise<Buffer> {
   for (const it of items) {
     for (const p of encodeItemParts(it, 'server')) {
       if (Buffer.isBuffer(p)) out.push(p);
-      else out.push(fileLiteralHeader(p as DlistFile), await readAll((p as DlistFile).source!()));
+      else out.push(await readAll((p as DlistFile).source!())); // the header is already in the preceding part
     }
   }
   return Buffer.concat(out);
