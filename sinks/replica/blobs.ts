@@ -183,10 +183,17 @@ export class BlobStore {
     }
   }
 
-  async discard(ref: StagedRef): Promise<void> {
-    if (!ref.live) return;
+  private readonly discarding = new WeakMap<StagedRef, Promise<void>>();
+
+  /** Removes a staging file; every caller awaits the same unlink. */
+  discard(ref: StagedRef): Promise<void> {
+    const pending = this.discarding.get(ref);
+    if (pending) return pending;
+    if (!ref.live) return Promise.resolve();
     ref.live = false;
-    await this.fs.unlink(ref.path).catch(() => {});
+    const p = this.fs.unlink(ref.path).catch(() => {});
+    this.discarding.set(ref, p);
+    return p;
   }
 
   /** Locates a blob on any partition, preferring the given one. */
