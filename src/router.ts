@@ -1,0 +1,131 @@
+/**
+ * Router: one decoded GET/APPLY command -> one sink call -> data lines and one
+ * status line. It knows the Sink interface, never a store.
+ *
+ * Invariants:
+ * - exactly one status line per command, written after every data line;
+ * - `OK` only after the sink resolved, i.e. after the change is durable;
+ * - every streamed body of the command has settled before the sink sees it,
+ *   so a store never reads a half-written staging file;
+ * - a sink error becomes `NO <code> <text>`; an unexpected exception becomes
+ *   `NO Unknown error` and is logged, the session goes on.
+ */
+import type { Logger } from 'pino';
+import { CommandError, CyrsyncError } from '../transforms/errors.js';
+import type { DlistItem, StagedBody } from '../transforms/dlist-types.js';
+import type { ReplyOut, SinkSession } from '../sinks/sink.js';
+import type { ApplyCommand, GetCommand } from './protocol/types.js';
+import { noFromError, okSuccess } from './protocol/replies.js';
+
+export type Profile = 'sync' | 'backup';
+
+/** What the router needs from the session's output side. */
+export interface RouterOutput {
+  data(item: DlistItem): Promise<void>;
+  status(line: string): Promise<void>;
+}
+
+/** Capabilities a client may switch on with APPLY CAPABILITIES, per profile. */
+export function offeredCapabilities(profile: Profile): string[] {
+  return profile === 'sync' ? ['SIEVE-MAILBOX'] : [];
+}
+
+export class Router {
+  constructor(
+    private readonly profile: Profile,
+    private readonly sink: SinkSession,
+    private readonly out: RouterOutput,
+    private readonly log: Logger,
+  ) {}
+
+  /** Runs one GET/APPLY; resolves once its status line has been written. */
+  async run(cmd: GetCommand | ApplyCommand, bodies: StagedBody[]): Promise<string> {
+    const emit: ReplyOut = (item) => this.out.data(item);
+    let status: string;
+    try {
+      await settleBodies(bodies);
+      await this.dispatch(cmd, emit);
+      status = okSuccess(this.profile);
+    } catch (err) {
+      status = this.refusal(cmd, err);
+    }
+    await this.out.status(status);
+    return status;
+  }
+
+  private refusal(cmd: GetCommand | ApplyCommand, err: unknown): string {
+    const what = `${cmd.verb} ${cmd.sub}`;
+    if (err instanceof CyrsyncError) {
+      const line = noFromError(err);
+      this.log.info({ command: what, code: err.code, reason: err.message }, `refused: ${line}`);
+      return line;
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (e && (e.code === 'ENOSPC' || e.code === 'EDQUOT')) {
+      const line = noFromError(new CommandError('IMAP_NOSPACE', 'No space left on the replica disk'));
+      this.log.error({ command: what, err }, `refused: ${line}`);
+      return line;
+    }
+    this.log.error({ command: what, err }, 'command failed unexpectedly');
+    return noFromError(new CommandError('IMAP_INTERNAL', String(e?.message ?? err)));
+  }
+
+  private async dispatch(cmd: GetCommand | ApplyCommand, out: ReplyOut): Promise<void> {
+    const s = this.sink;
+    if (cmd.verb === 'GET') {
+      switch (cmd.sub) {
+        case 'USER': return s.getUser(cmd, out);
+        case 'META': return s.getMeta(cmd, out);
+        case 'MAILBOXES': return s.getMailboxes(cmd, out);
+        case 'UNIQUEIDS': return s.getUniqueids(cmd, out);
+        case 'FULLMAILBOX': return s.getFullMailbox(cmd, out);
+        case 'QUOTA': return s.getQuota(cmd, out);
+        case 'ANNOTATION': return s.getAnnotation(cmd, out);
+        case 'FETCH': return s.getFetch(cmd, out);
+        case 'FETCH_SIEVE': return s.getFetchSieve(cmd, out);
+      }
+    }
+    switch (cmd.sub) {
+      case 'RESERVE': return s.applyReserve(cmd, out);
+      case 'MESSAGE': return s.applyMessage(cmd);
+      case 'MAILBOX': return s.applyMailbox(cmd);
+      case 'UNMAILBOX': return s.applyUnmailbox(cmd);
+      case 'RENAME': return s.applyRename(cmd);
+      case 'EXPUNGE': return s.applyExpunge(cmd);
+      case 'QUOTA': return s.applyQuota(cmd);
+      case 'UNQUOTA': return s.applyUnquota(cmd);
+      case 'SUB': return s.applySub(cmd);
+      case 'UNSUB': return s.applyUnsub(cmd);
+      case 'SEEN': return s.applySeen(cmd);
+      case 'ANNOTATION': return s.applyAnnotation(cmd);
+      case 'UNANNOTATION': return s.applyUnannotation(cmd);
+      case 'SIEVE': return s.applySieve(cmd);
+      case 'UNSIEVE': return s.applyUnsieve(cmd);
+      case 'ACTIVATE_SIEVE': return s.applyActivateSieve(cmd);
+      case 'UNACTIVATE_SIEVE': return s.applyUnactivateSieve(cmd);
+      case 'UNUSER': return s.applyUnuser(cmd);
+      case 'FORCE':
+        s.forceMode = true;
+        return;
+      case 'CAPABILITIES': {
+        const offered = offeredCapabilities(this.profile);
+        const enabled = cmd.names.map((n) => n.toUpperCase()).filter((n) => offered.includes(n));
+        if (enabled.includes('SIEVE-MAILBOX')) s.sieveMailboxMode = true;
+        // 3.6+ clients crash when the ENABLED line is missing, even when empty.
+        await out({ key: 'ENABLED', value: { kind: 'list', items: enabled.map((n) => ({ kind: 'atom', value: n })) } });
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * Waits for every staged body of a command. All are awaited even when one
+ * fails, so no write is still running when the sink or the session cleans up.
+ */
+async function settleBodies(bodies: StagedBody[]): Promise<void> {
+  if (bodies.length === 0) return;
+  const results = await Promise.allSettled(bodies.map((b) => b.done));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}

@@ -1,0 +1,93 @@
+/**
+ * Daemon front-ends: how connections reach a Session.
+ *  - standalone listener (many sessions at once, graceful SIGTERM);
+ *  - one session on stdin/stdout (inetd, socat, ssh);
+ * The master(8) service mode lives in src/master-service.ts.
+ */
+import * as net from 'node:net';
+import { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { Session, type SessionOptions } from './session.js';
+
+export type SessionFactory = (conn: Duplex, peer: string) => SessionOptions;
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export function parseListen(spec: string): ListenAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
+  if (!m) throw new Error(`--listen wants HOST:PORT (or PORT), got "${spec}"`);
+  const port = Number(m[3]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port in --listen "${spec}"`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * Standalone listener. SIGTERM/SIGINT: stop accepting, let every session
+ * finish its current command (then BYE), close, resolve.
+ */
+export async function serveListener(
+  addr: ListenAddress,
+  factory: SessionFactory,
+  log: Logger,
+  onListening?: (address: net.AddressInfo) => void,
+): Promise<void> {
+  const sessions = new Set<Session>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    socket.on('error', () => undefined); // reported through the session's streams
+    let session: Session;
+    try {
+      session = new Session(socket, factory(socket, peer));
+    } catch (err) {
+      log.error({ err, peer }, 'cannot start a session');
+      socket.destroy();
+      return;
+    }
+    sessions.add(session);
+    session.run().finally(() => sessions.delete(session));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(addr.port, addr.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as net.AddressInfo;
+  log.info({ host: bound.address, port: bound.port }, 'listening');
+  onListening?.(bound);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal, sessions: sessions.size }, 'stopping: no new connections, finishing current commands');
+      server.close();
+      for (const s of sessions) s.stop();
+      const wait = () => (sessions.size === 0 ? resolve() : setTimeout(wait, 50));
+      wait();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** One session on stdin/stdout. Nothing but protocol may be written to fd 1. */
+export async function serveStdio(factory: SessionFactory): Promise<void> {
+  const conn = Duplex.from({ readable: process.stdin, writable: process.stdout });
+  const session = new Session(conn, factory(conn, peerOfStdin()));
+  process.once('SIGTERM', () => session.stop());
+  await session.run();
+}
+
+/** When stdin is a socket (inetd, master), name the peer for logs. */
+function peerOfStdin(): string {
+  const h = (process.stdin as unknown as { _handle?: { getpeername?: (o: object) => number } })._handle;
+  const info: { address?: string; port?: number } = {};
+  if (h?.getpeername && h.getpeername(info) === 0 && info.address) return `${info.address}:${info.port ?? '?'}`;
+  return 'stdin';
+}
