@@ -479,14 +479,19 @@ export class Cyrsync {
   static async start(o: CyrsyncOptions = {}): Promise<Cyrsync> {
     if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
     const c = new Cyrsync(await makeRunDir('cyrsync-interop-server-'), await freePort());
-    await fsp.mkdir(c.configDir, { recursive: true });
-    await fsp.mkdir(c.partitionDir, { recursive: true });
+    const tempDir = path.join(c.dir, 'tmp');
+    for (const d of [c.configDir, c.partitionDir, tempDir]) await fsp.mkdir(d, { recursive: true });
+    // Everything the server writes (index, blobs, staging, temporary files)
+    // stays below c.dir, so the tests can account for every file.
     const lines = [
       `configdirectory: ${c.configDir}`,
       `defaultpartition: default`,
       `partition-default: ${c.partitionDir}`,
+      `temp_path: ${tempDir}`,
       `servername: cyrsync-interop`,
       `admins: ${ADMIN}`,
+      // the same login as the real instances: PLAIN without TLS on loopback
+      `allowplaintext: yes`,
       ...(o.extraConf ?? []),
     ];
     await fsp.writeFile(c.conf, lines.join('\n') + '\n');
