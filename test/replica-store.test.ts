@@ -453,10 +453,19 @@ test('store survives reopen: metadata and blobs persist, staging is emptied', as
   await stage(s, [message(50)]); // left in staging
   await st.sink.close();
   const { writeFileSync } = await import('node:fs');
-  writeFileSync(path.join(st.partitions.default!, 'blobs', 'tmp', 'orphan.tmp'), 'partial');
+  const tmp = path.join(st.partitions.default!, 'blobs', 'tmp');
+  writeFileSync(path.join(tmp, 'orphan.tmp'), 'partial');
+  writeFileSync(path.join(tmp, '4194000-1-aa.tmp'), 'writer gone');
+  // a staging file of another live process serving the same store is left alone
+  writeFileSync(path.join(tmp, '1-1-bb.tmp'), 'writer alive');
   const st2 = await tempStore({ fsync: true }, st.dir);
   try {
-    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    t.deepEqual(readdirSync(tmp), ['1-1-bb.tmp']);
+    // a read-only dump next to the open store
+    const { dumpUser } = await import('../sinks/replica/dump.js');
+    const dump = dumpUser({ configdirectory: st.configdirectory, partitions: st.partitions }, 'bob');
+    t.true(dump.startsWith('mailbox INBOX uidvalidity=1700000000 uidnext=4 highestmodseq=4 messages=2\nmsg INBOX uid=1 modseq=2 size='), dump);
+    t.deepEqual(readdirSync(tmp), ['1-1-bb.tmp']);
     const s2 = openSession(st2.sink);
     const r = await getc(s2, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob'] });
     t.is(get(r.items[0], 'SYNC_CRC'), crcs.basic);

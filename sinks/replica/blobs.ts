@@ -80,6 +80,15 @@ export interface BlobStoreOptions {
 
 let tmpCounter = 0;
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export class BlobStore {
   readonly partitions: Readonly<Record<string, string>>;
   readonly defaultPartition: string;
@@ -96,12 +105,21 @@ export class BlobStore {
     this.fs = opts.fs ?? realFs;
   }
 
-  /** Creates the directories and removes staging left over by a previous run. */
+  /**
+   * Creates the directories and removes staging left over by processes that
+   * are gone. Several processes may serve one store (one per connection under
+   * a master process), so a staging file whose writer (the pid in its name)
+   * is still alive is left alone.
+   */
   async open(): Promise<void> {
     for (const p of Object.values(this.partitions)) {
       const tmp = path.join(p, 'blobs', 'tmp');
       await fsp.mkdir(tmp, { recursive: true });
-      for (const f of await fsp.readdir(tmp)) await fsp.rm(path.join(tmp, f), { force: true, recursive: true });
+      for (const f of await fsp.readdir(tmp)) {
+        const pid = Number(/^(\d+)-/.exec(f)?.[1] ?? NaN);
+        if (Number.isInteger(pid) && pid !== process.pid && processAlive(pid)) continue;
+        await fsp.rm(path.join(tmp, f), { force: true, recursive: true });
+      }
     }
   }
 

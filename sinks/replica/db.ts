@@ -112,9 +112,16 @@ CREATE TABLE IF NOT EXISTS user_groups (userid TEXT PRIMARY KEY, groups TEXT NOT
 CREATE TABLE IF NOT EXISTS modseq_highwater (userid TEXT PRIMARY KEY, modseq INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
-export function openDatabase(configdirectory: string, fsync: boolean): DB {
+export const DATABASE_FILE = 'replica.sqlite3';
+
+export function openDatabase(configdirectory: string, fsync: boolean, readonly = false): DB {
+  if (readonly) {
+    const db = new Database(path.join(configdirectory, DATABASE_FILE), { readonly: true, fileMustExist: true });
+    db.defaultSafeIntegers(true);
+    return db;
+  }
   fs.mkdirSync(configdirectory, { recursive: true });
-  const db = new Database(path.join(configdirectory, 'replica.sqlite3'));
+  const db = new Database(path.join(configdirectory, DATABASE_FILE));
   db.pragma('journal_mode = WAL');
   db.pragma(`synchronous = ${fsync ? 'FULL' : 'OFF'}`);
   db.pragma('foreign_keys = OFF');

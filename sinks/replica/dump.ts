@@ -88,11 +88,22 @@ export interface DumpOptions {
   verifyBlobs?: boolean;
 }
 
-export type DumpSource = ReplicaStore | { store: ReplicaStore };
+/** An open store or sink, or the paths of a store to open read-only for the dump. */
+export type DumpSource = ReplicaStore | { store: ReplicaStore } | { configdirectory: string; partitions: Record<string, string> };
 
 /** The canonical dump of one user's replica state (no trailing newline, like the Python tool's print). */
 export function dumpUser(source: DumpSource, userid: string, opts: DumpOptions = {}): string {
-  const store = source instanceof ReplicaStore ? source : source.store;
+  if (source instanceof ReplicaStore) return dumpStore(source, userid, opts);
+  if ('store' in source) return dumpStore(source.store, userid, opts);
+  const store = ReplicaStore.openReadonly({ configdirectory: source.configdirectory, partitions: source.partitions });
+  try {
+    return dumpStore(store, userid, opts);
+  } finally {
+    store.close();
+  }
+}
+
+function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): string {
   const verify = opts.verifyBlobs ?? true;
   const out: string[] = [];
   const visible = store

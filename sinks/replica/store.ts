@@ -180,6 +180,16 @@ export class ReplicaStore {
     this.reportUserflags = opts.reportUserflags ?? false;
   }
 
+  /**
+   * Opens an existing store for reading only (dumps, inspection next to a
+   * running server): no staging cleanup, no schema changes, no writes.
+   */
+  static openReadonly(opts: ReplicaStoreOptions): ReplicaStore {
+    const blobs = new BlobStore({ partitions: opts.partitions, fsync: false });
+    const db = openDatabase(opts.configdirectory, false, true);
+    return new ReplicaStore(db, blobs, opts);
+  }
+
   static async open(opts: ReplicaStoreOptions): Promise<ReplicaStore> {
     const fsync = opts.fsync ?? true;
     const blobs = new BlobStore({ partitions: opts.partitions, fsync, ...(opts.fs ? { fs: opts.fs } : {}) });
@@ -191,6 +201,10 @@ export class ReplicaStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.db.readonly) {
+      this.db.close();
+      return;
+    }
     try {
       this.db.pragma('wal_checkpoint(TRUNCATE)');
     } catch {
@@ -206,6 +220,10 @@ export class ReplicaStore {
     } catch (err) {
       if (err instanceof CommandError) throw err;
       const e = err as { code?: string; message?: string };
+      if (e?.code === 'SQLITE_BUSY' || e?.code === 'SQLITE_LOCKED') {
+        // another process holds the write lock longer than busy_timeout: the client retries later
+        throw new CommandError('IMAP_MAILBOX_LOCKED', 'The replica store is busy; try again later', { cause: err });
+      }
       if (e?.code === 'SQLITE_FULL') {
         throw new CommandError('IMAP_NOSPACE', 'No space left on the replica disk for the metadata database', { cause: err });
       }
