@@ -474,3 +474,27 @@ test('store survives reopen: metadata and blobs persist, staging is emptied', as
     await st2.sink.close();
   }
 });
+
+test('metadata database full: clear refusal, nothing half-written, next attempt succeeds', async (t) => {
+  await withStore(async (st, s) => {
+    await seedInbox(s);
+    const bodies = Array.from({ length: 300 }, (_, i) => message(1000 + i, 'z'.repeat(200)));
+    await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, bodies) });
+    const m = mailboxIn({
+      uniqueid: 'big', mboxname: 'user.bob.Big', highestmodseq: 400n, lastUid: 300,
+      records: bodies.map((b, i) => recordIn(i + 1, b, { flags: ['\\Seen', `kw${i % 50}`] })),
+    });
+    const db = st.sink.store.db;
+    const pages = Number(db.pragma('page_count', { simple: true }));
+    db.pragma(`max_page_count = ${pages}`);
+    const err = await t.throwsAsync(st.sink.store.applyMailbox(m, { sieveMailboxMode: false, forceMode: false }));
+    t.is((err as { code?: string }).code, 'IMAP_NOSPACE');
+    t.regex(err!.message, /No space left/);
+    t.is((await mbox(s, m)).status, 'NO Unknown error');
+    t.is(st.sink.store.mailboxByName('user.bob.Big'), null);
+    t.is(Number((db.prepare('SELECT count(*) AS c FROM record').get() as { c: bigint }).c), 3);
+    db.pragma('max_page_count = 1073741823');
+    t.is((await mbox(s, m)).status, 'OK success');
+    t.is(st.sink.store.mailboxByName('user.bob.Big')!.lastUid, 300);
+  });
+});

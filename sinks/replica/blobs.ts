@@ -162,15 +162,20 @@ export class BlobStore {
   }
 
   /**
-   * Moves a verified staged file into the blob store. Returns the directory
-   * that must be fsynced before the blob may be referenced by a commit.
+   * Moves a verified staged file into the blob store. Returns the directories
+   * that must be fsynced before the blob may be referenced by a commit: the
+   * blob's own directory, and the parents of any directory just created.
    */
-  async commit(ref: StagedRef, guid: string): Promise<string> {
+  async commit(ref: StagedRef, guid: string): Promise<string[]> {
     const dest = this.blobPath(ref.partition, guid);
     const dir = path.dirname(dest);
+    const toSync = [dir];
     if (!this.madeDirs.has(dir)) {
       try {
-        await fsp.mkdir(dir, { recursive: true });
+        const first = await fsp.mkdir(dir, { recursive: true });
+        if (first !== undefined) {
+          for (let d = dir; d.length >= first.length; d = path.dirname(d)) toSync.push(path.dirname(d));
+        }
       } catch (err) {
         throw ioError(err, `creating the blob directory for ${guid}`);
       }
@@ -182,7 +187,7 @@ export class BlobStore {
       throw ioError(err, `moving message ${guid} into the blob store`);
     }
     ref.live = false;
-    return dir;
+    return toSync;
   }
 
   /** fsync of directory entries after renames (durability of the rename itself). */

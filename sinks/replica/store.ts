@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
+import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { CommandError } from '../../transforms/errors.js';
 import type { DlistItem } from '../../transforms/dlist-types.js';
@@ -170,6 +171,17 @@ export class ReplicaStore {
   readonly allowUserMoves: boolean;
   readonly reportUserflags: boolean;
   private closed = false;
+  private readonly stmts = new Map<string, Statement>();
+
+  /** Prepared statements are cached: APPLY MAILBOX runs a few per record. */
+  private q(sql: string): Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
+  }
 
   private constructor(db: DB, blobs: BlobStore, opts: ReplicaStoreOptions) {
     this.db = db;
@@ -237,12 +249,12 @@ export class ReplicaStore {
   // ------------------------------------------------------------------ lookups
 
   mailboxByName(name: string): MailboxRow | null {
-    const r = this.db.prepare('SELECT * FROM mailbox WHERE name = ?').get(name) as Record<string, unknown> | undefined;
+    const r = this.q('SELECT * FROM mailbox WHERE name = ?').get(name) as Record<string, unknown> | undefined;
     return r ? mailboxFromRow(r) : null;
   }
 
   mailboxByUniqueid(uniqueid: string): MailboxRow | null {
-    const r = this.db.prepare('SELECT * FROM mailbox WHERE uniqueid = ? AND state < 2').get(uniqueid) as
+    const r = this.q('SELECT * FROM mailbox WHERE uniqueid = ? AND state < 2').get(uniqueid) as
       | Record<string, unknown>
       | undefined;
     return r ? mailboxFromRow(r) : null;
@@ -271,7 +283,7 @@ export class ReplicaStore {
   }
 
   quotaRootOf(name: string): string | null {
-    const stmt = this.db.prepare('SELECT root FROM quota WHERE root = ?');
+    const stmt = this.q('SELECT root FROM quota WHERE root = ?');
     for (const n of [name, ...ancestors(name)]) {
       if (stmt.get(n)) return n;
     }
@@ -296,7 +308,7 @@ export class ReplicaStore {
 
   groupsOf(userid: string | null): string | null {
     if (!userid) return null;
-    const r = this.db.prepare('SELECT groups FROM user_groups WHERE userid = ?').get(userid) as { groups: string } | undefined;
+    const r = this.q('SELECT groups FROM user_groups WHERE userid = ?').get(userid) as { groups: string } | undefined;
     return r && r.groups.length > 0 ? r.groups : null;
   }
 
@@ -311,7 +323,7 @@ export class ReplicaStore {
     };
     if (!withRecords) return liveReport(mb, extras);
     const recs = (
-      this.db.prepare('SELECT * FROM record WHERE mailbox_id = ? ORDER BY uid').all(mb.id) as Record<string, unknown>[]
+      this.q('SELECT * FROM record WHERE mailbox_id = ? ORDER BY uid').all(mb.id) as Record<string, unknown>[]
     ).map(recordFromRow);
     return liveReport(mb, { ...extras, records: recs.map((rec) => ({ rec, annots: this.recordAnnots(mb.id, rec.uid) })) });
   }
@@ -356,7 +368,7 @@ export class ReplicaStore {
         ),
       );
     }
-    const subs = (this.db.prepare('SELECT mboxname FROM subscription WHERE userid = ?').all(userid) as { mboxname: string }[])
+    const subs = (this.q('SELECT mboxname FROM subscription WHERE userid = ?').all(userid) as { mboxname: string }[])
       .map((r) => r.mboxname)
       .sort(compareMailboxNames);
     if (subs.length > 0) await out(item('LSUB', { kind: 'list', items: subs.map((n) => S(n)) }));
@@ -377,7 +389,7 @@ export class ReplicaStore {
           ),
         );
       }
-      const active = this.db.prepare('SELECT name FROM sieve_active WHERE userid = ?').get(userid) as { name: string } | undefined;
+      const active = this.q('SELECT name FROM sieve_active WHERE userid = ?').get(userid) as { name: string } | undefined;
       if (active) {
         await out(
           item(
@@ -422,7 +434,7 @@ export class ReplicaStore {
   }
 
   quotaItem(root: string): DlistItem | null {
-    const q = this.db.prepare('SELECT * FROM quota WHERE root = ?').get(root) as Record<string, unknown> | undefined;
+    const q = this.q('SELECT * FROM quota WHERE root = ?').get(root) as Record<string, unknown> | undefined;
     if (!q) return null;
     const lim = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
     const storage = lim(q.storage);
@@ -445,7 +457,7 @@ export class ReplicaStore {
 
   async getAnnotation(name: string, out: Out): Promise<void> {
     if (name === '') {
-      const rows = this.db.prepare('SELECT entry, userid, value FROM server_annot ORDER BY entry, userid').all() as Record<
+      const rows = this.q('SELECT entry, userid, value FROM server_annot ORDER BY entry, userid').all() as Record<
         string,
         unknown
       >[];
@@ -477,7 +489,7 @@ export class ReplicaStore {
     let mb = this.mailboxByUniqueid(req.uniqueid);
     if (!mb || mb.state !== LIVE) mb = this.mailboxByName(req.mboxname);
     if (!mb || mb.state !== LIVE) throw notFound();
-    const row = this.db.prepare('SELECT * FROM record WHERE mailbox_id = ? AND uid = ?').get(mb.id, req.uid) as
+    const row = this.q('SELECT * FROM record WHERE mailbox_id = ? AND uid = ?').get(mb.id, req.uid) as
       | Record<string, unknown>
       | undefined;
     if (!row) throw notFound();
@@ -503,7 +515,7 @@ export class ReplicaStore {
     validateFilename(filename);
     const notFound = new CommandError('IMAP_MAILBOX_NONEXISTENT', `No sieve script ${filename} for ${userid}`);
     if (!filename.endsWith('.script')) throw notFound;
-    const r = this.db.prepare('SELECT content FROM sieve WHERE userid = ? AND name = ?').get(userid, filename.slice(0, -7)) as
+    const r = this.q('SELECT content FROM sieve WHERE userid = ? AND name = ?').get(userid, filename.slice(0, -7)) as
       | { content: Buffer }
       | undefined;
     if (!r) throw notFound;
@@ -513,7 +525,7 @@ export class ReplicaStore {
   // ------------------------------------------------------------------ blobs
 
   blobKnown(guid: string): { partition: string; size: number } | null {
-    const r = this.db.prepare('SELECT partition, size FROM blob WHERE guid = ?').get(guid) as
+    const r = this.q('SELECT partition, size FROM blob WHERE guid = ?').get(guid) as
       | { partition: string; size: bigint }
       | undefined;
     return r ? { partition: r.partition, size: num(r.size) } : null;
@@ -568,12 +580,12 @@ export class ReplicaStore {
         stored.push({ guid: g.guid, partition: known.partition, size: known.size });
         continue;
       }
-      dirs.push(await this.blobs.commit(g.ref, g.guid));
+      dirs.push(...(await this.blobs.commit(g.ref, g.guid)));
       stored.push({ guid: g.guid, partition: g.ref.partition, size: g.size });
     }
     await this.blobs.syncDirs(dirs);
     this.tx(() => {
-      const ins = this.db.prepare('INSERT OR IGNORE INTO blob (guid, partition, size) VALUES (?, ?, ?)');
+      const ins = this.q('INSERT OR IGNORE INTO blob (guid, partition, size) VALUES (?, ?, ?)');
       for (const s of stored) ins.run(s.guid, s.partition, s.size);
     });
     return stored.map((s) => s.guid);
@@ -622,14 +634,14 @@ export class ReplicaStore {
   // ------------------------------------------------------------------ mailbox content helpers
 
   private deleteContent(id: number): void {
-    this.db.prepare('DELETE FROM record WHERE mailbox_id = ?').run(id);
-    this.db.prepare('DELETE FROM record_annot WHERE mailbox_id = ?').run(id);
-    this.db.prepare('DELETE FROM mailbox_annot WHERE mailbox_id = ?').run(id);
+    this.q('DELETE FROM record WHERE mailbox_id = ?').run(id);
+    this.q('DELETE FROM record_annot WHERE mailbox_id = ?').run(id);
+    this.q('DELETE FROM mailbox_annot WHERE mailbox_id = ?').run(id);
   }
 
   private deleteEntry(id: number): void {
     this.deleteContent(id);
-    this.db.prepare('DELETE FROM mailbox WHERE id = ?').run(id);
+    this.q('DELETE FROM mailbox WHERE id = ?').run(id);
   }
 
   private hasLiveDescendant(name: string): boolean {
@@ -678,7 +690,7 @@ export class ReplicaStore {
     const cols = table === 'mailbox_annot' ? 'mailbox_id' : 'mailbox_id, uid';
     const marks = table === 'mailbox_annot' ? '?' : '?, ?';
     const existing = new Map<string, AnnotRow>();
-    for (const r of this.db.prepare(`SELECT entry, userid, value, modseq FROM ${table} WHERE ${where}`).all(...key) as Record<
+    for (const r of this.q(`SELECT entry, userid, value, modseq FROM ${table} WHERE ${where}`).all(...key) as Record<
       string,
       unknown
     >[]) {
@@ -689,8 +701,8 @@ export class ReplicaStore {
         modseq: fromDb64(r.modseq),
       });
     }
-    this.db.prepare(`DELETE FROM ${table} WHERE ${where}`).run(...key);
-    const ins = this.db.prepare(`INSERT OR REPLACE INTO ${table} (${cols}, entry, userid, value, modseq) VALUES (${marks}, ?, ?, ?, ?)`);
+    this.q(`DELETE FROM ${table} WHERE ${where}`).run(...key);
+    const ins = this.q(`INSERT OR REPLACE INTO ${table} (${cols}, entry, userid, value, modseq) VALUES (${marks}, ?, ?, ?, ?)`);
     for (const a of wanted) {
       if (a.value.length === 0) continue;
       const old = existing.get(`${a.entry}\x00${a.userid}`);
@@ -914,7 +926,7 @@ export class ReplicaStore {
       const flagKey = new Map(mbFlags.map((f) => [asciiLower(f), f]));
       const updates: { rec: ParsedRecord; old: RecordRow }[] = [];
       const appends: { rec: ParsedRecord; size: number; hasBlob: boolean }[] = [];
-      const getRec = this.db.prepare('SELECT * FROM record WHERE mailbox_id = ? AND uid = ?');
+      const getRec = this.q('SELECT * FROM record WHERE mailbox_id = ? AND uid = ?');
       let lastSeen = 0;
       const records = m.records ?? [];
       for (let i = 0; i < records.length; i++) {
@@ -970,7 +982,7 @@ export class ReplicaStore {
             `INSERT INTO mailbox (name, state, uniqueid, mbtype, partition, acl, options, uidvalidity) VALUES (?, 0, ?, ?, ?, ?, ?, ?)`,
           )
           .run(name, m.uniqueid, type, partition, m.acl!, optionLetters(m.options), uidvalidity);
-        mb = mailboxFromRow(this.db.prepare('SELECT * FROM mailbox WHERE id = ?').get(info.lastInsertRowid) as Record<string, unknown>);
+        mb = mailboxFromRow(this.q('SELECT * FROM mailbox WHERE id = ?').get(info.lastInsertRowid) as Record<string, unknown>);
       }
       for (const f of m.userflags ?? []) {
         if (typeof f !== 'string' || !ATOM_RE.test(f) || f.startsWith('\\')) continue;
@@ -982,7 +994,7 @@ export class ReplicaStore {
       }
       let crcBasic = mb.crcBasic;
       let crcAnnot = mb.crcAnnot;
-      const upd = this.db.prepare(
+      const upd = this.q(
         `UPDATE record SET modseq = ?, last_updated = ?, internaldate = ?, sysflags = ?, expunged = ?, userflags = ?,
          thrid = ?, basethrid = ?, savedate = ?, createdmodseq = ?, crc_basic = ?, crc_annot = ? WHERE mailbox_id = ? AND uid = ?`,
       );
@@ -1010,7 +1022,7 @@ export class ReplicaStore {
         );
         this.setAnnots('record_annot', [mb.id, rec.uid], rec.annots);
       }
-      const ins = this.db.prepare(
+      const ins = this.q(
         `INSERT INTO record (mailbox_id, uid, guid, size, modseq, last_updated, internaldate, sysflags, expunged, userflags,
          thrid, basethrid, savedate, createdmodseq, has_blob, crc_basic, crc_annot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
@@ -1041,7 +1053,8 @@ export class ReplicaStore {
           b,
           a,
         );
-        this.setAnnots('record_annot', [mb.id, rec.uid], rec.annots);
+        // a new UID has no stored annotations (a removed mailbox takes its annotations with it)
+        if (rec.annots.length > 0) this.setAnnots('record_annot', [mb.id, rec.uid], rec.annots);
       }
       this.setAnnots('mailbox_annot', [mb.id], prepared.annots ?? []);
       const fm = m.foldermodseq && m.foldermodseq !== 0n ? m.foldermodseq : m.highestmodseq;
@@ -1077,11 +1090,11 @@ export class ReplicaStore {
       const owner = mailboxOwner(name, this.names);
       if (owner !== null) {
         if (typeof m.usergroups === 'string') {
-          this.db.prepare('INSERT OR REPLACE INTO user_groups (userid, groups) VALUES (?, ?)').run(owner, m.usergroups);
+          this.q('INSERT OR REPLACE INTO user_groups (userid, groups) VALUES (?, ?)').run(owner, m.usergroups);
         }
-        const hw = this.db.prepare('SELECT modseq FROM modseq_highwater WHERE userid = ?').get(owner) as { modseq: bigint } | undefined;
+        const hw = this.q('SELECT modseq FROM modseq_highwater WHERE userid = ?').get(owner) as { modseq: bigint } | undefined;
         if (!hw || fromDb64(hw.modseq) < m.highestmodseq) {
-          this.db.prepare('INSERT OR REPLACE INTO modseq_highwater (userid, modseq) VALUES (?, ?)').run(owner, toDb64(m.highestmodseq));
+          this.q('INSERT OR REPLACE INTO modseq_highwater (userid, modseq) VALUES (?, ?)').run(owner, toDb64(m.highestmodseq));
         }
       }
       // Step 11 (after the commit): compare with what the master computed.
@@ -1126,7 +1139,7 @@ export class ReplicaStore {
       if (oldname === newname) {
         if (e.state === PLACEHOLDER) return;
         if (e.partition === partition) throw generic(`${oldname} is already on partition ${partition}`);
-        this.db.prepare('UPDATE mailbox SET partition = ? WHERE id = ?').run(partition, e.id);
+        this.q('UPDATE mailbox SET partition = ? WHERE id = ?').run(partition, e.id);
         return;
       }
       const po = parseMailboxName(oldname, this.names);
@@ -1163,8 +1176,8 @@ export class ReplicaStore {
       if (mb.uniqueid !== uniqueid) throw new CommandError('IMAP_MAILBOX_MOVED', `${name} has uniqueid ${mb.uniqueid}, not ${uniqueid}`);
       let crcBasic = mb.crcBasic;
       let crcAnnot = mb.crcAnnot;
-      const get = this.db.prepare('SELECT crc_basic, crc_annot, expunged FROM record WHERE mailbox_id = ? AND uid = ?');
-      const set = this.db.prepare('UPDATE record SET expunged = 1, crc_basic = 0, crc_annot = 0 WHERE mailbox_id = ? AND uid = ?');
+      const get = this.q('SELECT crc_basic, crc_annot, expunged FROM record WHERE mailbox_id = ? AND uid = ?');
+      const set = this.q('UPDATE record SET expunged = 1, crc_basic = 0, crc_annot = 0 WHERE mailbox_id = ? AND uid = ?');
       for (const uid of uids) {
         const r = get.get(mb.id, uid) as { crc_basic: bigint; crc_annot: bigint; expunged: bigint } | undefined;
         if (!r || num(r.expunged)) continue;
@@ -1172,7 +1185,7 @@ export class ReplicaStore {
         crcAnnot = (crcAnnot ^ num(r.crc_annot)) >>> 0;
         set.run(mb.id, uid);
       }
-      this.db.prepare('UPDATE mailbox SET crc_basic = ?, crc_annot = ? WHERE id = ?').run(crcBasic, crcAnnot, mb.id);
+      this.q('UPDATE mailbox SET crc_basic = ?, crc_annot = ? WHERE id = ?').run(crcBasic, crcAnnot, mb.id);
     });
   }
 
@@ -1183,14 +1196,14 @@ export class ReplicaStore {
   }
 
   private nextModseq(): bigint {
-    const r = this.db.prepare("SELECT value FROM meta WHERE key = 'modseq'").get() as { value: string } | undefined;
+    const r = this.q("SELECT value FROM meta WHERE key = 'modseq'").get() as { value: string } | undefined;
     let m = r ? BigInt(r.value) : 0n;
-    const hw = this.db.prepare('SELECT max(modseq) AS m FROM modseq_highwater').get() as { m: bigint | null };
+    const hw = this.q('SELECT max(modseq) AS m FROM modseq_highwater').get() as { m: bigint | null };
     if (hw.m !== null && fromDb64(hw.m) > m) m = fromDb64(hw.m);
-    const qm = this.db.prepare('SELECT max(modseq) AS m FROM quota').get() as { m: bigint | null };
+    const qm = this.q('SELECT max(modseq) AS m FROM quota').get() as { m: bigint | null };
     if (qm.m !== null && fromDb64(qm.m) > m) m = fromDb64(qm.m);
     m += 1n;
-    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('modseq', ?)").run(m.toString());
+    this.q("INSERT OR REPLACE INTO meta (key, value) VALUES ('modseq', ?)").run(m.toString());
     return m;
   }
 
@@ -1212,7 +1225,7 @@ export class ReplicaStore {
       folders: pick('MAILBOX', 'X-NUM-FOLDERS'),
     };
     this.tx(() => {
-      const cur = this.db.prepare('SELECT * FROM quota WHERE root = ?').get(q.root) as Record<string, unknown> | undefined;
+      const cur = this.q('SELECT * FROM quota WHERE root = ?').get(q.root) as Record<string, unknown> | undefined;
       const same = (a: unknown, b: number | null): boolean => (a === null || a === undefined ? b === null : num(a) === b);
       if (
         cur &&
@@ -1234,7 +1247,7 @@ export class ReplicaStore {
     if (typeof root !== 'string') throw bad('APPLY UNQUOTA needs a root');
     ReplicaStore.validQuotaRoot(root);
     this.tx(() => {
-      this.db.prepare('DELETE FROM quota WHERE root = ?').run(root);
+      this.q('DELETE FROM quota WHERE root = ?').run(root);
     });
   }
 
@@ -1243,8 +1256,8 @@ export class ReplicaStore {
     validateUserid(userid);
     validateMailboxName(mboxname);
     this.tx(() => {
-      if (sub) this.db.prepare('INSERT OR IGNORE INTO subscription (userid, mboxname) VALUES (?, ?)').run(userid, mboxname);
-      else this.db.prepare('DELETE FROM subscription WHERE userid = ? AND mboxname = ?').run(userid, mboxname);
+      if (sub) this.q('INSERT OR IGNORE INTO subscription (userid, mboxname) VALUES (?, ?)').run(userid, mboxname);
+      else this.q('DELETE FROM subscription WHERE userid = ? AND mboxname = ?').run(userid, mboxname);
     });
   }
 
@@ -1278,14 +1291,14 @@ export class ReplicaStore {
     if (name !== '') validateMailboxName(name);
     this.tx(() => {
       if (name === '') {
-        if (v.length === 0) this.db.prepare('DELETE FROM server_annot WHERE entry = ? AND userid = ?').run(entry, userid);
-        else this.db.prepare('INSERT OR REPLACE INTO server_annot (entry, userid, value) VALUES (?, ?, ?)').run(entry, userid, v);
+        if (v.length === 0) this.q('DELETE FROM server_annot WHERE entry = ? AND userid = ?').run(entry, userid);
+        else this.q('INSERT OR REPLACE INTO server_annot (entry, userid, value) VALUES (?, ?, ?)').run(entry, userid, v);
         return;
       }
       const mb = this.mailboxByName(name);
       if (!mb || mb.state !== LIVE) throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No mailbox ${name}`);
       if (v.length === 0) {
-        this.db.prepare('DELETE FROM mailbox_annot WHERE mailbox_id = ? AND entry = ? AND userid = ?').run(mb.id, entry, userid);
+        this.q('DELETE FROM mailbox_annot WHERE mailbox_id = ? AND entry = ? AND userid = ?').run(mb.id, entry, userid);
       } else {
         this.db
           .prepare('INSERT OR REPLACE INTO mailbox_annot (mailbox_id, entry, userid, value, modseq) VALUES (?, ?, ?, ?, 0)')
@@ -1316,14 +1329,14 @@ export class ReplicaStore {
     validateUserid(userid);
     validateFilename(filename);
     this.tx(() => {
-      const active = this.db.prepare('SELECT name FROM sieve_active WHERE userid = ?').get(userid) as { name: string } | undefined;
+      const active = this.q('SELECT name FROM sieve_active WHERE userid = ?').get(userid) as { name: string } | undefined;
       if (filename.endsWith('.script')) {
         const name = filename.slice(0, -7);
-        const r = this.db.prepare('DELETE FROM sieve WHERE userid = ? AND name = ?').run(userid, name);
+        const r = this.q('DELETE FROM sieve WHERE userid = ? AND name = ?').run(userid, name);
         if (r.changes === 0) throw generic(`No sieve script ${filename} for ${userid}`);
-        if (active?.name === name) this.db.prepare('DELETE FROM sieve_active WHERE userid = ?').run(userid);
+        if (active?.name === name) this.q('DELETE FROM sieve_active WHERE userid = ?').run(userid);
       } else if (filename.endsWith('.bc')) {
-        if (active?.name === filename.slice(0, -3)) this.db.prepare('DELETE FROM sieve_active WHERE userid = ?').run(userid);
+        if (active?.name === filename.slice(0, -3)) this.q('DELETE FROM sieve_active WHERE userid = ?').run(userid);
       }
     });
   }
@@ -1334,10 +1347,10 @@ export class ReplicaStore {
     validateFilename(filename);
     const name = filename.endsWith('.bc') ? filename.slice(0, -3) : filename.endsWith('.script') ? filename.slice(0, -7) : filename;
     this.tx(() => {
-      if (!this.db.prepare('SELECT 1 FROM sieve WHERE userid = ? AND name = ?').get(userid, name)) {
+      if (!this.q('SELECT 1 FROM sieve WHERE userid = ? AND name = ?').get(userid, name)) {
         throw generic(`No sieve script ${name} for ${userid}`);
       }
-      this.db.prepare('INSERT OR REPLACE INTO sieve_active (userid, name) VALUES (?, ?)').run(userid, name);
+      this.q('INSERT OR REPLACE INTO sieve_active (userid, name) VALUES (?, ?)').run(userid, name);
     });
   }
 
@@ -1345,7 +1358,7 @@ export class ReplicaStore {
     if (typeof userid !== 'string') throw bad('USERID is required');
     validateUserid(userid);
     this.tx(() => {
-      this.db.prepare('DELETE FROM sieve_active WHERE userid = ?').run(userid);
+      this.q('DELETE FROM sieve_active WHERE userid = ?').run(userid);
     });
   }
 
@@ -1357,7 +1370,7 @@ export class ReplicaStore {
     this.tx(() => {
       const inboxEntry = this.mailboxByName(inbox);
       const hadInbox = !!inboxEntry && inboxEntry.state !== TOMBSTONE;
-      this.db.prepare('DELETE FROM subscription WHERE userid = ?').run(userid);
+      this.q('DELETE FROM subscription WHERE userid = ?').run(userid);
       // Deepest first, so a parent never turns into a placeholder because of a child removed in the same step.
       const lives = (
         this.db
@@ -1368,12 +1381,12 @@ export class ReplicaStore {
         .sort((a, b) => b.name.length - a.name.length);
       for (const mb of lives) this.removeLive(mb);
       if (hadInbox) {
-        this.db.prepare('DELETE FROM seen WHERE userid = ?').run(userid);
-        this.db.prepare('DELETE FROM sieve WHERE userid = ?').run(userid);
-        this.db.prepare('DELETE FROM sieve_active WHERE userid = ?').run(userid);
-        this.db.prepare('DELETE FROM user_groups WHERE userid = ?').run(userid);
+        this.q('DELETE FROM seen WHERE userid = ?').run(userid);
+        this.q('DELETE FROM sieve WHERE userid = ?').run(userid);
+        this.q('DELETE FROM sieve_active WHERE userid = ?').run(userid);
+        this.q('DELETE FROM user_groups WHERE userid = ?').run(userid);
       }
-      this.db.prepare('DELETE FROM quota WHERE root = ? OR substr(root, 1, ?) = ?').run(inbox, inbox.length + 1, `${inbox}.`);
+      this.q('DELETE FROM quota WHERE root = ? OR substr(root, 1, ?) = ?').run(inbox, inbox.length + 1, `${inbox}.`);
     });
   }
 
@@ -1383,7 +1396,7 @@ export class ReplicaStore {
     if (!mb || mb.state !== LIVE) return null;
     let basic = 0;
     let annot = ANNOT_CRC_INIT;
-    const rows = this.db.prepare('SELECT * FROM record WHERE mailbox_id = ?').all(mb.id) as Record<string, unknown>[];
+    const rows = this.q('SELECT * FROM record WHERE mailbox_id = ?').all(mb.id) as Record<string, unknown>[];
     for (const row of rows) {
       const r = recordFromRow(row);
       const c = ReplicaStore.crcRecord(
