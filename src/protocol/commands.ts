@@ -46,6 +46,12 @@ export interface DecodeOptions {
    * (csync-wire §5.3 step 2); when omitted that check is left to the caller.
    */
   sieveMailbox?: boolean;
+  /**
+   * Whether STARTTLS is on offer (TLS configured). Both real servers treat
+   * STARTTLS as an unknown command when it is not; when omitted the verb is
+   * returned for the session to decide.
+   */
+  starttls?: boolean;
 }
 
 /** Internal: unwinds a decoder to the refusal it decided on. */
@@ -72,6 +78,7 @@ export function decodeCommand(line: CommandLine, opts: DecodeOptions): Command {
       case 'AUTHENTICATE':
         return decodeAuthenticate(line);
       case 'STARTTLS':
+        if (opts.starttls === false) break;
         // backupd answers `NO command not implemented` without looking at
         // arguments; whether TLS is configured (else: unknown command) is
         // the session's call.
@@ -383,15 +390,24 @@ class Decoder {
     return m;
   }
 
-  /** The operand itself as a string (`GET USER bob`, `APPLY UNMAILBOX x`). */
-  operand(v: DlistValue, what: string): string {
+  /**
+   * The operand itself as a string (`GET USER bob`, `APPLY UNMAILBOX x`).
+   * sync_server passes a NIL or container operand on as a NULL name, which
+   * finds nothing (`GET USER NIL` => `OK success`, `APPLY UNMAILBOX NIL` =>
+   * IMAP_MAILBOX_NONEXISTENT): it is read as "" and the store answers.
+   * backupd refuses it (`!dl->sval` => bad parameters) where `strict`.
+   */
+  operand(v: DlistValue, what: string, strict: boolean): string {
     const t = scalarText(v);
-    if (t === null) throw this.badParamsStrict(`${what} is missing or not a string`);
-    return t;
+    if (t !== null) return t;
+    if (this.profile === 'backup' && strict) throw this.badParamsStrict(`${what} is missing or not a string`);
+    return '';
   }
 
+  /** A list of names; sync_server walks the members of whatever came, a scalar has none. */
   stringList(v: DlistValue, what: string): string[] {
-    const l = listItems(v);
+    let l = listItems(v);
+    if (l === null && this.profile === 'sync' && v.kind !== 'kvlist') l = [];
     if (l === null) throw this.badParams(`${what} is not a list`);
     return l.map((it) => {
       const t = scalarText(it);
@@ -406,19 +422,19 @@ class Decoder {
     if (this.profile === 'backup' && !BACKUP_GETS.has(sub)) throw this.protocolError(`GET ${sub} is not supported`);
     switch (sub) {
       case 'USER':
-        return { verb: 'GET', sub: 'USER', userid: this.operand(v, 'userid') };
+        return { verb: 'GET', sub: 'USER', userid: this.operand(v, 'userid', true) };
       case 'META':
-        return { verb: 'GET', sub: 'META', userid: this.operand(v, 'userid') };
+        return { verb: 'GET', sub: 'META', userid: this.operand(v, 'userid', true) };
       case 'MAILBOXES':
         return { verb: 'GET', sub: 'MAILBOXES', names: this.stringList(v, 'MAILBOXES') };
       case 'UNIQUEIDS':
         return { verb: 'GET', sub: 'UNIQUEIDS', uniqueids: this.stringList(v, 'UNIQUEIDS') };
       case 'FULLMAILBOX':
-        return { verb: 'GET', sub: 'FULLMAILBOX', mboxname: this.operand(v, 'mailbox name') };
+        return { verb: 'GET', sub: 'FULLMAILBOX', mboxname: this.operand(v, 'mailbox name', true) };
       case 'QUOTA':
-        return { verb: 'GET', sub: 'QUOTA', root: this.operand(v, 'quota root') };
+        return { verb: 'GET', sub: 'QUOTA', root: this.operand(v, 'quota root', true) };
       case 'ANNOTATION':
-        return { verb: 'GET', sub: 'ANNOTATION', mboxname: this.operand(v, 'mailbox name') };
+        return { verb: 'GET', sub: 'ANNOTATION', mboxname: this.operand(v, 'mailbox name', true) };
       case 'FETCH': {
         const mboxname = this.str(v, 'MBOXNAME');
         const partition = this.str(v, 'PARTITION');
@@ -449,7 +465,7 @@ class Decoder {
         return { verb: 'APPLY', sub: 'MAILBOX', local: sub === 'LOCAL_MAILBOX', mailbox: this.mailbox(v, opts, false) };
       case 'UNMAILBOX':
       case 'LOCAL_UNMAILBOX':
-        return { verb: 'APPLY', sub: 'UNMAILBOX', local: sub === 'LOCAL_UNMAILBOX', mboxname: this.operand(v, 'mailbox name') };
+        return { verb: 'APPLY', sub: 'UNMAILBOX', local: sub === 'LOCAL_UNMAILBOX', mboxname: this.operand(v, 'mailbox name', true) };
       case 'RENAME':
       case 'LOCAL_RENAME':
         return this.rename(v, sub === 'LOCAL_RENAME');
@@ -466,7 +482,7 @@ class Decoder {
       case 'QUOTA':
         return { verb: 'APPLY', sub: 'QUOTA', quota: this.quota(v) };
       case 'UNQUOTA':
-        return { verb: 'APPLY', sub: 'UNQUOTA', root: this.operand(v, 'quota root') };
+        return { verb: 'APPLY', sub: 'UNQUOTA', root: this.operand(v, 'quota root', true) };
       case 'SUB':
       case 'UNSUB': {
         // sync_apply_changesub reads MBOXNAME first
@@ -529,7 +545,9 @@ class Decoder {
         return { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: this.mailboxLenient(v, mboxname) };
       }
       case 'UNMAILBOX':
-        return { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: this.operand(v, 'mailbox name') };
+        // backupd checks `!dl->sval`, but a parsed NIL arrives as an atom
+        // there: `APPLY UNMAILBOX NIL` => `OK Success`.
+        return { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: this.operand(v, 'mailbox name', false) };
       case 'MESSAGE': {
         const files = fileItems(v);
         if (files.length === 0) throw this.protocolError('APPLY MESSAGE without file literals');
@@ -541,9 +559,9 @@ class Decoder {
         const gl = listItems(kvGet(v, 'GUID'));
         if (ml === null || gl === null) throw this.protocolError('RESERVE needs MBOXNAME and GUID lists');
         const mboxnames = ml.map((m) => scalarText(m)).filter((m): m is string => m !== null);
-        const guids = gl.map((g) => parseGuid(g));
-        if (guids.some((g) => g === null)) throw this.protocolError('RESERVE GUID list holds an invalid guid');
-        return { verb: 'APPLY', sub: 'RESERVE', partition, mboxnames, guids: guids as string[] };
+        // reserve_one skips members that are not guids.
+        const guids = gl.map((g) => parseGuid(g)).filter((g): g is string => g !== null);
+        return { verb: 'APPLY', sub: 'RESERVE', partition, mboxnames, guids };
       }
       case 'RENAME': {
         const oldname = this.str(v, 'OLDMBOXNAME');
