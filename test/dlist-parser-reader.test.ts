@@ -225,3 +225,39 @@ test('COMPRESS round trip through a real deflate stream, commands on demand', as
   }
   t.deepEqual(seen, ['APPLY', 'EXIT']);
 });
+
+test('a writer refusing the last chunk of a body does not stall: end() takes over (no drain after end)', async (t) => {
+  // Like fs.WriteStream: write() returns false, and after end() no 'drain' comes.
+  let ended = 0;
+  const sink: BodySink = {
+    open(): BodyWriter {
+      let drain: (() => void) | null = null;
+      let closed = false;
+      return {
+        write() {
+          setTimeout(() => {
+            if (!closed) drain?.();
+          }, 1);
+          return false;
+        },
+        onDrain(cb) {
+          drain = cb;
+        },
+        end() {
+          closed = true;
+          ended++;
+          return { done: Promise.resolve(), ref: null };
+        },
+        abort: () => undefined,
+      };
+    },
+  };
+  const reader = new CommandReader({ sink });
+  reader.write(bin('APPLY MESSAGE (%{p g 4}\r\nab'));
+  reader.write(bin('cd'));
+  reader.end(bin(' %{p h 1}\r\nx)\r\nNOOP\r\n'));
+  t.is((await reader.nextCommand())!.verb, 'APPLY');
+  t.is(ended, 2);
+  t.is((await reader.nextCommand())!.verb, 'NOOP');
+  t.is(await reader.nextCommand(), null);
+});

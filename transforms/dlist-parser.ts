@@ -340,6 +340,12 @@ export class DlistParserCore {
       return;
     }
     const sha1 = b.hash!.digest('hex');
+    if (this.blocked !== null && this.blocked === b.writer) {
+      // end() takes over the writer's buffered octets (and `done` reports
+      // them); after end() no 'drain' comes, so waiting for one would stall.
+      this.blocked = null;
+      this.framer.resume();
+    }
     let staged: StagedBody | null = null;
     if (b.writer !== null) {
       try {

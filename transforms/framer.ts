@@ -257,14 +257,13 @@ export class FramerCore {
     const n = Math.min(this.remaining, buf.length - pos);
     const end = pos + n;
     this.remaining -= n;
-    let more: boolean | void = true;
-    if (!this.skipping && n > 0) more = this.handler.onBodyData(buf.subarray(pos, end));
+    if (!this.skipping && n > 0 && this.handler.onBodyData(buf.subarray(pos, end)) === false) this.paused = true;
     if (this.remaining === 0) {
       this.mode = Mode.Line;
       this.skipping = false;
+      // May resume(): a consumer that is done with the body need not drain first.
       this.handler.onBodyEnd();
     }
-    if (more === false) this.paused = true;
     return end;
   }
 
