@@ -368,3 +368,23 @@ test('property: lazy and eager encodings agree', (t) => {
     ),
   );
 });
+
+test('ResponseWriter: a value refused before any octet left keeps the stream usable', async (t) => {
+  const w = new ResponseWriter();
+  const all = readAll(w);
+  await t.throwsAsync(w.data({ key: 'X', value: { kind: 'num', value: -1 } }), { instanceOf: CyrsyncError });
+  await w.status('NO Unknown error');
+  await w.finish();
+  t.is((await all).toString('latin1'), 'NO Unknown error\r\n');
+});
+
+test('ResponseWriter: a value refused mid-line destroys the stream', async (t) => {
+  const records: DlistValue[] = [];
+  for (let i = 0; i < 5000; i++) records.push(str(`user.fixt.folder${i}`));
+  records.push({ kind: 'num', value: -1 });
+  const w = new ResponseWriter();
+  w.on('error', () => undefined);
+  w.resume();
+  await t.throwsAsync(w.data({ key: 'LSUB', value: { kind: 'list', items: records } }), { instanceOf: CyrsyncError });
+  t.true(w.destroyed);
+});

@@ -710,12 +710,23 @@ export class DlistWriter extends Readable {
     return this.enqueue(() => this.emitBuffer(Buffer.from(line + '\r\n', 'latin1')));
   }
 
-  /** Writes `<prefix>KEY value` CRLF, streaming file literals. */
+  /**
+   * Writes `<prefix>KEY value` CRLF, streaming bodies. A value the encoder
+   * refuses fails the call; if part of the line had already gone out, the
+   * stream is destroyed too, since the peer could never resynchronise.
+   */
   line(prefix: string, item: DlistItem): Promise<void> {
     return this.enqueue(async () => {
-      for (const part of iterateLineParts(prefix, item, this.options)) {
-        if (Buffer.isBuffer(part)) await this.emitBuffer(part);
-        else await this.emitBody(part);
+      let started = false;
+      try {
+        for (const part of iterateLineParts(prefix, item, this.options)) {
+          started = true;
+          if (Buffer.isBuffer(part)) await this.emitBuffer(part);
+          else await this.emitBody(part);
+        }
+      } catch (err) {
+        if (started && !this.destroyed) this.destroy(err as Error);
+        throw err;
       }
     });
   }
