@@ -31,6 +31,11 @@ function readUntil(r: NodeJS.ReadableStream, got: Buffer[], n: number): Promise<
   });
 }
 
+/** Waits (event-loop turns, no clock) until `cond` holds. */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setImmediate(r));
+}
+
 /** Inflate what was sent so far with a fresh raw inflater, without ending the stream. */
 function inflatePrefix(bytes: Buffer): Buffer {
   // Z_SYNC_FLUSH as finishFlush: inflate what is there, do not demand a stream end.
@@ -90,7 +95,10 @@ test('ResponseWriter with compression: status lines flush, output inflates', asy
   w.startCompression(createCompressDeflate());
   await w.data({ key: 'LSUB', value: { kind: 'list', items: [{ kind: 'string', value: 'user.fixt.Sent' }] } });
   await w.status('OK success');
-  await new Promise((r) => setImmediate(r));
+  await until(() => {
+    const c = Buffer.concat(sent).subarray(plainLen);
+    return c.length >= 4 && c.subarray(c.length - 4).equals(SYNC_FLUSH_TRAILER);
+  });
   const compressed = Buffer.concat(sent).subarray(plainLen);
   t.deepEqual(compressed.subarray(compressed.length - 4), SYNC_FLUSH_TRAILER);
   t.is(inflatePrefix(compressed).toString(), '* LSUB (user.fixt.Sent)\r\nOK success\r\n');
@@ -115,5 +123,29 @@ test('insertCompression: socket-like pair, inflated input, flushed output', asyn
   conn.output.write('OK Finished\r\n');
   await conn.flushReply();
   t.is((await readUntil(conn.input, got, 12)).toString(), 'NOOP\r\nEXIT\r\n', 'pending compressed octets come first');
+  await until(() => inflatePrefix(Buffer.concat(outChunks)).length >= 13);
   t.is(inflatePrefix(Buffer.concat(outChunks)).toString(), 'OK Finished\r\n');
+});
+
+test('insertCompression over one Duplex', async (t) => {
+  const { Duplex } = await import('node:stream');
+  const written: Buffer[] = [];
+  const fromPeer = new PassThrough();
+  const socket = new Duplex({
+    read() {},
+    write(c: Buffer, _e, cb) {
+      written.push(c);
+      cb();
+    },
+  });
+  fromPeer.on('data', (c: Buffer) => socket.push(c));
+  const conn = insertCompression(socket);
+  const got: Buffer[] = [];
+  conn.input.on('data', (c: Buffer) => got.push(c));
+  fromPeer.write(deflateReplySync(Buffer.from('GET USER a\r\n')));
+  t.is((await readUntil(conn.input, got, 12)).toString(), 'GET USER a\r\n');
+  conn.output.write('OK success\r\n');
+  await conn.flushReply();
+  await until(() => inflatePrefix(Buffer.concat(written)).length >= 12);
+  t.is(inflatePrefix(Buffer.concat(written)).toString(), 'OK success\r\n');
 });

@@ -388,3 +388,15 @@ test('ResponseWriter: a value refused mid-line destroys the stream', async (t) =
   await t.throwsAsync(w.data({ key: 'LSUB', value: { kind: 'list', items: records } }), { instanceOf: CyrsyncError });
   t.true(w.destroyed);
 });
+
+test('CommandWriter helpers: GET, APPLY, APPLY MESSAGE bounds', async (t) => {
+  const f = fileOf(Buffer.from('x'));
+  const w = new CommandWriter();
+  const all = readAll(w);
+  await w.get('USER', str('fixt'));
+  await w.apply('FORCE', { kind: 'kvlist', items: [] });
+  await w.applyMessage([f]);
+  await t.throwsAsync(w.applyMessage([]), { instanceOf: CyrsyncError });
+  await w.finish();
+  t.is((await all).toString('latin1'), `GET USER fixt\r\nAPPLY FORCE %()\r\nAPPLY MESSAGE (%{default ${f.guid} 1}\r\nx)\r\n`);
+});

@@ -64,7 +64,8 @@ export interface CompressedConnection {
 }
 
 /**
- * Inserts compression between a socket-like pair and the protocol layers:
+ * Inserts compression between a socket (a Duplex, or its two sides) and the
+ * protocol layers:
  * socketIn → inflate → (caller pipes `input` to its reader) and
  * (caller writes to `output`) → deflate → socketOut.
  *
@@ -77,10 +78,13 @@ export interface CompressedConnection {
  */
 export function insertCompression(
   socketIn: Readable,
-  socketOut: Writable,
+  socketOut: Writable = socketIn as unknown as Writable,
   pending: Buffer | null = null,
   opts: DeflateOptions = {},
 ): CompressedConnection {
+  if (typeof (socketOut as Partial<Writable>).write !== 'function') {
+    throw new TypeError('insertCompression needs a writable output (pass the socket, a Duplex, or its writable side)');
+  }
   const input = createCompressInflate();
   const output = createCompressDeflate(opts);
   if (pending && pending.length > 0) input.write(pending);

@@ -818,4 +818,28 @@ export class CommandWriter extends DlistWriter {
     else await this.rawLine(verb);
     await this.endReply();
   }
+
+  /** `GET <SUB> <operand>` */
+  get(sub: string, operand: DlistValue): Promise<void> {
+    return this.command('GET', { key: sub, value: operand });
+  }
+
+  /** `APPLY <SUB> <operand>` */
+  apply(sub: string, operand: DlistValue): Promise<void> {
+    return this.command('APPLY', { key: sub, value: operand });
+  }
+
+  /**
+   * `APPLY MESSAGE (%{p g n} ... )`, each body streamed from its source and
+   * checked. csync-wire §5.2: at most MAX_MESSAGE_FILES files per command.
+   */
+  applyMessage(files: DlistFile[]): Promise<void> {
+    if (files.length === 0 || files.length > MAX_MESSAGE_FILES) {
+      return Promise.reject(badValue(`APPLY MESSAGE takes 1 to ${MAX_MESSAGE_FILES} files, not ${files.length}`));
+    }
+    return this.apply('MESSAGE', { kind: 'list', items: files });
+  }
 }
+
+/** Files per APPLY MESSAGE that sync_client never exceeds. */
+export const MAX_MESSAGE_FILES = 1024;
