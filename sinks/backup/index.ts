@@ -1,0 +1,70 @@
+/**
+ * The backup store (backupd semantics): `createBackupSink` opens the
+ * location database and the staging area and returns a Sink whose sessions
+ * append to per-owner backups in the Cyrus Backups on-disk format, which the
+ * real ctl_backups, cyr_backup and restore read.
+ */
+import * as fs from 'node:fs';
+import type { Logger } from 'pino';
+import type { Settings } from '../../src/config.js';
+import type { SessionInfo, Sink, SinkSession } from '../sink.js';
+import { openBackupsDb, type BackupsDb } from './backupsdb.js';
+import { backupPartitions, createDataFile, stagingRoot } from './paths.js';
+import { BackupSession, type BackupStoreHandle } from './session.js';
+import { StagingArea } from './staging.js';
+
+export interface BackupSinkOptions {
+  settings: Settings;
+  logger?: Logger;
+}
+
+export class BackupSink implements Sink, BackupStoreHandle {
+  readonly profile = 'backup' as const;
+  readonly nameOptions = {};
+  private readonly sessions = new Set<BackupSession>();
+
+  constructor(
+    private readonly settings: Settings,
+    private readonly db: BackupsDb,
+    readonly staging: StagingArea,
+    readonly log: Logger | undefined,
+  ) {}
+
+  pathFor(owner: string): string {
+    const found = this.db.getOrCreate(
+      owner,
+      () => createDataFile(this.settings, owner),
+      (p) => fs.rmSync(p, { force: true }),
+    );
+    if (found.created) this.log?.info({ owner, path: found.path }, 'new backup');
+    return found.path;
+  }
+
+  openSession(info: SessionInfo): SinkSession & BackupSession {
+    const s = new BackupSession(this, info);
+    this.sessions.add(s);
+    const end = s.end.bind(s);
+    s.end = async () => {
+      this.sessions.delete(s);
+      await end();
+    };
+    return s;
+  }
+
+  async close(): Promise<void> {
+    for (const s of [...this.sessions]) await s.end();
+    this.db.close();
+    await this.staging.close();
+  }
+}
+
+export async function createBackupSink(opts: BackupSinkOptions): Promise<BackupSink> {
+  const settings = opts.settings;
+  for (const p of backupPartitions(settings)) fs.mkdirSync(p.path, { recursive: true, mode: 0o755 });
+  const staging = new StagingArea(stagingRoot(settings));
+  await staging.open();
+  const db = openBackupsDb(settings);
+  return new BackupSink(settings, db, staging, opts.logger);
+}
+
+export { BackupSession } from './session.js';

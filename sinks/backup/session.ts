@@ -1,0 +1,386 @@
+/**
+ * One connection of the backup server (backup-format §9; Cyrus 3.6.1
+ * backup/backupd.c): the owners' backups opened by this session, the GUIDs
+ * each owner awaits after RESERVE, staging of streamed bodies, and the
+ * mapping of typed commands to appends and index reads.
+ *
+ * Invariants:
+ * - an owner's backup is opened (locked, verified, chunk started) the first
+ *   time a command needs it, and released (chunk ended) at RESTART, EXIT,
+ *   connection end, a fatal write error, or when it has not been used for
+ *   IDLE_RELEASE_MS by the time the next command arrives;
+ * - a command that is refused before anything is appended writes nothing:
+ *   every field check, name check and GUID check happens first;
+ * - no file literal whose octets did not hash to its GUID is ever appended;
+ * - staging files of a command are removed once the command has finished.
+ */
+import type { Logger } from 'pino';
+import type { BodySink, BodyWriter, DlistFile } from '../../transforms/dlist-types.js';
+import { CommandError, CyrsyncError } from '../../transforms/errors.js';
+import type { ApplyCommand, GetCommand } from '../../src/protocol/types.js';
+import { missingItem } from '../../src/protocol/replies.js';
+import type { ReplyOut, SessionInfo, SinkSession } from '../sink.js';
+import { checkMailbox, recordOf, type StoredApply } from './apply.js';
+import { IndexReader } from './get.js';
+import { SHARED_OWNER, ownerOfMailbox, validateOwnerId, validateSieveFilename, validateUniqueid } from './paths.js';
+import { IDLE_RELEASE_MS, OpenBackup } from './sink.js';
+import { BackupBodySink, stagedSource, verifiedRef, type BackupStagedRef, type StagingArea } from './staging.js';
+
+type Sub<C, S extends string> = Extract<C, { sub: S }>;
+type G<S extends string> = Sub<GetCommand, S>;
+type A<S extends string> = Sub<ApplyCommand, S>;
+
+/** What a session needs from the store. */
+export interface BackupStoreHandle {
+  readonly staging: StagingArea;
+  readonly log: Logger | undefined;
+  /** Data file path of `owner`, creating and registering a new one when needed. */
+  pathFor(owner: string): string;
+  /** Mailbox-name options (deleted prefix, default domain). */
+  readonly nameOptions: { deletedPrefix?: string; defaultDomain?: string | null };
+}
+
+const protocolError = (why: string): CommandError => new CommandError('IMAP_PROTOCOL_ERROR', why);
+const badParameters = (why: string): CommandError => new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', why);
+
+/** Wire values that would name a file are refused with the backup server's bad-parameters reply. */
+function checked<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof CyrsyncError && err.code === 'IMAP_MAILBOX_BADNAME') throw badParameters(err.message);
+    throw err;
+  }
+}
+
+export class BackupSession implements SinkSession {
+  readonly bodySink: BodySink;
+  sieveMailboxMode = false;
+  forceMode = false;
+  private readonly open = new Map<string, OpenBackup>();
+  private readonly awaited = new Map<string, Set<string>>();
+  private readonly staged = new Map<BackupStagedRef, BodyWriter>();
+  private ended = false;
+
+  constructor(
+    private readonly store: BackupStoreHandle,
+    readonly info: SessionInfo,
+  ) {
+    this.bodySink = new BackupBodySink(store.staging, (ref, writer) => {
+      if (this.ended) {
+        writer.abort(new Error('session ended'));
+        return;
+      }
+      this.staged.set(ref, writer);
+    });
+  }
+
+  private get log(): Logger | undefined {
+    return this.store.log;
+  }
+
+  // -- plumbing ---------------------------------------------------------------
+
+  /** Runs one command: idle release first, staging swept afterwards. */
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.ended) throw new CommandError('IMAP_INTERNAL', 'The session has ended');
+    await this.releaseIdle();
+    try {
+      return await fn();
+    } finally {
+      await this.sweep(false);
+    }
+  }
+
+  private async sweep(abort: boolean): Promise<void> {
+    const refs = [...this.staged.entries()];
+    this.staged.clear();
+    for (const [ref, writer] of refs) {
+      if (abort) writer.abort(new Error('staging dropped'));
+      await this.store.staging.discard(ref);
+    }
+  }
+
+  private async releaseIdle(): Promise<void> {
+    const now = Date.now();
+    for (const [owner, b] of [...this.open]) {
+      if (b.isClosed) {
+        this.open.delete(owner);
+        this.awaited.delete(owner);
+      } else if (now - b.lastUsed > IDLE_RELEASE_MS) {
+        await this.release(owner);
+      }
+    }
+  }
+
+  private async release(owner: string): Promise<void> {
+    const b = this.open.get(owner);
+    this.open.delete(owner);
+    this.awaited.delete(owner);
+    if (b && !b.isClosed) {
+      try {
+        await b.close();
+      } catch (err) {
+        this.log?.error({ err, owner }, 'ending the chunk failed');
+      }
+    }
+  }
+
+  private async releaseAll(): Promise<void> {
+    for (const owner of [...this.open.keys()]) await this.release(owner);
+  }
+
+  /** The owner's open backup, opening it (and starting a chunk) when needed. */
+  private async backup(owner: string): Promise<OpenBackup> {
+    const cur = this.open.get(owner);
+    if (cur && !cur.isClosed) {
+      cur.lastUsed = Date.now();
+      return cur;
+    }
+    this.open.delete(owner);
+    this.awaited.delete(owner);
+    const valid = checked(() => validateOwnerId(owner));
+    const path = this.store.pathFor(valid);
+    const b = await OpenBackup.open(valid, path, this.log);
+    this.open.set(owner, b);
+    this.log?.debug({ owner, path }, 'backup opened');
+    return b;
+  }
+
+  private ownerOf(mboxname: string): string {
+    if (typeof mboxname !== 'string' || mboxname.length === 0) throw badParameters('empty mailbox name');
+    const owner = ownerOfMailbox(mboxname, this.store.nameOptions);
+    return checked(() => validateOwnerId(owner));
+  }
+
+  private userOwner(userid: string): string {
+    return checked(() => validateOwnerId(userid));
+  }
+
+  private async appendTo(owner: string, cmd: StoredApply): Promise<void> {
+    const b = await this.backup(owner);
+    try {
+      await b.append(recordOf(cmd), cmd);
+    } finally {
+      if (b.isClosed) this.open.delete(owner);
+    }
+  }
+
+  // -- GET ----------------------------------------------------------------------
+
+  getUser(cmd: G<'USER'>, out: ReplyOut): Promise<void> {
+    return this.run(async () => {
+      const b = await this.backup(this.userOwner(cmd.userid));
+      await new IndexReader(b.db).user(out);
+    });
+  }
+
+  getMeta(cmd: G<'META'>, out: ReplyOut): Promise<void> {
+    return this.run(async () => {
+      const b = await this.backup(this.userOwner(cmd.userid));
+      await new IndexReader(b.db).meta(out);
+    });
+  }
+
+  getMailboxes(cmd: G<'MAILBOXES'>, out: ReplyOut): Promise<void> {
+    return this.run(async () => {
+      if (cmd.names.length === 0) return;
+      const owners = new Set(cmd.names.map((n) => this.ownerOf(n)));
+      // backupd answers one owner at a time; the client then asks per user.
+      if (owners.size !== 1) throw badParameters('GET MAILBOXES names mailboxes of more than one owner');
+      const b = await this.backup([...owners][0]!);
+      await new IndexReader(b.db).mailboxes(cmd.names, out);
+    });
+  }
+
+  getUniqueids(_cmd: G<'UNIQUEIDS'>, _out: ReplyOut): Promise<void> {
+    return this.run(async () => {});
+  }
+
+  getFullMailbox(cmd: G<'FULLMAILBOX'>, out: ReplyOut): Promise<void> {
+    return this.run(async () => {
+      const b = await this.backup(this.ownerOf(cmd.mboxname));
+      const found = await new IndexReader(b.db).fullMailbox(cmd.mboxname, out);
+      if (!found) throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No mailbox ${cmd.mboxname} in the backup`);
+    });
+  }
+
+  private unsupportedGet(what: string): Promise<void> {
+    return this.run(async () => {
+      throw protocolError(`GET ${what} is not supported by a backup server`);
+    });
+  }
+  getQuota(): Promise<void> {
+    return this.unsupportedGet('QUOTA');
+  }
+  getAnnotation(): Promise<void> {
+    return this.unsupportedGet('ANNOTATION');
+  }
+  getFetch(): Promise<void> {
+    return this.unsupportedGet('FETCH');
+  }
+  getFetchSieve(): Promise<void> {
+    return this.unsupportedGet('FETCH_SIEVE');
+  }
+
+  // -- APPLY ----------------------------------------------------------------
+
+  applyReserve(cmd: A<'RESERVE'>, out: ReplyOut): Promise<void> {
+    return this.run(async () => {
+      const users = new Set<string>();
+      let shared = false;
+      for (const name of cmd.mboxnames) {
+        const o = this.ownerOf(name);
+        if (o === SHARED_OWNER) shared = true;
+        else users.add(o);
+      }
+      const owners = [...users].sort();
+      if (shared) owners.push(SHARED_OWNER);
+      const missing: string[] = [];
+      const seen = new Set<string>();
+      for (const owner of owners) {
+        await this.appendTo(owner, cmd);
+        const b = this.open.get(owner)!;
+        let set = this.awaited.get(owner);
+        if (!set) this.awaited.set(owner, (set = new Set()));
+        for (const g of cmd.guids) {
+          if (b.index.hasMessage(g)) continue;
+          set.add(g);
+          if (!seen.has(g)) {
+            seen.add(g);
+            missing.push(g);
+          }
+        }
+      }
+      if (missing.length > 0) await out(missingItem(missing));
+    });
+  }
+
+  applyMessage(cmd: A<'MESSAGE'>): Promise<void> {
+    return this.run(async () => {
+      if (cmd.files.length === 0) throw protocolError('APPLY MESSAGE without file literals');
+      const files: DlistFile[] = [];
+      for (const f of cmd.files) {
+        const guid = f.guid.toLowerCase();
+        const ref = /^[0-9a-f]{40}$/.test(guid) && f.sha1 === guid ? verifiedRef(f.body?.ref, guid, f.size) : null;
+        if (!ref) {
+          throw protocolError(`message ${f.guid.slice(0, 60)}: the ${f.size} octets received do not match the GUID`);
+        }
+        files.push({ kind: 'file', partition: f.partition, guid, size: f.size, sha1: guid, body: f.body ?? null, source: stagedSource(ref) });
+      }
+      const record: A<'MESSAGE'> = { verb: 'APPLY', sub: 'MESSAGE', files };
+      const guids = files.map((f) => f.guid);
+      const targets: string[] = [];
+      for (const [owner, set] of this.awaited) {
+        let hit = false;
+        for (const g of guids) if (set.delete(g)) hit = true;
+        if (hit && this.open.get(owner) && !this.open.get(owner)!.isClosed) targets.push(owner);
+      }
+      if (targets.length === 0) {
+        for (const [owner, b] of this.open) if (!b.isClosed) targets.push(owner);
+      }
+      if (targets.length === 0) throw protocolError('APPLY MESSAGE with no backup open in this session (no RESERVE or GET came first)');
+      for (const owner of targets) await this.appendTo(owner, record);
+    });
+  }
+
+  applyMailbox(cmd: A<'MAILBOX'>): Promise<void> {
+    return this.run(async () => {
+      const m = cmd.mailbox;
+      const owner = this.ownerOf(m.mboxname);
+      checkMailbox(m);
+      checked(() => validateUniqueid(m.uniqueid));
+      if (m.badRecord) throw protocolError(`APPLY MAILBOX ${m.mboxname}: a RECORD entry could not be read`);
+      await this.appendTo(owner, cmd);
+    });
+  }
+
+  applyUnmailbox(cmd: A<'UNMAILBOX'>): Promise<void> {
+    return this.run(async () => this.appendTo(this.ownerOf(cmd.mboxname), cmd));
+  }
+
+  applyRename(cmd: A<'RENAME'>): Promise<void> {
+    return this.run(async () => {
+      const owner = this.ownerOf(cmd.oldname);
+      this.ownerOf(cmd.newname);
+      await this.appendTo(owner, cmd);
+    });
+  }
+
+  applySeen(cmd: A<'SEEN'>): Promise<void> {
+    return this.run(async () => this.appendTo(this.userOwner(cmd.seen.userid), cmd));
+  }
+
+  applySub(cmd: A<'SUB'>): Promise<void> {
+    return this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd));
+  }
+
+  applyUnsub(cmd: A<'UNSUB'>): Promise<void> {
+    return this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd));
+  }
+
+  applySieve(cmd: A<'SIEVE'>): Promise<void> {
+    return this.run(async () => {
+      const owner = this.userOwner(cmd.userid);
+      checked(() => validateSieveFilename(cmd.filename));
+      await this.appendTo(owner, cmd);
+    });
+  }
+
+  applyUnsieve(cmd: A<'UNSIEVE'>): Promise<void> {
+    return this.run(async () => {
+      const owner = this.userOwner(cmd.userid);
+      checked(() => validateSieveFilename(cmd.filename));
+      await this.appendTo(owner, cmd);
+    });
+  }
+
+  /** Accepted and ignored: quota and the active script are not backed up; deleting a user keeps its backup. */
+  private ignored(): Promise<void> {
+    return this.run(async () => {});
+  }
+  applyQuota(): Promise<void> {
+    return this.ignored();
+  }
+  applyActivateSieve(): Promise<void> {
+    return this.ignored();
+  }
+  applyUnactivateSieve(): Promise<void> {
+    return this.ignored();
+  }
+  applyUnuser(): Promise<void> {
+    return this.ignored();
+  }
+
+  private refused(what: string): Promise<void> {
+    return this.run(async () => {
+      throw protocolError(`APPLY ${what} is not supported by a backup server`);
+    });
+  }
+  applyExpunge(): Promise<void> {
+    return this.refused('EXPUNGE');
+  }
+  applyUnquota(): Promise<void> {
+    return this.refused('UNQUOTA');
+  }
+  applyAnnotation(): Promise<void> {
+    return this.refused('ANNOTATION');
+  }
+  applyUnannotation(): Promise<void> {
+    return this.refused('UNANNOTATION');
+  }
+
+  // -- lifecycle ------------------------------------------------------------
+
+  async restart(): Promise<void> {
+    await this.sweep(true);
+    await this.releaseAll();
+  }
+
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    await this.sweep(true);
+    await this.releaseAll();
+  }
+}
