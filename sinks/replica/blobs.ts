@@ -80,6 +80,27 @@ export interface BlobStoreOptions {
 
 let tmpCounter = 0;
 
+/** How many blob renames / directory syncs run at once. */
+export const IO_CONCURRENCY = 16;
+
+/** Runs fn over items with at most `limit` in flight; the first failure rejects after all started ones settle. */
+export async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown = null;
+  const worker = async (): Promise<void> => {
+    while (failure === null && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        if (failure === null) failure = err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== null) throw failure;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -193,7 +214,8 @@ export class BlobStore {
   /** fsync of directory entries after renames (durability of the rename itself). */
   async syncDirs(dirs: Iterable<string>): Promise<void> {
     if (!this.doFsync) return;
-    for (const d of new Set(dirs)) {
+    // In parallel: the filesystem folds concurrent directory syncs into few journal commits.
+    await pool([...new Set(dirs)], IO_CONCURRENCY, async (d) => {
       let fh: fsp.FileHandle | undefined;
       try {
         fh = await fsp.open(d, 'r');
@@ -203,7 +225,7 @@ export class BlobStore {
       } finally {
         await fh?.close().catch(() => {});
       }
-    }
+    });
   }
 
   private readonly discarding = new WeakMap<StagedRef, Promise<void>>();

@@ -67,7 +67,7 @@ import {
   type MailboxRow,
   type RecordRow,
 } from './db.js';
-import { BlobStore, ioError, isStagedRef, type BlobFs, type StagedRef } from './blobs.js';
+import { BlobStore, IO_CONCURRENCY, ioError, isStagedRef, pool, type BlobFs, type StagedRef } from './blobs.js';
 import { N, S, item, kv, liveReport, placeholderReport } from './reports.js';
 
 export interface ReplicaStoreOptions {
@@ -569,23 +569,20 @@ export class ReplicaStore {
     for (const r of drop) await this.blobs.discard(r);
     const dirs: string[] = [];
     const stored: { guid: string; partition: string; size: number }[] = [];
-    for (const g of good) {
-      if (!g.ref.live) {
-        stored.push({ guid: g.guid, partition: g.ref.partition, size: g.size });
-        continue;
-      }
+    // Renames run a few at a time: each is a metadata round trip through the thread pool.
+    await pool(good, IO_CONCURRENCY, async (g) => {
       const known = this.blobKnown(g.guid);
       if (known && (await this.locateBlob(g.guid))) {
         await this.blobs.discard(g.ref);
         stored.push({ guid: g.guid, partition: known.partition, size: known.size });
-        continue;
+        return;
       }
       dirs.push(...(await this.blobs.commit(g.ref, g.guid)));
       stored.push({ guid: g.guid, partition: g.ref.partition, size: g.size });
-    }
+    });
     await this.blobs.syncDirs(dirs);
     this.tx(() => {
-      const ins = this.q('INSERT OR IGNORE INTO blob (guid, partition, size) VALUES (?, ?, ?)');
+      const ins = this.q('INSERT OR REPLACE INTO blob (guid, partition, size) VALUES (?, ?, ?)');
       for (const s of stored) ins.run(s.guid, s.partition, s.size);
     });
     return stored.map((s) => s.guid);
