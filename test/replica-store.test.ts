@@ -498,3 +498,28 @@ test('metadata database full: clear refusal, nothing half-written, next attempt 
     t.is(st.sink.store.mailboxByName('user.bob.Big')!.lastUid, 300);
   });
 });
+
+test('big literal values (sieve script, annotation) staged on disk are read once and removed', async (t) => {
+  await withStore(async (st, s) => {
+    await seedInbox(s);
+    const stageLiteral = async (b: Buffer) => {
+      const w = s.bodySink.open({ kind: 'literal', size: b.length })!;
+      for (let off = 0; off < b.length; off += 65536) {
+        if (!w.write(b.subarray(off, off + 65536))) await new Promise<void>((r) => w.onDrain(r));
+      }
+      const body = w.end(sha1(b));
+      await body.done;
+      return { kind: 'staged' as const, size: b.length, sha1: sha1(b), body };
+    };
+    const script = Buffer.from(`# big\r\n${'keep;\r\n'.repeat(300_000)}`);
+    const r = await apply(s, { verb: 'APPLY', sub: 'SIEVE', userid: 'bob', filename: 'big.script', lastUpdate: 9, content: await stageLiteral(script) });
+    t.is(r.status, 'OK success');
+    const fetched = await getc(s, { verb: 'GET', sub: 'FETCH_SIEVE', userid: 'bob', filename: 'big.script' });
+    t.true(fetched.reply.includes(script));
+    const value = Buffer.alloc(1_500_000, 0x61);
+    t.is((await apply(s, { verb: 'APPLY', sub: 'ANNOTATION', mboxname: 'user.bob', entry: '/comment', userid: 'bob', value: await stageLiteral(value) })).status, 'OK success');
+    const ann = await getc(s, { verb: 'GET', sub: 'ANNOTATION', mboxname: 'user.bob' });
+    t.true(ann.reply.includes(value));
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+  });
+});
