@@ -202,7 +202,7 @@ export class DlistParserCore {
   /* -------------------------------------------------------------------- */
 
   private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' {
-    if (this.error === null) this.parseText(text);
+    if (this.error === null && text.length > 0) this.parseText(text, latin1(text, 0, text.length));
     if (literal === null) {
       // End of a physical line: whitespace inside a container, the end of the
       // command at depth 0 (or whenever the line is being skipped).
@@ -386,15 +386,20 @@ export class DlistParserCore {
       { limit: 'maxAtomLength', actual: length, max });
   }
 
-  /** Tokenise one segment's text. Stops at the first syntax error. */
-  private parseText(t: Buffer): void {
+  /**
+   * Tokenise one segment's text. Stops at the first syntax error. `s` is
+   * the same octets as a latin1 string: octets are scanned in `t`, values
+   * are slices of `s` (one native decode per segment instead of one per token;
+   * V8 shares the characters of longer slices with `s`).
+   */
+  private parseText(t: Buffer, s: string): void {
     const n = t.length;
     let i = 0;
     if (this.verb === null) {
       // verb = 1*(any octet except SP, HTAB, LF, VT, FF, CR, "(", ")", DQUOTE)
       while (i < n && ATOM[t[i]!] === 1) i++;
       if (i > this.limits.maxAtomLength) this.tooLong('Command verb', i);
-      this.verb = latin1(t, 0, i);
+      this.verb = s.slice(0, i);
       if (i < n && WS[t[i]!] === 0) {
         this.syntax('Expected a space after the command verb');
         return;
@@ -427,7 +432,7 @@ export class DlistParserCore {
         if (f.kvlist && f.key === null) {
           // key = astring
           if (c === DQUOTE) {
-            const end = this.readQuoted(t, i);
+            const end = this.readQuoted(t, s, i);
             if (end < 0) return;
             f.key = this.quoted!;
             i = end;
@@ -438,7 +443,7 @@ export class DlistParserCore {
             let j = i + 1;
             while (j < n && ATOM[t[j]!] === 1) j++;
             if (j - i > maxAtom) this.tooLong('Key', j - i);
-            f.key = latin1(t, i, j);
+            f.key = s.slice(i, j);
             i = j;
           }
           this.needSep = true;
@@ -465,7 +470,7 @@ export class DlistParserCore {
           break;
         }
         case DQUOTE: {
-          const end = this.readQuoted(t, i);
+          const end = this.readQuoted(t, s, i);
           if (end < 0) return;
           this.addValue({ kind: 'quoted', value: this.quoted! });
           i = end;
@@ -479,11 +484,11 @@ export class DlistParserCore {
           while (j < n && ATOM[t[j]!] === 1) j++;
           if (j - i > maxAtom) this.tooLong(c === BACKSLASH ? 'Flag' : 'Atom', j - i);
           if (c === BACKSLASH) {
-            this.addValue({ kind: 'flag', value: latin1(t, i, j) });
+            this.addValue({ kind: 'flag', value: s.slice(i, j) });
           } else if (j - i === 3 && c === 78 /* N */ && t[i + 1] === 73 /* I */ && t[i + 2] === 76 /* L */) {
             this.addValue(NIL);
           } else {
-            this.addValue({ kind: 'atom', value: latin1(t, i, j) });
+            this.addValue({ kind: 'atom', value: s.slice(i, j) });
           }
           i = j;
         }
@@ -498,7 +503,7 @@ export class DlistParserCore {
    * quoted = DQUOTE *( q-octet / "\" any-octet ) DQUOTE, no CR/LF inside.
    * Returns the index after the closing quote, or -1 (syntax error set).
    */
-  private readQuoted(t: Buffer, start: number): number {
+  private readQuoted(t: Buffer, s: string, start: number): number {
     const n = t.length;
     let i = start + 1;
     let parts: string[] | null = null;
@@ -516,7 +521,7 @@ export class DlistParserCore {
           this.syntax('Unterminated quoted string');
           return -1;
         }
-        (parts ??= []).push(latin1(t, from, i));
+        (parts ??= []).push(s.slice(from, i));
         length += i - from;
         from = i + 1;
         i += 2;
@@ -530,7 +535,7 @@ export class DlistParserCore {
     }
     length += i - from;
     if (length > this.limits.maxAtomLength) this.tooLong('Quoted string', length);
-    const tail = latin1(t, from, i);
+    const tail = s.slice(from, i);
     this.quoted = parts === null ? tail : parts.join('') + tail;
     return i + 1;
   }
