@@ -3,3 +3,5 @@ export * from './limits.js';
 export type * from './dlist-types.js';
 export * from './framer.js';
 export * from './dlist-parser.js';
+export * from './serializer.js';
+export * from './deflate.js';
