@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import { parseMailboxName, useridToInbox } from '../../src/protocol/names.js';
 import { FLAG_ANSWERED, FLAG_DELETED, FLAG_DRAFT, FLAG_FLAGGED, FLAG_SEEN } from '../../src/protocol/crc.js';
 import { LIVE, PLACEHOLDER, num, recordFromRow, type MailboxRow } from './db.js';
-import { ReplicaStore } from './store.js';
+import { ReplicaStore, prefixRange } from './store.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const pad2 = (n: number): string => String(n).padStart(2, '0');
@@ -186,8 +186,8 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
 export function quotaUsage(store: ReplicaStore, root: string): { storage: number; messages: number; annotStorage: number; folders: number } {
   const mbs = (
     store.db
-      .prepare('SELECT id, name FROM mailbox WHERE state = 0 AND (name = ? OR substr(name, 1, ?) = ?)')
-      .all(root, root.length + 1, `${root}.`) as { id: bigint; name: string }[]
+      .prepare('SELECT id, name FROM mailbox WHERE state = 0 AND (name = ? OR (name >= ? AND name < ?))')
+      .all(root, ...prefixRange(`${root}.`)) as { id: bigint; name: string }[]
   ).filter((m) => store.quotaRootOf(m.name) === root);
   let storage = 0;
   let messages = 0;

@@ -95,6 +95,15 @@ export interface SessionFlags {
 
 export type Out = (item: DlistItem) => Promise<void> | void;
 
+/**
+ * [lo, hi) bounds of every string starting with `prefix`, so that prefix
+ * searches use the name index (SQLite compares TEXT by octets).
+ */
+export function prefixRange(prefix: string): [string, string] {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return [prefix, prefix.slice(0, -1) + String.fromCharCode(last + 1)];
+}
+
 const bad = (what: string): CommandError => new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', what);
 const generic = (what: string): CommandError => new CommandError('IMAP_INTERNAL', what);
 
@@ -264,11 +273,9 @@ export class ReplicaStore {
   userMailboxes(userid: string): MailboxRow[] {
     const inbox = useridToInbox(userid, this.names);
     const del = deletedUserPrefix(userid, this.names);
-    const rows = this.db
-      .prepare(
-        `SELECT * FROM mailbox WHERE state < 2 AND (name = ? OR substr(name, 1, ?) = ? OR substr(name, 1, ?) = ?)`,
-      )
-      .all(inbox, inbox.length + 1, `${inbox}.`, del.length, del) as Record<string, unknown>[];
+    const rows = this.q(
+      `SELECT * FROM mailbox WHERE state < 2 AND (name = ? OR (name >= ? AND name < ?) OR (name >= ? AND name < ?))`,
+    ).all(inbox, ...prefixRange(`${inbox}.`), ...prefixRange(del)) as Record<string, unknown>[];
     const mbs = rows.map(mailboxFromRow);
     const group = (m: MailboxRow): number => (m.name === inbox ? 0 : m.name.startsWith(del) ? 2 : 1);
     return mbs.sort((a, b) => group(a) - group(b) || compareMailboxNames(a.name, b.name));
@@ -642,9 +649,7 @@ export class ReplicaStore {
   }
 
   private hasLiveDescendant(name: string): boolean {
-    return !!this.db
-      .prepare('SELECT 1 FROM mailbox WHERE state = 0 AND substr(name, 1, ?) = ? LIMIT 1')
-      .get(name.length + 1, `${name}.`);
+    return !!this.q('SELECT 1 FROM mailbox WHERE state = 0 AND name >= ? AND name < ? LIMIT 1').get(...prefixRange(`${name}.`));
   }
 
   /** Turns an entry into a tombstone (or removes it) keeping the remembered fields. */
@@ -1371,8 +1376,8 @@ export class ReplicaStore {
       // Deepest first, so a parent never turns into a placeholder because of a child removed in the same step.
       const lives = (
         this.db
-          .prepare('SELECT * FROM mailbox WHERE state = 0 AND (name = ? OR substr(name, 1, ?) = ?)')
-          .all(inbox, inbox.length + 1, `${inbox}.`) as Record<string, unknown>[]
+          .prepare('SELECT * FROM mailbox WHERE state = 0 AND (name = ? OR (name >= ? AND name < ?))')
+          .all(inbox, ...prefixRange(`${inbox}.`)) as Record<string, unknown>[]
       )
         .map(mailboxFromRow)
         .sort((a, b) => b.name.length - a.name.length);
@@ -1383,7 +1388,7 @@ export class ReplicaStore {
         this.q('DELETE FROM sieve_active WHERE userid = ?').run(userid);
         this.q('DELETE FROM user_groups WHERE userid = ?').run(userid);
       }
-      this.q('DELETE FROM quota WHERE root = ? OR substr(root, 1, ?) = ?').run(inbox, inbox.length + 1, `${inbox}.`);
+      this.q('DELETE FROM quota WHERE root = ? OR (root >= ? AND root < ?)').run(inbox, ...prefixRange(`${inbox}.`));
     });
   }
 
