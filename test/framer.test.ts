@@ -228,6 +228,21 @@ test('Framer: onLiteral "skip" refuses a body without a literal event', async (t
   t.deepEqual(sizes, [4]);
 });
 
+test('Framer: onLiteral "reject" of a synchronizing {N}: no body follows, the line ends at the header', async (t) => {
+  const lines: [string, number | null][] = [];
+  const continued: number[] = [];
+  const framer = new Framer({
+    onLiteral: (h) => (h.size > 100 ? 'reject' : undefined),
+    onContinuation: (h) => continued.push(h.size),
+  });
+  framer.on('line', (text: Buffer, h: LiteralHeader | null) => lines.push([text.toString(), h?.size ?? null]));
+  framer.on('literal', (_h: LiteralHeader, body: LiteralBody) => body.resume());
+  // The client got "a1 NO" instead of "+", so it sent no body and went on.
+  await pipeline(Readable.from([bin('a1 APPEND X {1000}\r\na2 APPEND X {3}\r\nabc\r\na3 APPEND X {200+}\r\n' + 'z'.repeat(200) + '\r\n')]), framer);
+  t.deepEqual(lines, [['a1 APPEND X ', 1000], ['a2 APPEND X ', 3], ['', null], ['a3 APPEND X ', 200], ['', null]]);
+  t.deepEqual(continued, [3]);
+});
+
 test('Framer: a slow body reader withholds the write callback (bounded buffering)', async (t) => {
   const CHUNK = 16 * 1024;
   const SIZE = 2 * 1024 * 1024;

@@ -55,8 +55,12 @@ export interface FramerHandler {
    * call unless the input chunks are never reused (true for node:stream).
    * Return 'skip' to have the announced body consumed by counting: the body
    * octets are then not delivered (onBodyEnd is still called).
+   * Return 'reject' for a synchronizing literal (`{N}`, `~{N}`) that the
+   * server refuses instead of sending a continuation: the sender then sends
+   * no body, so the logical line ends at the header (no onBodyEnd). For
+   * other literals 'reject' acts as 'skip' (their bytes come regardless).
    */
-  onSegment(text: Buffer, literal: LiteralHeader | null): void | 'skip';
+  onSegment(text: Buffer, literal: LiteralHeader | null): void | 'skip' | 'reject';
   /** A slice of the current body. Return false to pause the core after this chunk. */
   onBodyData(chunk: Buffer): boolean | void;
   /** The current body is complete (also for skipped and empty bodies). */
@@ -307,7 +311,13 @@ export class FramerCore {
     this.remaining = header.header.size;
     this.skipping = false;
     const answer = this.handler.onSegment(text.subarray(0, header.start), header.header);
-    if (answer === 'skip') this.skipping = true;
+    if (answer === 'reject' && header.header.kind === 'literal' && !header.header.nonSynchronizing) {
+      this.mode = Mode.Line;
+      this.remaining = 0;
+      this.inLogicalLine = false;
+      return lf + 1;
+    }
+    if (answer === 'skip' || answer === 'reject') this.skipping = true;
     if (this.remaining === 0 && this.mode === Mode.Body) {
       this.mode = Mode.Line;
       this.skipping = false;
@@ -437,9 +447,13 @@ export interface FramerStreamOptions extends FramerOptions {
   /**
    * Called at every literal header before the `literal` event: return 'skip'
    * to refuse the body (it is consumed by counting and no `literal` event is
-   * emitted), e.g. to answer NO to an oversized APPEND and stay in sync.
+   * emitted), e.g. to answer NO to an oversized `{N+}` APPEND and stay in
+   * sync. Return 'reject' to refuse a synchronizing `{N}` (answer NO instead
+   * of `+`): no body will follow and the logical line ends at the header;
+   * no continuation is offered. ('reject' on `{N+}` or a file literal acts
+   * as 'skip', since those bytes arrive anyway.)
    */
-  onLiteral?: (header: LiteralHeader) => 'skip' | void;
+  onLiteral?: (header: LiteralHeader) => 'skip' | 'reject' | void;
   highWaterMark?: number;
 }
 
@@ -483,7 +497,7 @@ export class LiteralBody extends Readable {
 export class Framer extends Writable {
   private readonly core: FramerCore;
   private readonly onContinuation: ((h: LiteralHeader) => void) | undefined;
-  private readonly onLiteral: ((h: LiteralHeader) => 'skip' | void) | undefined;
+  private readonly onLiteral: ((h: LiteralHeader) => 'skip' | 'reject' | void) | undefined;
   private readonly bodyHighWaterMark: number | undefined;
   private body: LiteralBody | null = null;
   /** The body whose push() returned false (it may have ended since): framing waits for its _read. */
@@ -507,10 +521,11 @@ export class Framer extends Writable {
     return this.core.pendingBytes + this.core.carriedBytes;
   }
 
-  private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' {
+  private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' | 'reject' {
     this.emit('line', text, literal);
     if (literal === null) return;
-    if (this.onLiteral?.(literal) === 'skip') return 'skip';
+    const answer = this.onLiteral?.(literal);
+    if (answer === 'skip' || answer === 'reject') return answer;
     if (this.listenerCount('literal') === 0) return 'skip';
     if (literal.kind === 'literal' && !literal.nonSynchronizing) this.onContinuation?.(literal);
     const body = new LiteralBody(this, literal, this.bodyHighWaterMark);
