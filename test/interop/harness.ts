@@ -630,6 +630,45 @@ export class CsyncClient {
     }
   }
 
+  /** Exactly `n` raw octets. Rejects after `ms` or when the server closes first. */
+  async readBytes(n: number, ms = 30_000): Promise<Buffer> {
+    const end = Date.now() + ms;
+    while (this.buf.length < n) {
+      if (this.ended) throw new Error(`connection closed with ${this.buf.length} of ${n} literal octets`);
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`literal of ${n} octets not complete within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  /**
+   * One logical reply line: a physical line that ends in a literal header
+   * (`{N}`, `{N+}` or a file literal `%{part guid N}`) continues after the
+   * N octets, as on the wire (csync-wire §1.5). Literal octets are kept as
+   * latin1 text.
+   */
+  async readLogicalLine(ms = 30_000): Promise<string | null> {
+    let line = await this.readLine(ms);
+    if (line === null) return null;
+    for (;;) {
+      const m = /(?:\{(\d+)\+?\}|%\{[^ }]+ [0-9a-fA-F]+ (\d+)\})$/.exec(line);
+      if (!m) return line;
+      const lit = await this.readBytes(Number(m[1] ?? m[2]), ms);
+      const rest = await this.readLine(ms);
+      line = `${line}\r\n${lit.toString('latin1')}${rest ?? ''}`;
+      if (rest === null) return line;
+    }
+  }
+
   /** Greeting lines up to and including the `* OK` line. */
   async readBanner(): Promise<string[]> {
     const lines: string[] = [];
@@ -655,7 +694,7 @@ export class CsyncClient {
   async reply(ms = 30_000): Promise<{ data: string[]; status: string | null }> {
     const data: string[] = [];
     for (;;) {
-      const l = await this.readLine(ms);
+      const l = await this.readLogicalLine(ms);
       if (l === null) return { data, status: null };
       if (l.startsWith('* ')) data.push(l);
       else return { data, status: l };
