@@ -523,3 +523,35 @@ test('big literal values (sieve script, annotation) staged on disk are read once
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
   });
 });
+
+test('housekeeping: unreferenced old blobs are collected, referenced and young ones kept; expunged records purged', async (t) => {
+  const { collectGarbage, purgeExpunged, blobStats } = await import('../sinks/replica/housekeeping.js');
+  await withStore(async (st, s) => {
+    const { bodies } = await seedInbox(s); // UID 3 is expunged and references bodies[2]
+    const orphan = message(99);
+    await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [orphan]) });
+    const store = st.sink.store;
+    const blobFile = (b: Buffer) => path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b).slice(2, 4), sha1(b));
+    t.deepEqual(blobStats(store).blobs, 4);
+    t.is(collectGarbage(store), 0, 'young blobs are spared');
+    const later = Math.floor(Date.now() / 1000) + 2 * 86400;
+    t.is(collectGarbage(store, { now: later }), 1);
+    t.false(existsSync(blobFile(orphan)));
+    for (const b of bodies) t.true(existsSync(blobFile(b)));
+    // the expunged record goes, then its blob is unreferenced
+    t.is(purgeExpunged(store, { now: later + 30 * 86400 }), 1);
+    const full = await getc(s, { verb: 'GET', sub: 'FULLMAILBOX', mboxname: 'user.bob' });
+    t.false(full.reply.toString().includes('%(UID 3 '));
+    t.true(full.reply.toString().includes('%(UID 2 '));
+    const mb = store.mailboxByName('user.bob')!;
+    t.deepEqual(store.recomputeCrcs('user.bob'), { basic: mb.crcBasic, annot: (mb.crcAnnot ^ 12345678) >>> 0 });
+    t.is(collectGarbage(store, { now: later }), 1);
+    t.false(existsSync(blobFile(bodies[2]!)));
+    // after RESTART (staging dropped) a RESERVE for a collected blob reports it missing; re-upload works
+    await s.restart();
+    const r = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [sha1(orphan)] });
+    t.is(r.reply.toString(), `* MISSING (${sha1(orphan)})\r\nOK success\r\n`);
+    await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [orphan]) });
+    t.true(existsSync(blobFile(orphan)));
+  });
+});

@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS server_annot (
   entry TEXT NOT NULL, userid TEXT NOT NULL, value BLOB NOT NULL,
   PRIMARY KEY (entry, userid)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob (guid TEXT PRIMARY KEY, partition TEXT NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+-- a row exists only for a file that hashed to its guid and was fsynced; stored_at: last upload or RESERVE hit
+CREATE TABLE IF NOT EXISTS blob (guid TEXT PRIMARY KEY, partition TEXT NOT NULL, size INTEGER NOT NULL, stored_at INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription (userid TEXT NOT NULL, mboxname TEXT NOT NULL, PRIMARY KEY (userid, mboxname)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen (
   userid TEXT NOT NULL, uniqueid TEXT NOT NULL,

@@ -14,6 +14,7 @@
  * step in the same transaction as every record change.
  */
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import type { Statement } from 'better-sqlite3';
@@ -588,18 +589,37 @@ export class ReplicaStore {
       stored.push({ guid: g.guid, partition: g.ref.partition, size: g.size });
     });
     await this.blobs.syncDirs(dirs);
+    const now = Math.floor(Date.now() / 1000);
     this.tx(() => {
-      const ins = this.q('INSERT OR REPLACE INTO blob (guid, partition, size) VALUES (?, ?, ?)');
-      for (const s of stored) ins.run(s.guid, s.partition, s.size);
+      const ins = this.q('INSERT OR REPLACE INTO blob (guid, partition, size, stored_at) VALUES (?, ?, ?, ?)');
+      for (const s of stored) {
+        // Under the write lock: garbage collection (housekeeping.ts) removes a file only while
+        // holding it, so a file seen here stays until this row commits.
+        if (!fs.existsSync(this.blobs.blobPath(s.partition, s.guid))) {
+          throw new CommandError('IMAP_IOERROR', `Message ${s.guid} vanished from the blob store while being stored`);
+        }
+        ins.run(s.guid, s.partition, s.size, now);
+      }
     });
     return stored.map((s) => s.guid);
   }
 
-  /** APPLY RESERVE step 2: GUIDs held by some verified blob of this store. */
+  /**
+   * APPLY RESERVE step 2: GUIDs held by some verified blob of this store. A
+   * hit is marked as recently wanted, so garbage collection spares it while
+   * the session that reserved it goes on to reference it.
+   */
   reserve(guids: string[]): { available: string[]; missing: string[] } {
     const available: string[] = [];
     const missing: string[] = [];
     for (const g of guids) (this.blobKnown(g) ? available : missing).push(g);
+    if (available.length > 0) {
+      const now = Math.floor(Date.now() / 1000);
+      this.tx(() => {
+        const touch = this.q('UPDATE blob SET stored_at = ? WHERE guid = ?');
+        for (const g of available) touch.run(now, g);
+      });
+    }
     return { available, missing };
   }
 
