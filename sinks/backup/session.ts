@@ -19,6 +19,7 @@ import type { BodySink, BodyWriter, DlistFile } from '../../transforms/dlist-typ
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { ApplyCommand, GetCommand } from '../../src/protocol/types.js';
 import { missingItem } from '../../src/protocol/replies.js';
+import { validateMailboxName } from '../../src/protocol/names.js';
 import type { ReplyOut, SessionInfo, SinkSession } from '../sink.js';
 import { checkMailbox, recordOf, type StoredApply } from './apply.js';
 import { IndexReader } from './get.js';
@@ -149,6 +150,7 @@ export class BackupSession implements SinkSession {
 
   private ownerOf(mboxname: string): string {
     if (typeof mboxname !== 'string' || mboxname.length === 0) throw badParameters('empty mailbox name');
+    checked(() => validateMailboxName(mboxname));
     const owner = ownerOfMailbox(mboxname, this.store.nameOptions);
     return checked(() => validateOwnerId(owner));
   }

@@ -1,0 +1,283 @@
+/**
+ * Helpers of the backup store tests: temporary stores, staged bodies, the
+ * router in the backup profile, recorded sessions replayed, and an
+ * independent reader of data files and indexes (gzip members, chunk
+ * checksums) used to check what the store wrote.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import Database from 'better-sqlite3';
+import { pino } from 'pino';
+import { parseConfig, type Settings } from '../src/config.js';
+import { decodeCommand } from '../src/protocol/commands.js';
+import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
+import { Router } from '../src/router.js';
+import type { DlistFile, DlistItem } from '../transforms/dlist-types.js';
+import { createBackupSink, type BackupSink } from '../sinks/backup/index.js';
+import type { BackupSession } from '../sinks/backup/session.js';
+import { commandLines, serialize } from './replica-helpers.js';
+
+export const silentLog = pino({ level: 'silent' });
+export const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
+
+export interface TempBackupStore {
+  dir: string;
+  settings: Settings;
+  sink: BackupSink;
+  partition: string;
+}
+
+export function backupSettings(dir: string, extra: string[] = []): Settings {
+  const text = [
+    `configdirectory: ${path.join(dir, 'conf')}`,
+    `backuppartition-default: ${path.join(dir, 'backups')}`,
+    `temp_path: ${path.join(dir, 'tmp')}`,
+    'admins: admin',
+    ...extra,
+  ].join('\n');
+  fs.mkdirSync(path.join(dir, 'conf'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+  return parseConfig(text, path.join(dir, 'imapd.conf'), { need: 'backuppartition' }).settings;
+}
+
+export async function tempBackupStore(dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-bsink-')), extra: string[] = []): Promise<TempBackupStore> {
+  const settings = backupSettings(dir, extra);
+  const sink = await createBackupSink({ settings, logger: silentLog });
+  return { dir, settings, sink, partition: path.join(dir, 'backups') };
+}
+
+export function openSession(sink: BackupSink): BackupSession {
+  return sink.openSession({ authUser: 'admin', peer: 'test' });
+}
+
+export function message(n: number, extra = ''): Buffer {
+  return Buffer.from(`From: a${n}@example.org\r\nTo: bob@example.org\r\nSubject: message ${n}${extra}\r\nMessage-ID: <m${n}@x>\r\n\r\nbody ${n}\r\n`, 'latin1');
+}
+
+/** Streams bodies through the session's body sink as the parser does; `guids` may announce wrong GUIDs. */
+export async function stage(session: BackupSession, bodies: Buffer[], guids?: string[]): Promise<DlistFile[]> {
+  const files: DlistFile[] = [];
+  for (let i = 0; i < bodies.length; i++) {
+    const b = bodies[i]!;
+    const guid = guids?.[i] ?? sha1(b);
+    const w = session.bodySink.open({ kind: 'file', partition: 'default', guid, size: b.length })!;
+    for (let off = 0; off < b.length; off += 11) {
+      if (!w.write(b.subarray(off, off + 11))) await new Promise<void>((r) => w.onDrain(r));
+    }
+    const body = w.end(sha1(b));
+    await body.done.catch(() => {});
+    files.push({ kind: 'file', partition: 'default', guid, size: b.length, sha1: sha1(b), body });
+  }
+  return files;
+}
+
+export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {
+  return {
+    mboxtype: null,
+    highestmodseq: 1n,
+    partition: 'default',
+    lastUid: 0,
+    recentUid: 0,
+    recentTime: 0,
+    lastAppenddate: 0,
+    pop3LastLogin: 0,
+    pop3ShowAfter: 0,
+    uidvalidity: 1700000000,
+    acl: 'bob\tlrswipkxtecdan\t',
+    options: 'P',
+    syncCrc: 0,
+    syncCrcAnnot: 0,
+    annotations: null,
+    records: [],
+    ...p,
+  };
+}
+
+export function recordIn(uid: number, body: Buffer, flags: string[] = []): RecordIn {
+  return { uid, modseq: BigInt(uid + 1), lastUpdated: 1700000000 + uid, flags, internaldate: 1700000000, size: body.length, guid: sha1(body), annotations: null };
+}
+
+export interface Ran {
+  items: DlistItem[];
+  status: string;
+  /** the reply octets as the server would send them */
+  reply: Buffer;
+}
+
+/** One typed command through the real router in the backup profile. */
+export async function run(session: BackupSession, cmd: GetCommand | ApplyCommand): Promise<Ran> {
+  const items: DlistItem[] = [];
+  let status = '';
+  const router = new Router(
+    'backup',
+    session,
+    {
+      data: async (it) => {
+        items.push(it);
+      },
+      status: async (l) => {
+        status = l;
+      },
+    },
+    silentLog,
+  );
+  await router.run(cmd, []);
+  return { items, status, reply: Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]) };
+}
+
+/** Replays a recorded client stream; returns every reply (data lines and status line) in order, banner excluded. */
+export async function replay(session: BackupSession, client: Buffer): Promise<{ command: string; reply: Buffer }[]> {
+  const out: { command: string; reply: Buffer }[] = [];
+  for await (const line of commandLines(client, () => session.bodySink)) {
+    await Promise.allSettled(line.bodies.map((b) => b.done));
+    const cmd = decodeCommand(line, { profile: 'backup' });
+    const text = `${line.verb} ${line.args.map((a) => ('value' in a && typeof a.value === 'string' ? a.value : a.kind)).join(' ')}`.slice(0, 120);
+    if (cmd.verb === 'GET' || cmd.verb === 'APPLY') {
+      const items: DlistItem[] = [];
+      let status = '';
+      const router = new Router('backup', session, { data: async (it) => void items.push(it), status: async (l) => void (status = l) }, silentLog);
+      await router.run(cmd, line.bodies);
+      out.push({ command: text, reply: Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]) });
+      continue;
+    }
+    let status: string;
+    switch (cmd.verb) {
+      case 'AUTHENTICATE':
+        status = 'OK Success (no protection)';
+        break;
+      case 'COMPRESS':
+        status = 'OK DEFLATE active';
+        break;
+      case 'EXIT':
+        await session.end();
+        status = 'OK Finished';
+        break;
+      case 'RESTART':
+        await session.restart();
+        status = 'OK Restarting';
+        break;
+      default:
+        status = cmd.verb === 'REFUSED' ? cmd.reply : `BAD ${cmd.verb}`;
+    }
+    out.push({ command: text, reply: Buffer.from(`${status}\r\n`, 'latin1') });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Independent reading of what the store wrote
+
+export interface Member {
+  offset: number;
+  end: number;
+  data: Buffer;
+}
+
+/** Splits a data file into its gzip members (each inflated on its own). */
+export function members(file: Buffer): Member[] {
+  const out: Member[] = [];
+  let pos = 0;
+  while (pos < file.length) {
+    // Inflating the raw deflate body alone tells where this member ends.
+    const hdr = gzipHeaderLength(file, pos);
+    const raw = zlib.inflateRawSync(file.subarray(pos + hdr), { info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+    const end = pos + hdr + raw.engine.bytesWritten + 8;
+    out.push({ offset: pos, end, data: raw.buffer });
+    pos = end;
+  }
+  return out;
+}
+
+function gzipHeaderLength(b: Buffer, at: number): number {
+  if (b[at] !== 0x1f || b[at + 1] !== 0x8b) throw new Error(`no gzip member at ${at}`);
+  const flg = b[at + 3]!;
+  let p = at + 10;
+  if (flg & 4) p += 2 + b.readUInt16LE(p);
+  if (flg & 8) p = b.indexOf(0, p) + 1;
+  if (flg & 16) p = b.indexOf(0, p) + 1;
+  if (flg & 2) p += 2;
+  return p - at;
+}
+
+export interface ChunkRow {
+  id: number;
+  ts_start: number;
+  ts_end: number | null;
+  offset: number;
+  length: number | null;
+  file_sha1: string;
+  data_sha1: string | null;
+}
+
+/** Data file path registered for the only backup of the store (by listing the partition). */
+export function dataFiles(partition: string): string[] {
+  const out: string[] = [];
+  if (!fs.existsSync(partition)) return out;
+  for (const d of fs.readdirSync(partition)) {
+    for (const f of fs.readdirSync(path.join(partition, d))) if (!f.includes('.index')) out.push(path.join(partition, d, f));
+  }
+  return out.sort();
+}
+
+export function openIndexRO(dataPath: string): Database.Database {
+  return new Database(`${dataPath}.index`, { readonly: true });
+}
+
+/**
+ * Full checksum verification of §7.1 level 2, done independently: each
+ * chunk row's file_sha1, offset, length and data_sha1 against the file.
+ * Returns the problems found (empty when all agree).
+ */
+export function checkChunks(dataPath: string): string[] {
+  const file = fs.readFileSync(dataPath);
+  const db = openIndexRO(dataPath);
+  try {
+    const rows = db.prepare('SELECT * FROM chunk ORDER BY id').all() as ChunkRow[];
+    const ms = members(file);
+    const problems: string[] = [];
+    for (const r of rows) {
+      const m = ms.find((x) => x.offset === r.offset);
+      if (!m) {
+        problems.push(`chunk ${r.id}: no member at ${r.offset}`);
+        continue;
+      }
+      if (sha1(file.subarray(0, r.offset)) !== r.file_sha1) problems.push(`chunk ${r.id}: file_sha1`);
+      if (m.data.length !== r.length) problems.push(`chunk ${r.id}: length ${m.data.length} != ${r.length}`);
+      if (sha1(m.data) !== r.data_sha1) problems.push(`chunk ${r.id}: data_sha1`);
+      if (!m.data.subarray(0, 29).equals(Buffer.from('# cyrus backup: chunk start\r\n'))) problems.push(`chunk ${r.id}: header`);
+    }
+    const last = rows.at(-1);
+    const lastEnd = last ? ms.find((x) => x.offset === last.offset)?.end : 0;
+    if (lastEnd !== file.length) problems.push(`data after the last chunk: ${file.length} octets, last chunk ends at ${lastEnd}`);
+    return problems;
+  } finally {
+    db.close();
+  }
+}
+
+/** Every record line of every chunk, as text (bodies included). */
+export function recordLines(dataPath: string): string[] {
+  const file = fs.readFileSync(dataPath);
+  const lines: string[] = [];
+  for (const m of members(file)) {
+    const t = m.data.subarray(29).toString('latin1');
+    // records end with CRLF; literals inside carry their own CRLFs, so split on the timestamp marker
+    for (const part of t.split(/\r\n(?=-?\d+ APPLY )/)) if (part.length > 0) lines.push(part.replace(/\r\n$/, ''));
+  }
+  return lines;
+}
+
+/** Every file under `dir`, recursively. */
+export function walk(dir: string): string[] {
+  const out: string[] = [];
+  if (!fs.existsSync(dir)) return out;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...walk(p));
+    else out.push(p);
+  }
+  return out;
+}
