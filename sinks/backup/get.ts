@@ -9,51 +9,20 @@
  * XCONVMODSEQ [ANNOTATIONS] [RECORD]. The client's own SYNC_CRC values come
  * back unchanged, which is what makes it consider a mailbox up to date.
  */
-import type Database from 'better-sqlite3';
 import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
 import { parseCommandLines } from '../../transforms/dlist-parser.js';
 import type { ReplyOut } from '../sink.js';
 import { lsubItem } from '../../src/protocol/replies.js';
+import type { BackupIndex, MailboxRow, RecordRow } from './index-db.js';
 
 const str = (v: string | null | undefined): DlistValue => ({ kind: 'string', value: v ?? null });
-const num = (v: number | bigint | null | undefined): DlistValue => ({ kind: 'num', value: v === null || v === undefined ? 0 : v < 0 ? 0 : v });
+/** SQLite integers are signed: a 64-bit value stored wrapped (as Cyrus's C cast does) is unwrapped here. */
+const num = (v: number | bigint | null | undefined): DlistValue => {
+  if (v === null || v === undefined) return { kind: 'num', value: 0 };
+  if (v < 0) return { kind: 'num', value: BigInt(v) + 2n ** 64n };
+  return { kind: 'num', value: v };
+};
 const kv = (items: DlistItem[]): DlistValue => ({ kind: 'kvlist', items });
-
-interface MailboxRow {
-  id: bigint;
-  uniqueid: string;
-  mboxname: string;
-  mboxtype: string | null;
-  last_uid: bigint | null;
-  highestmodseq: bigint | null;
-  recentuid: bigint | null;
-  recenttime: bigint | null;
-  last_appenddate: bigint | null;
-  pop3_last_login: bigint | null;
-  pop3_show_after: bigint | null;
-  uidvalidity: bigint | null;
-  partition: string | null;
-  acl: string | null;
-  options: string | null;
-  sync_crc: bigint | null;
-  sync_crc_annot: bigint | null;
-  quotaroot: string | null;
-  xconvmodseq: bigint | null;
-  annotations: string | null;
-  deleted: bigint | null;
-}
-
-interface RecordRow {
-  uid: bigint;
-  modseq: bigint | null;
-  last_updated: bigint | null;
-  flags: string | null;
-  internaldate: bigint | null;
-  annotations: string | null;
-  expunged: bigint | null;
-  guid: string;
-  size: bigint | null;
-}
 
 /**
  * A stored list text (`flags`, `annotations`) parsed back into a value;
@@ -118,26 +87,19 @@ function recordValue(r: RecordRow): DlistValue {
   return kv(items);
 }
 
-function big<T>(stmt: Database.Statement): Database.Statement<unknown[], T> {
-  return stmt.safeIntegers(true) as Database.Statement<unknown[], T>;
-}
-
 /** Read side of one open index. */
 export class IndexReader {
-  constructor(private readonly db: Database.Database) {}
+  constructor(private readonly index: BackupIndex) {}
 
-  /** `* MAILBOX` (no records) for every mailbox not deleted, `* SEEN`, `* LSUB`, `* SIEVE`. */
+  /** `* MAILBOX` (no records) for every mailbox not deleted, then what `meta` sends. */
   async user(out: ReplyOut): Promise<void> {
-    const rows = big<MailboxRow>(this.db.prepare('SELECT * FROM mailbox WHERE deleted IS NULL ORDER BY id')).iterate();
-    for (const m of rows) await out({ key: 'MAILBOX', value: kv(mailboxItems(m)) });
+    for (const m of this.index.mailboxes(true)) await out({ key: 'MAILBOX', value: kv(mailboxItems(m)) });
     await this.meta(out);
   }
 
+  /** `* SEEN` per seen row, one `* LSUB` of the active subscriptions, `* SIEVE` per current script. */
   async meta(out: ReplyOut): Promise<void> {
-    const seen = big<{ uniqueid: string; lastread: bigint; lastuid: bigint; lastchange: bigint; seenuids: string | null }>(
-      this.db.prepare('SELECT uniqueid, lastread, lastuid, lastchange, seenuids FROM seen ORDER BY id'),
-    ).all();
-    for (const s of seen) {
+    for (const s of this.index.seen()) {
       await out({
         key: 'SEEN',
         value: kv([
@@ -149,12 +111,9 @@ export class IndexReader {
         ]),
       });
     }
-    const subs = this.db.prepare('SELECT mboxname FROM subscription WHERE unsubscribed IS NULL ORDER BY id').all() as { mboxname: string }[];
+    const subs = this.index.subscriptions(true);
     if (subs.length > 0) await out(lsubItem(subs.map((s) => s.mboxname)));
-    const sieve = big<{ filename: string; last_update: bigint; guid: string }>(
-      this.db.prepare('SELECT filename, last_update, guid FROM sieve WHERE deleted IS NULL ORDER BY id'),
-    ).all();
-    for (const s of sieve) {
+    for (const s of this.index.sieve(true)) {
       await out({
         key: 'SIEVE',
         value: kv([
@@ -167,33 +126,20 @@ export class IndexReader {
     }
   }
 
-  /** The live mailbox of this name (a deleted one only when no live one has it). */
-  private byName(name: string): MailboxRow | undefined {
-    return big<MailboxRow>(
-      this.db.prepare('SELECT * FROM mailbox WHERE mboxname = ? ORDER BY deleted IS NOT NULL, id DESC LIMIT 1'),
-    ).get(name);
-  }
-
-  /** `* MAILBOX` for each name that exists and is not deleted. */
+  /** `* MAILBOX` for each name that exists and is not deleted; others are left out. */
   async mailboxes(names: readonly string[], out: ReplyOut): Promise<void> {
     for (const n of names) {
-      const m = this.byName(n);
+      const m = this.index.mailboxByName(n);
       if (m && m.deleted === null) await out({ key: 'MAILBOX', value: kv(mailboxItems(m)) });
     }
   }
 
   /** `* MAILBOX` with every record; false when no mailbox has this name. */
   async fullMailbox(name: string, out: ReplyOut): Promise<boolean> {
-    const m = this.byName(name);
+    const m = this.index.mailboxByName(name);
     if (!m) return false;
-    const rows = big<RecordRow>(
-      this.db.prepare(
-        'SELECT mm.uid, mm.modseq, mm.last_updated, mm.flags, mm.internaldate, mm.annotations, mm.expunged, m.guid, m.size ' +
-          'FROM mailbox_message AS mm JOIN message AS m ON m.id = mm.message_id WHERE mm.mailbox_id = ? ORDER BY mm.uid',
-      ),
-    ).all(m.id);
     const items = mailboxItems(m);
-    items.push({ key: 'RECORD', value: { kind: 'list', items: rows.map(recordValue) } });
+    items.push({ key: 'RECORD', value: { kind: 'list', items: this.index.mailboxRecords(m.id).map(recordValue) } });
     await out({ key: 'MAILBOX', value: kv(items) });
     return true;
   }

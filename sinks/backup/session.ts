@@ -162,7 +162,7 @@ export class BackupSession implements SinkSession {
   private async appendTo(owner: string, cmd: StoredApply): Promise<void> {
     const b = await this.backup(owner);
     try {
-      await b.append(recordOf(cmd), cmd);
+      await b.append(recordOf(cmd));
     } finally {
       if (b.isClosed) this.open.delete(owner);
     }
@@ -173,14 +173,14 @@ export class BackupSession implements SinkSession {
   getUser(cmd: G<'USER'>, out: ReplyOut): Promise<void> {
     return this.run(async () => {
       const b = await this.backup(this.userOwner(cmd.userid));
-      await new IndexReader(b.db).user(out);
+      await new IndexReader(b.index).user(out);
     });
   }
 
   getMeta(cmd: G<'META'>, out: ReplyOut): Promise<void> {
     return this.run(async () => {
       const b = await this.backup(this.userOwner(cmd.userid));
-      await new IndexReader(b.db).meta(out);
+      await new IndexReader(b.index).meta(out);
     });
   }
 
@@ -191,7 +191,7 @@ export class BackupSession implements SinkSession {
       // backupd answers one owner at a time; the client then asks per user.
       if (owners.size !== 1) throw badParameters('GET MAILBOXES names mailboxes of more than one owner');
       const b = await this.backup([...owners][0]!);
-      await new IndexReader(b.db).mailboxes(cmd.names, out);
+      await new IndexReader(b.index).mailboxes(cmd.names, out);
     });
   }
 
@@ -202,7 +202,7 @@ export class BackupSession implements SinkSession {
   getFullMailbox(cmd: G<'FULLMAILBOX'>, out: ReplyOut): Promise<void> {
     return this.run(async () => {
       const b = await this.backup(this.ownerOf(cmd.mboxname));
-      const found = await new IndexReader(b.db).fullMailbox(cmd.mboxname, out);
+      const found = await new IndexReader(b.index).fullMailbox(cmd.mboxname, out);
       if (!found) throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No mailbox ${cmd.mboxname} in the backup`);
     });
   }
