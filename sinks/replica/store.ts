@@ -430,10 +430,14 @@ export class ReplicaStore {
     }
   }
 
-  async getFullMailbox(name: string, flags: SessionFlags, out: Out): Promise<void> {
+  /**
+   * Unlike the spec's visibility rule (§3.4), a sieve-store mailbox is
+   * reported here without SIEVE-MAILBOX too: the real 3.6.1 sync_server does.
+   */
+  async getFullMailbox(name: string, _flags: SessionFlags, out: Out): Promise<void> {
     validateMailboxName(name);
     const mb = this.mailboxByName(name);
-    if (!mb || mb.state !== LIVE || !this.visible(mb, flags)) {
+    if (!mb || mb.state !== LIVE) {
       throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No live mailbox ${name}`);
     }
     // One read transaction so the records and the CRCs reported agree.
@@ -476,12 +480,12 @@ export class ReplicaStore {
       }
       return;
     }
+    // A mailbox name: no items, as the real 3.6.1 sync_server answers (its
+    // annotatemore_findall_pattern() finds nothing for an internal name).
+    // This is also what keeps a 3.6.1 client safe: its sync_do_annotation()
+    // computes the master side the same way (always empty) and would send
+    // APPLY UNANNOTATION for every mailbox annotation reported here.
     validateMailboxName(name);
-    const mb = this.mailboxByName(name);
-    if (!mb || mb.state !== LIVE) return;
-    for (const a of this.mailboxAnnots(mb.id)) {
-      await out(item('ANNOTATION', kv([item('MBOXNAME', S(name)), item('ENTRY', S(a.entry)), item('USERID', S(a.userid)), item('VALUE', S(a.value))])));
-    }
   }
 
   async getFetch(
