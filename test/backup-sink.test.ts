@@ -345,3 +345,35 @@ test('GET USER of a user never seen creates the backup with one empty chunk', as
   t.deepEqual(checkChunks(file!), []);
   await s.sink.close();
 });
+
+test('a big sieve script staged on disk is copied into the record and indexed by its SHA-1', async (t) => {
+  const s = await tempBackupStore();
+  const a = openSession(s.sink);
+  const script = Buffer.alloc(3 * 1024 * 1024 + 17, 'require "fileinto";\r\n');
+  const w = a.bodySink.open({ kind: 'literal', size: script.length })!;
+  for (let off = 0; off < script.length; off += 65536) {
+    if (!w.write(script.subarray(off, off + 65536))) await new Promise<void>((r) => w.onDrain(r));
+  }
+  const body = w.end(sha1(script));
+  await body.done;
+  const r = await run(a, {
+    verb: 'APPLY',
+    sub: 'SIEVE',
+    userid: 'bob',
+    filename: 'big.script',
+    lastUpdate: 1700000000,
+    content: { kind: 'staged', size: script.length, sha1: sha1(script), body },
+  });
+  t.is(r.status, 'OK Success');
+  await a.end();
+  const [file] = dataFiles(s.partition);
+  t.deepEqual(checkChunks(file!), []);
+  const [line] = recordLines(file!);
+  t.true(line!.includes(`CONTENT {${script.length}}\r\n`));
+  t.true(line!.endsWith(`${script.subarray(-40).toString('latin1')})`));
+  const db = openIndexRO(file!);
+  t.is((db.prepare('SELECT guid FROM sieve').get() as { guid: string }).guid, sha1(script));
+  db.close();
+  t.deepEqual(walk(s.sink.staging.dir), []);
+  await s.sink.close();
+});

@@ -96,10 +96,28 @@ function mailboxValue(m: MailboxIn): DlistValue {
   return kv(items);
 }
 
+/** A parsed operand with every staged big literal given its staging file as source. */
+function withSources(v: DlistValue): DlistValue {
+  switch (v.kind) {
+    case 'list':
+      return { kind: 'list', items: v.items.map(withSources) };
+    case 'kvlist':
+      return { kind: 'kvlist', items: v.items.map((it) => ({ key: it.key, value: withSources(it.value) })) };
+    case 'bigliteral': {
+      if (v.source) return v;
+      const ref = v.body?.ref;
+      if (!isBackupStagedRef(ref) || !ref.complete) throw new CommandError('IMAP_IOERROR', 'a staged value is no longer available');
+      return { ...v, source: stagedSource(ref) };
+    }
+    default:
+      return v;
+  }
+}
+
 /** `KEY value` of the record to append for a stored APPLY. */
 export function recordOf(cmd: StoredApply): DlistItem {
   const raw = (cmd as { raw?: DlistValue }).raw;
-  if (raw !== undefined && cmd.sub !== 'MESSAGE') return { key: cmd.sub, value: raw };
+  if (raw !== undefined && cmd.sub !== 'MESSAGE') return { key: cmd.sub, value: withSources(raw) };
   switch (cmd.sub) {
     case 'MAILBOX':
       return { key: 'MAILBOX', value: mailboxValue(cmd.mailbox) };

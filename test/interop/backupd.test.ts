@@ -1,0 +1,399 @@
+/**
+ * The real Cyrus 3.6.1 sync_client replicating into cyrsync's backup store,
+ * with the real backupd as the reference in the same run, and the real
+ * Cyrus backup tools (ctl_backups, cyr_backup) as the judges of what
+ * cyrsync wrote.
+ *
+ * "Converged" is what cyrus-peer's `compare` means, with the two APPLYs a
+ * backup server accepts and ignores allowed (QUOTA, ACTIVATE_SIEVE: quota and
+ * the active script are never backed up, so the client sends them again on
+ * every pass).
+ *
+ * The cyrsync backup server runs as the `cyrus` user, like the real
+ * backupd, so the real tools (which switch to that user) can open and lock
+ * its files; it is started from test/helpers/backupd-server.ts.
+ */
+import anyTest, { type TestFn } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import {
+  ADMIN,
+  ADMIN_PASSWORD,
+  CLI,
+  Peer,
+  REPO_ROOT,
+  adminSession,
+  describe,
+  fileLiteral,
+  freePort,
+  listFiles,
+  makeRunDir,
+  message,
+  portOpen,
+  run,
+  sha1,
+  sleep,
+  stopOwnProcesses,
+  tail,
+  waitFor,
+  type CompareResult,
+  type RunResult,
+} from './harness.js';
+
+const ALLOW = 'APPLY QUOTA,APPLY ACTIVATE_SIEVE';
+const HELPER = path.join(REPO_ROOT, 'test', 'helpers', 'backupd-server.ts');
+
+/** One cyrsync backup server on its own configuration and port. */
+class BackupServer {
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> | undefined;
+  readonly logFile: string;
+
+  private constructor(
+    readonly dir: string,
+    readonly conf: string,
+    readonly port: number,
+  ) {
+    this.logFile = path.join(dir, 'server.log');
+  }
+
+  get target(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** A fresh store below `dir`, or (takeOver) the files a real backupd uses. */
+  static async create(dir: string, o: { takeOver?: { configdirectory: string; partition: string; staging: string; db: string } } = {}): Promise<BackupServer> {
+    const conf = path.join(dir, 'imapd.conf');
+    const t = o.takeOver;
+    const configdirectory = t?.configdirectory ?? path.join(dir, 'conf');
+    const partition = t?.partition ?? path.join(dir, 'backups');
+    const tmp = path.join(dir, 'tmp');
+    for (const d of [configdirectory, partition, tmp]) await fsp.mkdir(d, { recursive: true });
+    const lines = [
+      `configdirectory: ${configdirectory}`,
+      `backuppartition-default: ${partition}`,
+      `temp_path: ${tmp}`,
+      'servername: cyrsync-backupd-interop',
+      `admins: ${ADMIN}`,
+      'allowplaintext: yes',
+      'sync_timeout: 30m',
+    ];
+    if (t) lines.push(`backup_staging_path: ${t.staging}`, `backup_db_path: ${t.db}`, 'backup_db: twoskip');
+    await fsp.writeFile(conf, lines.join('\n') + '\n');
+    const pw = await run(process.execPath, [CLI, 'passwd', '-C', conf, ADMIN], { input: `${ADMIN_PASSWORD}\n` });
+    if (pw.code !== 0) throw new Error(`cyrsync passwd failed\n${describe(pw)}`);
+    await run('chown', ['-R', 'cyrus:mail', dir, configdirectory, partition]);
+    return new BackupServer(dir, conf, await freePort());
+  }
+
+  async start(): Promise<void> {
+    const log = fs.openSync(this.logFile, 'a');
+    const asCyrus = process.getuid?.() === 0;
+    const cmd = asCyrus ? 'runuser' : process.execPath;
+    const args = [...(asCyrus ? ['-u', 'cyrus', '--', process.execPath] : []), '--import', 'tsx', HELPER, '-C', this.conf, '--listen', this.target];
+    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ['ignore', log, log], detached: true });
+    fs.closeSync(log);
+    this.child = child;
+    this.exited = once(child, 'exit').then(() => undefined);
+    const up = await waitFor(async () => child.exitCode !== null || (await portOpen(this.port)), 60_000, 100);
+    if (!up || child.exitCode !== null) throw new Error(`the backup server did not start\n${tail(this.log(), 40)}`);
+  }
+
+  log(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    if (this.child?.pid === undefined) return;
+    try {
+      process.kill(-this.child.pid, sig);
+    } catch {
+      /* gone */
+    }
+  }
+
+  /** SIGKILL of the whole server, no goodbye. */
+  async kill9(): Promise<void> {
+    this.signal('SIGKILL');
+    await this.exited;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.signal('SIGTERM');
+    const done = await Promise.race([this.exited!.then(() => true), sleep(10_000).then(() => false)]);
+    if (!done) await this.kill9();
+  }
+}
+
+interface Ctx {
+  peer: Peer;
+  work: string;
+  ours: BackupServer;
+  /** the real backupd's files */
+  ref: { conf: string; configdirectory: string; partition: string; staging: string; db: string };
+}
+
+const test = anyTest.serial as TestFn<Ctx>;
+const USERS = ['bob', 'plain'] as const;
+
+test.before(async (t) => {
+  const peer = await Peer.create();
+  t.context.peer = peer;
+  t.context.work = await makeRunDir('cyrsync-interop-backupd-');
+  t.log(`cyrus-peer dir ${peer.dir}, work dir ${t.context.work}`);
+  await peer.startMaster();
+  await peer.ok(['backupd', 'start']);
+  const b = path.join(peer.dir, 'backupd');
+  t.context.ref = {
+    conf: path.join(b, 'imapd.conf'),
+    configdirectory: path.join(b, 'conf'),
+    partition: path.join(b, 'backups'),
+    staging: path.join(b, 'staging'),
+    db: path.join(b, 'conf', 'backups.db'),
+  };
+  // bob: folders, special-use, flags, keywords, sieve, subscriptions,
+  // expunges, and every 25th message 1-3 MB; plain: INBOX only.
+  await peer.populate('bob', 50);
+  await peer.populate('plain', 5, undefined, true);
+  const dir = path.join(t.context.work, 'ours');
+  await fsp.mkdir(dir, { recursive: true });
+  t.context.ours = await BackupServer.create(dir);
+  await t.context.ours.start();
+  t.log(`cyrsync backup server on ${t.context.ours.target}`);
+});
+
+test.after.always(async (t) => {
+  await t.context.ours?.stop();
+  await t.context.peer?.cmd(['rolling', 'stop']).catch(() => undefined);
+  await t.context.peer?.stopAll();
+  stopOwnProcesses();
+});
+
+const refTarget = (c: Ctx): string => `127.0.0.1:${c.peer.env['CYRUS_PEER_BACKUPD_PORT']}`;
+
+async function compare(c: Ctx, user: string, target: string): Promise<CompareResult> {
+  const r = await c.peer.cmd(['compare', user, '--to', target, '--allow', ALLOW]);
+  return { ...r, converged: r.code === 0 && /^CONVERGED$/m.test(r.stdout) };
+}
+
+function tool(c: Ctx, conf: string, prog: string, ...args: string[]): Promise<RunResult> {
+  return c.peer.cmd(['tool', conf, prog, ...args]);
+}
+
+/** A Cyrus tool's raw stdout (bodies are octets, not text). */
+async function toolBytes(c: Ctx, conf: string, prog: string, ...args: string[]): Promise<Buffer> {
+  const child = spawn(path.join(REPO_ROOT, 'test', 'interop', 'peer', 'cyrus-peer'), ['tool', conf, prog, ...args], {
+    env: c.peer.env,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const out: Buffer[] = [];
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  await once(child, 'close');
+  return Buffer.concat(out);
+}
+
+/** cyr_backup json output with the expunge times blanked (each server takes them from its own clock). */
+async function backupJson(c: Ctx, conf: string, user: string, what: 'mailboxes' | 'messages'): Promise<string> {
+  const r = await tool(c, conf, 'cyr_backup', '-u', user, 'json', what);
+  if (r.code !== 0) throw new Error(describe(r));
+  return r.stdout.replace(/"expunged": "[^"]*"/g, '"expunged": "<time>"');
+}
+
+async function syncBoth(t: { context: Ctx; is: (a: unknown, b: unknown, m?: string) => void }, user: string): Promise<void> {
+  const c = t.context;
+  const ref = await c.peer.sync(user, refTarget(c));
+  t.is(ref.code, 0, `reference backupd: ${describe(ref)}`);
+  const ours = await c.peer.sync(user, c.ours.target);
+  t.is(ours.code, 0, `cyrsync: ${describe(ours)}\n${tail(c.ours.log(), 20)}`);
+}
+
+async function checkTools(t: { context: Ctx; is: (a: unknown, b: unknown, m?: string) => void; regex: (s: string, r: RegExp, m?: string) => void }, users: readonly string[]): Promise<void> {
+  const c = t.context;
+  for (const u of users) {
+    const v = await tool(c, c.ours.conf, 'ctl_backups', 'verify', '-u', u);
+    t.is(v.code, 0, describe(v));
+    t.regex(v.stdout, new RegExp(`^verify ${u}: ok$`, 'm'));
+    for (const what of ['mailboxes', 'messages'] as const) {
+      t.is(await backupJson(c, c.ours.conf, u, what), await backupJson(c, c.ref.conf, u, what), `${u}: cyr_backup json ${what}`);
+    }
+  }
+}
+
+test('full sync of a populated and an INBOX-only user converges; the real tools agree with what was sent', async (t) => {
+  for (const u of USERS) await syncBoth(t, u);
+  for (const u of USERS) {
+    const r = await compare(t.context, u, t.context.ours.target);
+    t.true(r.converged, `${u}\n${describe(r)}`);
+    const ref = await compare(t.context, u, refTarget(t.context));
+    t.true(ref.converged, `reference ${u}\n${describe(ref)}`);
+  }
+  await checkTools(t, USERS);
+  const c = t.context;
+  const list = await tool(c, c.ours.conf, 'ctl_backups', 'list');
+  t.is(list.code, 0, describe(list));
+  for (const u of USERS) t.regex(list.stdout, new RegExp(`\\t${u}\\t${c.ours.dir}/backups/${u[0]}/${u}_[A-Za-z0-9]{6}$`, 'm'));
+  const stat = await tool(c, c.ours.conf, 'ctl_backups', 'stat', '-u', 'bob');
+  t.is(stat.code, 0, describe(stat));
+  t.regex(stat.stdout, /^bob\t\d+\t\d+\t\d+\t/m);
+  // Every message body read back by the real tool hashes to its GUID.
+  const guids = (await tool(c, c.ours.conf, 'cyr_backup', '-u', 'bob', 'list', 'messages')).stdout.split('\n').filter((l) => /^[0-9a-f]{40}$/.test(l));
+  t.true(guids.length >= 40);
+  for (const g of guids) t.is(sha1(await toolBytes(c, c.ours.conf, 'cyr_backup', '-u', 'bob', 'dump', 'message', g)), g);
+});
+
+test('after mutations (new mail, flags, expunges, rename, delete, subscriptions) both converge again and agree', async (t) => {
+  const c = t.context;
+  await c.peer.mutate('bob');
+  await c.peer.mutate('plain');
+  for (const u of USERS) await syncBoth(t, u);
+  for (const u of USERS) t.true((await compare(c, u, c.ours.target)).converged, u);
+  await checkTools(t, USERS);
+});
+
+test('sync_client -A and a rolling pass over the sync log converge', async (t) => {
+  const c = t.context;
+  await c.peer.ok(['sync-log', 'clear']);
+  await c.peer.mutate('bob');
+  const all = await c.peer.syncAll(c.ours.target);
+  t.is(all.code, 0, describe(all));
+  for (const u of USERS) t.true((await compare(c, u, c.ours.target)).converged, u);
+  await c.peer.mutate('bob');
+  await c.peer.mutate('plain');
+  const rolling = await c.peer.cmd(['sync-log', '--to', c.ours.target]);
+  t.is(rolling.code, 0, describe(rolling));
+  for (const u of USERS) t.true((await compare(c, u, c.ours.target)).converged, `${u} after a rolling pass`);
+  const ref = await c.peer.syncAll(refTarget(c));
+  t.is(ref.code, 0, describe(ref));
+  await checkTools(t, USERS);
+});
+
+test('a backup locked by the real ctl_backups is refused as locked; one in use by cyrsync is locked for the real tools', async (t) => {
+  const c = t.context;
+  // ctl_backups lock holds the lock until its standard input ends.
+  const holder = spawn(path.join(REPO_ROOT, 'test', 'interop', 'peer', 'cyrus-peer'), ['tool', c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob'], {
+    env: c.peer.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let out = '';
+  holder.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  try {
+    t.true(await waitFor(() => /OK locked/.test(out), 30_000), out);
+    const s = await adminSession(c.ours.port);
+    t.deepEqual(await s.command('GET USER bob'), { data: [], status: 'NO IMAP_MAILBOX_LOCKED Mailbox locked' });
+    await s.command('EXIT');
+    await s.close();
+    const sync = await c.peer.sync('bob', c.ours.target);
+    t.not(sync.code, 0, 'sync_client gives up on a locked backup');
+  } finally {
+    holder.stdin!.end();
+    await once(holder, 'close');
+  }
+  const s = await adminSession(c.ours.port);
+  t.is((await s.command('GET USER bob')).status, 'OK Success');
+  const lock = await tool(c, c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob');
+  t.regex(lock.output, /NO failed \(Mailbox is locked\)/);
+  const verify = await tool(c, c.ours.conf, 'ctl_backups', 'verify', '-u', 'bob');
+  t.regex(verify.stdout, /^verify bob: locked$/m);
+  await s.command('EXIT');
+  await s.close();
+  const after = await tool(c, c.ours.conf, 'ctl_backups', 'verify', '-u', 'bob');
+  t.regex(after.stdout, /^verify bob: ok$/m);
+});
+
+test('bad input: GUID mismatch, unknown APPLY and path-like user ids are refused and write nothing', async (t) => {
+  const c = t.context;
+  const s = await adminSession(c.ours.port);
+  const body = message('bad-guid');
+  const wrong = sha1('something else');
+  t.is((await s.command('GET USER plain')).status, 'OK Success');
+  t.is((await s.command(Buffer.concat([Buffer.from('APPLY MESSAGE ('), fileLiteral(body, wrong), Buffer.from(')\r\n')]))).status, 'NO IMAP_PROTOCOL_ERROR Protocol error');
+  t.is((await s.command('APPLY EXPUNGE %(MBOXNAME user.plain UNIQUEID x UID (1))')).status, 'NO IMAP_PROTOCOL_ERROR Protocol error');
+  t.is((await s.command('APPLY LOCAL_MAILBOX %(UNIQUEID x MBOXNAME user.plain)')).status, 'NO IMAP_PROTOCOL_ERROR Protocol error');
+  for (const u of ['../escaped', '../../tmp/escaped2', 'a/b']) {
+    const r = await s.command(`GET USER "${u}"`);
+    t.regex(r.status ?? '', /^NO /, u);
+    const sub = await s.command(`APPLY SUB %(USERID "${u}" MBOXNAME user.x)`);
+    t.regex(sub.status ?? '', /^NO /, u);
+  }
+  await s.command('EXIT');
+  await s.close();
+  const files = await listFiles(c.ours.dir);
+  t.deepEqual(files.filter((f) => /escaped/.test(f)), []);
+  t.false(fs.existsSync(path.join(c.ours.dir, 'escaped')));
+  const v = await tool(c, c.ours.conf, 'ctl_backups', 'verify', '-u', 'plain');
+  t.regex(v.stdout, /^verify plain: ok$/m);
+  const dump = await tool(c, c.ours.conf, 'cyr_backup', '-u', 'plain', 'list', 'messages');
+  t.false(dump.stdout.includes(wrong));
+  t.false(dump.stdout.includes(sha1(body)));
+});
+
+test('kill -9 in the middle of a full sync: the next sync converges and verifies', async (t) => {
+  const c = t.context;
+  await c.peer.populate('crashy', 30, '1M', true);
+  const partition = path.join(c.ours.dir, 'backups');
+  const sync = c.peer.sync('crashy', c.ours.target);
+  // Wait until a chunk is being written (the data file has grown), then kill.
+  const growing = await waitFor(async () => {
+    for (const f of await listFiles(partition)) {
+      if (/\/crashy_[A-Za-z0-9]{6}$/.test(f) && fs.statSync(f).size > 256 * 1024) return true;
+    }
+    return false;
+  }, 60_000, 20);
+  t.true(growing, 'the data file grew while the sync ran');
+  await c.ours.kill9();
+  const first = await sync;
+  t.not(first.code, 0, 'the interrupted sync failed');
+  await c.ours.start();
+  const again = await c.peer.sync('crashy', c.ours.target);
+  t.is(again.code, 0, `${describe(again)}\n${tail(c.ours.log(), 20)}`);
+  t.true((await compare(c, 'crashy', c.ours.target)).converged);
+  const v = await tool(c, c.ours.conf, 'ctl_backups', 'verify', '-u', 'crashy');
+  t.regex(v.stdout, /^verify crashy: ok$/m, describe(v));
+  t.regex(c.ours.log(), /torn chunk/);
+});
+
+test('taking over a real backupd: cyrsync serves its backups, converges after mutations, the real tools still read them', async (t) => {
+  const c = t.context;
+  for (const u of USERS) await syncBoth(t, u);
+  await c.peer.ok(['backupd', 'stop']);
+  const dir = path.join(c.work, 'takeover');
+  await fsp.mkdir(dir, { recursive: true });
+  const server = await BackupServer.create(dir, { takeOver: c.ref });
+  await server.start();
+  try {
+    for (const u of USERS) t.true((await compare(c, u, server.target)).converged, `${u} before mutating`);
+    await c.peer.mutate('bob');
+    await c.peer.mutate('plain');
+    for (const u of USERS) {
+      const r = await c.peer.sync(u, server.target);
+      t.is(r.code, 0, `${describe(r)}\n${tail(server.log(), 20)}`);
+      t.true((await compare(c, u, server.target)).converged, u);
+    }
+    // Our own store got the same history: the taken-over backups must say the same.
+    for (const u of USERS) {
+      const r = await c.peer.sync(u, c.ours.target);
+      t.is(r.code, 0);
+    }
+  } finally {
+    await server.stop();
+  }
+  const list = await tool(c, c.ref.conf, 'ctl_backups', 'list');
+  t.is(list.code, 0, describe(list));
+  for (const u of USERS) {
+    t.regex(list.stdout, new RegExp(`\\t${u}\\t`));
+    for (const what of ['mailboxes', 'messages'] as const) {
+      t.is(await backupJson(c, c.ref.conf, u, what), await backupJson(c, c.ours.conf, u, what), `${u}: json ${what} of the taken-over backup`);
+    }
+    const chunks = await tool(c, c.ref.conf, 'cyr_backup', '-u', u, 'list', 'chunks');
+    t.is(chunks.code, 0, describe(chunks));
+  }
+});
