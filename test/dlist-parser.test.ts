@@ -358,3 +358,30 @@ test('writer backpressure: the core stops right after the chunk a writer refused
   t.deepEqual(writes.reduce((a, b) => a + b, 0), 100);
   t.deepEqual(out.map((c) => c.verb), ['APPLY', 'NOOP']);
 });
+
+test('interned tokens: every atom, flag and key comes back exactly (fast-check, collisions included)', (t) => {
+  const atomChar = fc.integer({ min: 0x21, max: 0xff }).filter((c) => ![0x22, 0x28, 0x29, 0x7b, 0x25, 0x5c].includes(c));
+  const atomText = fc.array(atomChar, { minLength: 1, maxLength: 70 }).map((cs) => String.fromCharCode(...cs)).filter((s) => s !== 'NIL');
+  t.notThrows(() => fc.assert(fc.property(fc.array(fc.tuple(atomText, atomText, fc.boolean()), { minLength: 1, maxLength: 60 }), (pairs) => {
+    // Repeat the set so that second occurrences hit the intern table.
+    const all = [...pairs, ...pairs];
+    const line = 'APPLY X %(' + all.map(([k, v, flag]) => `${k} ${flag ? '\\' : ''}${v}`).join(' ') + ')\r\n';
+    const cs = parseCommandLines(Buffer.from(line, 'latin1'));
+    const items = (cs[0]!.args[1] as { items: { key: string; value: { kind: string; value: string } }[] }).items;
+    return items.length === all.length && items.every((it, n) => {
+      const [k, v, flag] = all[n]!;
+      return it.key === k && it.value.kind === (flag ? 'flag' : 'atom') && it.value.value === (flag ? '\\' + v : v);
+    });
+  }), { numRuns: 300 }));
+});
+
+test('a value object shared between occurrences is frozen (parsed values are read-only)', (t) => {
+  const [c] = parseCommandLines(bin('APPLY X 0 0 0\r\n'));
+  const [, a, b, d] = c!.args as { value: string }[];
+  t.deepEqual([a!.value, b!.value, d!.value], ['0', '0', '0']);
+  t.is(b, d);
+  t.true(Object.isFrozen(b));
+  t.throws(() => {
+    (b as { value: string }).value = '1';
+  }, { instanceOf: TypeError });
+});

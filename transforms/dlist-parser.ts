@@ -388,9 +388,9 @@ export class DlistParserCore {
 
   /**
    * Tokenise one segment's text. Stops at the first syntax error. `s` is
-   * the same octets as a latin1 string: octets are scanned in `t`, values
-   * are slices of `s` (one native decode per segment instead of one per token;
-   * V8 shares the characters of longer slices with `s`).
+   * the same octets as a latin1 string: octets are scanned in `t`, short
+   * values are copied out of `s` in JavaScript (no native call per token),
+   * longer ones are decoded from `t` (see text()).
    */
   private parseText(t: Buffer, s: string): void {
     const n = t.length;
@@ -399,7 +399,7 @@ export class DlistParserCore {
       // verb = 1*(any octet except SP, HTAB, LF, VT, FF, CR, "(", ")", DQUOTE)
       while (i < n && ATOM[t[i]!] === 1) i++;
       if (i > this.limits.maxAtomLength) this.tooLong('Command verb', i);
-      this.verb = s.slice(0, i);
+      this.verb = text(t, s, 0, i);
       if (i < n && WS[t[i]!] === 0) {
         this.syntax('Expected a space after the command verb');
         return;
@@ -441,9 +441,14 @@ export class DlistParserCore {
             return;
           } else {
             let j = i + 1;
-            while (j < n && ATOM[t[j]!] === 1) j++;
+            let h = c;
+            for (; j < n; j++) {
+              const d = t[j]!;
+              if (ATOM[d] === 0) break;
+              h = (Math.imul(h, 31) + d) | 0;
+            }
             if (j - i > maxAtom) this.tooLong('Key', j - i);
-            f.key = s.slice(i, j);
+            f.key = j - i <= INTERN_MAX ? this.intern(t, s, i, j, h) : text(t, s, i, j);
             i = j;
           }
           this.needSep = true;
@@ -481,14 +486,20 @@ export class DlistParserCore {
           return;
         default: {
           let j = i + 1;
-          while (j < n && ATOM[t[j]!] === 1) j++;
-          if (j - i > maxAtom) this.tooLong(c === BACKSLASH ? 'Flag' : 'Atom', j - i);
-          if (c === BACKSLASH) {
-            this.addValue({ kind: 'flag', value: s.slice(i, j) });
-          } else if (j - i === 3 && c === 78 /* N */ && t[i + 1] === 73 /* I */ && t[i + 2] === 76 /* L */) {
+          let h = c;
+          for (; j < n; j++) {
+            const d = t[j]!;
+            if (ATOM[d] === 0) break;
+            h = (Math.imul(h, 31) + d) | 0;
+          }
+          const len = j - i;
+          if (len > maxAtom) this.tooLong(c === BACKSLASH ? 'Flag' : 'Atom', len);
+          if (len === 3 && c === 78 /* N */ && t[i + 1] === 73 /* I */ && t[i + 2] === 76 /* L */) {
             this.addValue(NIL);
+          } else if (len > INTERN_MAX) {
+            this.addValue({ kind: c === BACKSLASH ? 'flag' : 'atom', value: text(t, s, i, j) });
           } else {
-            this.addValue({ kind: 'atom', value: s.slice(i, j) });
+            this.addValue(this.internValue(t, s, i, j, h, c === BACKSLASH));
           }
           i = j;
         }
@@ -498,6 +509,45 @@ export class DlistParserCore {
 
   /** Result of the last readQuoted(). */
   private quoted: string | null = null;
+
+  /*
+   * Interning of short tokens. A big APPLY MAILBOX repeats the same keys
+   * (UID, MODSEQ, FLAGS, ...) and many values (\Seen, 0, timestamps) in
+   * every record; handing out one string and one frozen value object per
+   * distinct token, instead of fresh ones, roughly halves what the tree
+   * costs the garbage collector. Direct-mapped by a hash computed during the
+   * scan; a hit is confirmed octet by octet; a miss replaces the slot.
+   * Shared value objects are frozen: parsed values are read-only.
+   */
+  private readonly internStrings: (string | undefined)[] = new Array<string | undefined>(INTERN_SLOTS);
+  private readonly internValues: (DlistValue | undefined)[] = new Array<DlistValue | undefined>(INTERN_SLOTS);
+
+  private intern(t: Buffer, s: string, i: number, j: number, h: number): string {
+    const slot = (h ^ (h >>> 13)) & (INTERN_SLOTS - 1);
+    const cand = this.internStrings[slot];
+    if (cand !== undefined && sameOctets(cand, t, i, j)) return cand;
+    const str = text(t, s, i, j);
+    this.internStrings[slot] = str;
+    this.internValues[slot] = undefined;
+    return str;
+  }
+
+  /** A miss returns a fresh object; only a token seen twice gets a shared (frozen) one. */
+  private internValue(t: Buffer, s: string, i: number, j: number, h: number, flag: boolean): DlistValue {
+    const slot = (h ^ (h >>> 13)) & (INTERN_SLOTS - 1);
+    const cand = this.internStrings[slot];
+    if (cand !== undefined && sameOctets(cand, t, i, j)) {
+      const v = this.internValues[slot];
+      if (v !== undefined && v.kind === (flag ? 'flag' : 'atom')) return v;
+      const shared = Object.freeze({ kind: flag ? 'flag' : 'atom', value: cand }) as DlistValue;
+      this.internValues[slot] = shared;
+      return shared;
+    }
+    const str = text(t, s, i, j);
+    this.internStrings[slot] = str;
+    this.internValues[slot] = undefined;
+    return flag ? { kind: 'flag', value: str } : { kind: 'atom', value: str };
+  }
 
   /**
    * quoted = DQUOTE *( q-octet / "\" any-octet ) DQUOTE, no CR/LF inside.
@@ -521,7 +571,7 @@ export class DlistParserCore {
           this.syntax('Unterminated quoted string');
           return -1;
         }
-        (parts ??= []).push(s.slice(from, i));
+        (parts ??= []).push(text(t, s, from, i));
         length += i - from;
         from = i + 1;
         i += 2;
@@ -535,7 +585,7 @@ export class DlistParserCore {
     }
     length += i - from;
     if (length > this.limits.maxAtomLength) this.tooLong('Quoted string', length);
-    const tail = s.slice(from, i);
+    const tail = text(t, s, from, i);
     this.quoted = parts === null ? tail : parts.join('') + tail;
     return i + 1;
   }
@@ -565,6 +615,26 @@ export class DlistParserCore {
       : { kind: 'list', items: f.items as DlistValue[] });
     return true;
   }
+}
+
+/** Tokens up to this many octets are interned. */
+const INTERN_MAX = 64;
+const INTERN_SLOTS = 4096;
+
+/**
+ * Octets i..j as a string that does not keep `s` alive. V8 makes slices of
+ * 13 or more characters "sliced strings" that reference their parent: a
+ * mailbox name kept from a 50 MB APPLY MAILBOX line would pin the whole
+ * line. Shorter slices are copies; longer values are decoded from `t`.
+ */
+function text(t: Buffer, s: string, i: number, j: number): string {
+  return j - i < 13 ? s.slice(i, j) : latin1(t, i, j);
+}
+
+function sameOctets(str: string, t: Buffer, i: number, j: number): boolean {
+  if (str.length !== j - i) return false;
+  for (let k = 0; k < str.length; k++) if (str.charCodeAt(k) !== t[i + k]) return false;
+  return true;
 }
 
 const EMPTY = Buffer.alloc(0);
