@@ -34,6 +34,16 @@ function scalar(v: DlistValue | undefined): string | number | bigint | null | un
 const get = (it: DlistItem | undefined, key: string) => scalar(field(it?.value, key));
 const keys = (it: DlistItem | undefined) => (it?.value as DlistKvList).items.map((i) => i.key);
 
+/** Polls a condition that an asynchronous cleanup makes true (not a timing assertion: the bound is generous). */
+async function eventually(cond: () => boolean, limitMs = 10_000): Promise<boolean> {
+  const end = Date.now() + limitMs;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setImmediate(r));
+  }
+  return true;
+}
+
 const apply = (s: ReplicaSession, cmd: ApplyCommand) => runCommand(s, cmd);
 const mbox = (s: ReplicaSession, m: MailboxIn) => apply(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: m });
 const getc = (s: ReplicaSession, cmd: GetCommand) => runCommand(s, cmd);
@@ -179,11 +189,9 @@ test('abort in the middle of a literal removes the staging file and stores nothi
     const body = message(5, 'x'.repeat(5000));
     const w = s.bodySink.open({ kind: 'file', partition: 'default', guid: sha1(body), size: body.length })!;
     w.write(body.subarray(0, 1000));
-    await new Promise((r) => setTimeout(r, 20));
     t.is(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')).length, 1);
     w.abort(new Error('connection lost'));
-    await new Promise((r) => setTimeout(r, 20));
-    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    t.true(await eventually(() => readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')).length === 0), 'staging file removed');
     t.false(existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2))));
     // a second literal that arrived whole but whose command never ran is dropped at session end
     await stage(s, [message(6)]);
@@ -343,7 +351,7 @@ test('placeholders, tombstones, UNMAILBOX, RENAME, EXPUNGE', async (t) => {
     t.deepEqual(names, ['user.bob', 'user.bob.A', 'user.bob.A.B']);
     const ph = user.items[1]!;
     t.true(user.reply.toString().includes(
-      '* MAILBOX %(UNIQUEID ph1 MBOXNAME user.bob.A MBOXTYPE ei SYNC_CRC 0 LAST_UID 0 HIGHESTMODSEQ 0 RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 0 PARTITION NIL ACL NIL OPTIONS "" CREATEDMODSEQ 6 FOLDERMODSEQ 7)',
+      '* MAILBOX %(UNIQUEID ph1 MBOXNAME user.bob.A MBOXTYPE ei SYNC_CRC 0 LAST_UID 0 HIGHESTMODSEQ 0 RECENTUID 0 RECENTTIME 0 LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY 0 PARTITION NIL ACL "" OPTIONS "" CREATEDMODSEQ 6 FOLDERMODSEQ 7)',
     ), String(get(ph, 'MBOXNAME')));
     // UNMAILBOX of a mailbox with live children leaves a placeholder; without, a tombstone (never reported)
     t.is((await apply(s, { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: 'user.bob.A.B' })).status, 'OK success');
@@ -562,4 +570,24 @@ test('housekeeping: unreferenced old blobs are collected, referenced and young o
     await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [orphan]) });
     t.true(existsSync(blobFile(orphan)));
   });
+});
+
+test('a store written by schema version 1 is migrated at open', async (t) => {
+  const { mkdtempSync, mkdirSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const Database = (await import('better-sqlite3')).default;
+  const dir = mkdtempSync(path.join(tmpdir(), 'cyrsync-migrate-'));
+  mkdirSync(path.join(dir, 'conf'));
+  const old = new Database(path.join(dir, 'conf', 'replica.sqlite3'));
+  old.exec(`CREATE TABLE blob (guid TEXT PRIMARY KEY, partition TEXT NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '1');`);
+  old.close();
+  const st = await tempStore({}, dir);
+  try {
+    const s = openSession(st.sink);
+    t.is((await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [message(1)]) })).status, 'OK success');
+    t.is((st.sink.store.db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string }).value, '2');
+  } finally {
+    await st.sink.close();
+  }
 });

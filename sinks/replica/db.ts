@@ -17,7 +17,7 @@ import * as path from 'node:path';
 
 export type DB = Database.Database;
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,8 +129,18 @@ export function openDatabase(configdirectory: string, fsync: boolean, readonly =
   db.pragma('busy_timeout = 5000');
   db.defaultSafeIntegers(true);
   db.exec(SCHEMA);
-  db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+  migrate(db);
   return db;
+}
+
+/** Brings a store written by an earlier version up to SCHEMA_VERSION, in one transaction. */
+function migrate(db: DB): void {
+  db.transaction(() => {
+    const cols = (db.prepare('PRAGMA table_info(blob)').all() as { name: string }[]).map((c) => c.name);
+    // version 1 -> 2: blob.stored_at (garbage collection age)
+    if (!cols.includes('stored_at')) db.exec('ALTER TABLE blob ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0');
+    db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
+  }).immediate();
 }
 
 export const toDb64 = (v: bigint): bigint => BigInt.asIntN(64, v);

@@ -94,7 +94,8 @@ export function placeholderReport(mb: MailboxRow): DlistItem {
       item('POP3_SHOW_AFTER', N(0)),
       item('UIDVALIDITY', N(mb.uidvalidity)),
       item('PARTITION', NIL),
-      item('ACL', NIL),
+      // the real 3.6.1 sync_server prints an empty ACL here (the spec's NIL differs)
+      item('ACL', S('')),
       item('OPTIONS', S('')),
       item('CREATEDMODSEQ', N(mb.createdmodseq)),
       item('FOLDERMODSEQ', N(mb.foldermodseq)),
