@@ -458,6 +458,7 @@ export class Cyrsync {
   readonly partitionDir: string;
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
+  private args: string[] = [];
 
   private constructor(dir: string, port: number) {
     this.dir = dir;
@@ -507,7 +508,14 @@ export class Cyrsync {
     if (r.code !== 0) throw new Error(`cyrsync passwd ${user} failed\n${describe(r)}`);
   }
 
+  /** Stops the server and starts it again on the same configuration, data and port. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch(this.args);
+  }
+
   private async launch(extraArgs: string[]): Promise<void> {
+    this.args = extraArgs;
     const log = fs.openSync(this.logFile, 'a');
     const child = spawn(process.execPath, [CLI, 'sync-server', '-C', this.conf, '--listen', this.target, ...extraArgs], {
       cwd: REPO_ROOT,

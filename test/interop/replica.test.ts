@@ -80,7 +80,11 @@ test.before(async (t) => {
 });
 
 test.afterEach.always((t) => {
-  if (!t.passed) failed = true;
+  if (!t.passed) {
+    failed = true;
+    const s = t.context.cyrsync;
+    if (s && t.title.includes('cyrsync')) t.log(`cyrsync log (last lines):\n${tail(s.log(), 25)}`);
+  }
   // A test that failed on its time limit may leave a sync_client behind.
   stopOwnProcesses();
 });
@@ -250,6 +254,18 @@ for (const target of TARGETS) {
     }
     t.true(mutations >= 10, `mutations happened while rolling (${mutations})`);
     t.notRegex(peer.rollingLog(), /bailing out/, `rolling log\n${tail(peer.rollingLog())}`);
+    for (const u of USERS) {
+      await assertConverged(t, target, u);
+      await assertSameStore(t, target, u);
+    }
+  });
+
+  test.serial(`${target.name}: everything stored survives a server restart`, async (t) => {
+    t.timeout(6 * 60_000);
+    const { peer } = t.context;
+    assertSynced(t, await peer.sync('carol', target.spec(t)), 'sync of carol');
+    if (target === REFERENCE) await peer.ok(['replica', 'restart']);
+    else await server(t).restart();
     for (const u of USERS) {
       await assertConverged(t, target, u);
       await assertSameStore(t, target, u);
