@@ -194,7 +194,11 @@ export async function listFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-/** Files below `dir` whose content starts with `prefix` (bodies, whole or partial, under any name). */
+/**
+ * Files below `dir` that begin with the leading octets of `prefix` (all of
+ * them, or at least the first 64 for a file cut short): a body stored whole
+ * or partly, under any name.
+ */
 export async function filesStartingWith(dir: string, prefix: Buffer): Promise<string[]> {
   const hits: string[] = [];
   for (const f of await listFiles(dir)) {
@@ -756,7 +760,9 @@ export function fileLiteral(body: Buffer, guid = sha1(body), partition = 'defaul
 
 /** A small RFC 5322 message with CRLF line ends, unique per `tag`. */
 export function message(tag: string, bodyBytes = 200): Buffer {
-  const head = `From: interop@example.org\r\nTo: user@example.org\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@interop.example.org>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n`;
+  // The tag comes first, so the leading octets of every message differ
+  // (filesStartingWith() recognises stored bodies by them).
+  const head = `Subject: ${tag}\r\nMessage-ID: <${tag}@interop.example.org>\r\nFrom: interop@example.org\r\nTo: user@example.org\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n`;
   let body = '';
   while (body.length < bodyBytes) body += `${tag} line ${body.length}\r\n`;
   return Buffer.from(head + body);
