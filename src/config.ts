@@ -689,10 +689,11 @@ export function embeddedDefaultConfig(baseDir: string, options: Omit<LoadOptions
 export function loadConfigOrEmbedded(
   path: string | undefined,
   baseDir: string,
-  options: LoadOptions = {},
+  options: LoadOptions & { defaultFile?: string } = {},
 ): Config {
   if (path !== undefined) return loadConfig(path, options);
-  if (existsSync(DEFAULT_CONFIG_FILE)) return loadConfig(DEFAULT_CONFIG_FILE, options);
+  const def = options.defaultFile ?? DEFAULT_CONFIG_FILE;
+  if (existsSync(def)) return loadConfig(def, options);
   return embeddedDefaultConfig(baseDir, options);
 }
 

@@ -1,0 +1,5 @@
+/** Authentication: SASL PLAIN/LOGIN exchange, password verifiers, password file, administrators. */
+export * from './sasl.js';
+export * from './saslauthd.js';
+export * from './passwd.js';
+export * from './verify.js';

@@ -1,0 +1,442 @@
+/**
+ * The cyrsync password file and the `cyrsync passwd` command.
+ *
+ * Format: one `user:$scrypt$N=<n>,r=<r>,p=<p>$<salt base64>$<key base64>`
+ * line per user; `#` comment lines and blank lines are kept as they are.
+ * The file is only ever replaced whole (temporary file in the same
+ * directory, fsync, rename, fsync of the directory), mode 0600, under an
+ * exclusive lock file, so a reader sees either the old or the new file and
+ * two writers cannot lose each other's change.
+ */
+import { randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
+import {
+  closeSync,
+  constants as fsConstants,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ConfigError, loadConfigOrEmbedded, type Settings } from '../config.js';
+
+export interface ScryptParams {
+  N: number;
+  r: number;
+  p: number;
+}
+
+/** 2^15 iterations, 32 MiB per hash: about 0.1 s on one core. */
+export const DEFAULT_SCRYPT: ScryptParams = { N: 32768, r: 8, p: 1 };
+const SALT_BYTES = 16;
+const KEY_BYTES = 32;
+/** Hashes outside these bounds are refused rather than computed (a hostile file must not exhaust memory). */
+const MAX_N = 1 << 20;
+const MAX_R = 32;
+const MAX_P = 16;
+
+const maxmem = (p: ScryptParams): number => 128 * p.N * p.r * 2 + 1024 * 1024;
+
+/** Why a password file cannot be used. */
+export class PasswdFileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    detail: string,
+  ) {
+    super(`password file ${file}${line > 0 ? ` line ${line}` : ''}: ${detail}`);
+    this.name = 'PasswdFileError';
+  }
+}
+
+function toBuffer(password: Buffer | string): Buffer {
+  return typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
+}
+
+function format(params: ScryptParams, salt: Buffer, key: Buffer): string {
+  return `$scrypt$N=${params.N},r=${params.r},p=${params.p}$${salt.toString('base64')}$${key.toString('base64')}`;
+}
+
+interface ParsedHash {
+  params: ScryptParams;
+  salt: Buffer;
+  key: Buffer;
+}
+
+/** Parse a `$scrypt$...` hash; null when it is not one we can check. */
+export function parseHash(hash: string): ParsedHash | null {
+  const m = /^\$scrypt\$N=(\d{1,8}),r=(\d{1,3}),p=(\d{1,3})\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})$/.exec(hash);
+  if (!m) return null;
+  const params = { N: Number(m[1]), r: Number(m[2]), p: Number(m[3]) };
+  if (params.N < 2 || params.N > MAX_N || (params.N & (params.N - 1)) !== 0) return null;
+  if (params.r < 1 || params.r > MAX_R || params.p < 1 || params.p > MAX_P) return null;
+  const salt = Buffer.from(m[4]!, 'base64');
+  const key = Buffer.from(m[5]!, 'base64');
+  if (salt.length < 8 || key.length < 16 || key.length > 64) return null;
+  return { params, salt, key };
+}
+
+export function hashPasswordSync(password: Buffer | string, params: ScryptParams = DEFAULT_SCRYPT): string {
+  const salt = randomBytes(SALT_BYTES);
+  const key = scryptSync(toBuffer(password), salt, KEY_BYTES, { ...params, maxmem: maxmem(params) });
+  return format(params, salt, key);
+}
+
+export function hashPassword(password: Buffer | string, params: ScryptParams = DEFAULT_SCRYPT): Promise<string> {
+  const salt = randomBytes(SALT_BYTES);
+  return new Promise((resolve, reject) => {
+    scrypt(toBuffer(password), salt, KEY_BYTES, { ...params, maxmem: maxmem(params) }, (err, key) =>
+      err ? reject(err) : resolve(format(params, salt, key)),
+    );
+  });
+}
+
+/** Check a password against a stored hash; the key comparison is constant-time. */
+export function verifyPasswordHash(hash: string, password: Buffer | string): Promise<boolean> {
+  const parsed = parseHash(hash);
+  if (!parsed) return Promise.resolve(false);
+  const { params, salt, key } = parsed;
+  return new Promise((resolve, reject) => {
+    scrypt(toBuffer(password), salt, key.length, { ...params, maxmem: maxmem(params) }, (err, derived) =>
+      err ? reject(err) : resolve(timingSafeEqual(derived, key)),
+    );
+  });
+}
+
+/**
+ * A user name as stored and looked up: what Cyrus's canonicalisation keeps
+ * (lower-cased when `username_tolower` is on, at most 80 octets) and what
+ * the file format can hold (no `:`, no white space or control characters).
+ * Returns null for a name that can never log in.
+ */
+export function canonicalUser(name: string, usernameTolower = true): string | null {
+  if (name.length === 0 || Buffer.byteLength(name) > 80) return null;
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x20\x7f:]/.test(name)) return null;
+  return usernameTolower ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+}
+
+interface FileLine {
+  raw: string;
+  user?: string;
+}
+
+function parseLines(text: string, file: string): FileLine[] {
+  const lines = text.split('\n');
+  if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  const seen = new Set<string>();
+  return lines.map((raw, i) => {
+    const t = raw.trim();
+    if (t === '' || t.startsWith('#')) return { raw };
+    const colon = raw.indexOf(':');
+    if (colon <= 0) throw new PasswdFileError(file, i + 1, 'expected "user:$scrypt$..."');
+    const user = raw.slice(0, colon);
+    if (seen.has(user)) throw new PasswdFileError(file, i + 1, `user "${user}" appears twice`);
+    seen.add(user);
+    return { raw, user };
+  });
+}
+
+/** Users and hashes of a password file's text. */
+export function parsePasswdFile(text: string, file = '<text>'): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const l of parseLines(text, file)) if (l.user !== undefined) out.set(l.user, l.raw.slice(l.user.length + 1).trim());
+  return out;
+}
+
+/** The stored hash of `user`, or null (also when the file does not exist). */
+export async function lookupPasswdEntry(file: string, user: string): Promise<string | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new PasswdFileError(file, 0, `cannot read: ${(err as Error).message}`);
+  }
+  return parsePasswdFile(text, file).get(user) ?? null;
+}
+
+function readLinesSync(file: string): FileLine[] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new PasswdFileError(file, 0, `cannot read: ${(err as Error).message}`);
+  }
+  return parseLines(text, file);
+}
+
+const sleepSync = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+
+/** Run `fn` holding `<file>.lock` (created exclusively; a lock older than 60 s is taken as stale). */
+function withLockSync<T>(file: string, fn: () => T): T {
+  const lock = `${file}.lock`;
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  let fd = -1;
+  for (let attempt = 0; fd < 0; attempt++) {
+    try {
+      fd = openSync(lock, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > 60_000) {
+          unlinkSync(lock);
+          continue;
+        }
+      } catch {
+        continue; // removed meanwhile
+      }
+      if (attempt >= 100) throw new PasswdFileError(file, 0, `locked by another process (${lock})`);
+      sleepSync(50);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    closeSync(fd);
+    try {
+      unlinkSync(lock);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Replace `file` with `content` atomically, mode 0600. */
+export function writeFileAtomicSync(file: string, content: string): void {
+  const dir = dirname(file);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tmp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const fd = openSync(tmp, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
+  try {
+    const data = Buffer.from(content, 'utf8');
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw err;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, file);
+  } catch (err) {
+    unlinkSync(tmp);
+    throw err;
+  }
+  const dfd = openSync(dir, 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/** Set (create or replace) `user`'s password; `password === null` removes the user. Returns whether the user existed. */
+export function setPasswordSync(file: string, user: string, password: Buffer | string | null, params: ScryptParams = DEFAULT_SCRYPT): boolean {
+  return withLockSync(file, () => {
+    const lines = readLinesSync(file);
+    const idx = lines.findIndex((l) => l.user === user);
+    const existed = idx >= 0;
+    if (password === null) {
+      if (existed) lines.splice(idx, 1);
+    } else {
+      const line = { raw: `${user}:${hashPasswordSync(password, params)}`, user };
+      if (existed) lines[idx] = line;
+      else lines.push(line);
+    }
+    if (password !== null || existed) writeFileAtomicSync(file, lines.map((l) => l.raw + '\n').join(''));
+    return existed;
+  });
+}
+
+/**
+ * First-run helper for `npm start`: when none of the `admins` has an entry
+ * in the password file, give the first one a random password and return it
+ * (to be shown once). Does nothing when `admins` is empty.
+ */
+export function ensureAdminPassword(settings: Settings, params: ScryptParams = DEFAULT_SCRYPT): { created: boolean; user?: string; password?: string } {
+  const admins = settings.admins
+    .map((a) => canonicalUser(a, settings.username_tolower))
+    .filter((a): a is string => a !== null);
+  if (admins.length === 0) return { created: false };
+  const file = settings.cyrsync_passwd_file;
+  const present = readLinesSync(file).some((l) => l.user !== undefined && admins.includes(l.user));
+  if (present) return { created: false };
+  const user = admins[0]!;
+  const password = randomBytes(18).toString('base64url');
+  setPasswordSync(file, user, password, params);
+  return { created: true, user, password };
+}
+
+// ---------------------------------------------------------------------------
+// `cyrsync passwd`
+
+export interface PasswdIO {
+  stdin?: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (mode: boolean) => unknown };
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  /** Root of the built-in configuration when there is no -C and no /etc/imapd.conf (default: cwd). */
+  baseDir?: string;
+  /** Configuration file used when there is no -C (default /etc/imapd.conf). */
+  defaultConfigFile?: string;
+  /** Hash cost (tests use a small one). */
+  scrypt?: ScryptParams;
+}
+
+const EX_USAGE = 64;
+const EX_DATAERR = 65;
+const EX_IOERR = 74;
+const EX_CONFIG = 78;
+
+const USAGE = `usage: cyrsync passwd [-C imapd.conf] [-d] USER
+  Set USER's password in the cyrsync password file (cyrsync_passwd_file,
+  default <configdirectory>/cyrsync.passwd). The password is read from
+  standard input when it is not a terminal (first line), otherwise asked
+  twice without echo. -d removes USER instead.
+`;
+
+async function readAllStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stdin) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks);
+}
+
+/** Read one line from a TTY in raw mode without echo. Resolves null on Ctrl-C / Ctrl-D at start. */
+function promptHidden(prompt: string, stdin: NonNullable<PasswdIO['stdin']>, out: NodeJS.WritableStream): Promise<Buffer | null> {
+  out.write(prompt);
+  return new Promise((resolve) => {
+    const bytes: number[] = [];
+    stdin.setRawMode?.(true);
+    stdin.resume();
+    const finish = (v: Buffer | null): void => {
+      stdin.removeListener('data', onData);
+      stdin.setRawMode?.(false);
+      stdin.pause();
+      out.write('\n');
+      resolve(v);
+    };
+    const onData = (chunk: Buffer | string): void => {
+      const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      for (const c of b) {
+        if (c === 0x0d || c === 0x0a) return finish(Buffer.from(bytes));
+        if (c === 0x03) return finish(null);
+        if (c === 0x04) return finish(bytes.length === 0 ? null : Buffer.from(bytes));
+        if (c === 0x7f || c === 0x08) {
+          // Remove one UTF-8 character.
+          while (bytes.length > 0 && ((bytes.pop() as number) & 0xc0) === 0x80);
+          continue;
+        }
+        if (c === 0x15) {
+          bytes.length = 0;
+          continue;
+        }
+        bytes.push(c);
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+/** `cyrsync passwd [-C FILE] [-d] USER`: returns the exit status. */
+export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<number> {
+  const stdin = io.stdin ?? process.stdin;
+  const stdout = io.stdout ?? process.stdout;
+  const stderr = io.stderr ?? process.stderr;
+  let configPath: string | undefined;
+  let remove = false;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-C') {
+      const v = argv[++i];
+      if (v === undefined) {
+        stderr.write(`cyrsync passwd: -C needs a file name\n${USAGE}`);
+        return EX_USAGE;
+      }
+      configPath = v;
+    } else if (a.startsWith('-C') && a.length > 2) configPath = a.slice(2);
+    else if (a === '-d' || a === '--delete') remove = true;
+    else if (a === '-h' || a === '--help') {
+      stdout.write(USAGE);
+      return 0;
+    } else if (a.startsWith('-') && a !== '-') {
+      stderr.write(`cyrsync passwd: unknown option ${a}\n${USAGE}`);
+      return EX_USAGE;
+    } else rest.push(a);
+  }
+  if (rest.length !== 1) {
+    stderr.write(`cyrsync passwd: expected exactly one USER\n${USAGE}`);
+    return EX_USAGE;
+  }
+
+  let settings: Settings;
+  try {
+    settings = loadConfigOrEmbedded(configPath, io.baseDir ?? process.cwd(), {
+      ...(io.defaultConfigFile !== undefined ? { defaultFile: io.defaultConfigFile } : {}),
+    }).settings;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      stderr.write(`cyrsync passwd: ${err.message}\n`);
+      return EX_CONFIG;
+    }
+    throw err;
+  }
+  const user = canonicalUser(rest[0]!, settings.username_tolower);
+  if (user === null) {
+    stderr.write(`cyrsync passwd: invalid user name "${rest[0]}" (1 to 80 octets, no ':', spaces or control characters)\n`);
+    return EX_DATAERR;
+  }
+  const file = settings.cyrsync_passwd_file;
+
+  let password: Buffer | null = null;
+  if (!remove) {
+    if (stdin.isTTY) {
+      const a = await promptHidden(`New password for ${user}: `, stdin, stderr);
+      if (a === null) return 1;
+      const b = await promptHidden('Retype new password: ', stdin, stderr);
+      if (b === null) return 1;
+      if (!a.equals(b)) {
+        stderr.write('cyrsync passwd: the passwords differ; nothing changed\n');
+        return 1;
+      }
+      password = a;
+    } else {
+      const all = await readAllStdin(stdin);
+      let end = all.indexOf(0x0a);
+      if (end < 0) end = all.length;
+      if (end > 0 && all[end - 1] === 0x0d) end--;
+      password = all.subarray(0, end);
+    }
+    if (password.length === 0) {
+      stderr.write('cyrsync passwd: empty password refused; nothing changed\n');
+      return 1;
+    }
+    if (password.includes(0)) {
+      stderr.write('cyrsync passwd: a password cannot contain NUL; nothing changed\n');
+      return EX_DATAERR;
+    }
+  }
+
+  try {
+    const existed = setPasswordSync(file, user, password, io.scrypt ?? DEFAULT_SCRYPT);
+    if (remove) {
+      stdout.write(existed ? `cyrsync passwd: removed ${user} from ${file}\n` : `cyrsync passwd: ${user} is not in ${file}; nothing changed\n`);
+      return existed ? 0 : 1;
+    }
+    stdout.write(`cyrsync passwd: password ${existed ? 'changed' : 'set'} for ${user} in ${file}\n`);
+    return 0;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    stderr.write(`cyrsync passwd: ${msg}\n`);
+    return err instanceof PasswdFileError && /line \d+/.test(msg) ? EX_DATAERR : EX_IOERR;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Credential verification after a SASL exchange: canonicalisation of the
+ * login name, the password verifiers of `sasl_pwcheck_method`, the
+ * authorization-identity rule and the administrator check, with the reply
+ * texts of Cyrus 3.6.1 + Cyrus SASL 2.1.28 (checked against the real
+ * sync_server):
+ *
+ * | outcome | reply |
+ * |---|---|
+ * | wrong password (or empty password) | `NO authentication failure` |
+ * | no such user in the password file | `NO user not found` |
+ * | empty login name, verifier unreachable | `NO generic failure` |
+ * | no usable verifier configured | `NO no mechanism available` |
+ * | authzid neither empty nor the login name | `NO authorization failure` |
+ *
+ * Cyrus lets an administrator or a `proxyservers` member log in *as*
+ * another user through a PLAIN authzid; cyrsync refuses any authzid other
+ * than the login name (replication clients never send one).
+ */
+import type { Settings } from '../config.js';
+import { canonicalUser, lookupPasswdEntry, PasswdFileError, verifyPasswordHash } from './passwd.js';
+import { REPLY_GENERIC_FAILURE, REPLY_NO_MECHANISM, SASL_MECHANISMS, type SaslCredentials } from './sasl.js';
+import { saslauthdCheck } from './saslauthd.js';
+
+export type CheckResult =
+  | { result: 'ok' }
+  | { result: 'badauth'; detail: string }
+  | { result: 'nouser'; detail: string }
+  /** The verifier could not answer (file unreadable, saslauthd down): not the client's fault. */
+  | { result: 'unavailable'; detail: string }
+  | { result: 'nomech'; detail: string };
+
+export interface PasswordChecker {
+  /** The verifiers in use, in order. */
+  readonly methods: readonly string[];
+  /** Verifier names in `sasl_pwcheck_method` that cyrsync does not implement (they are skipped). */
+  readonly unknownMethods: readonly string[];
+  /** Check a canonical user name and password. Never rejects. */
+  check(user: string, password: Buffer): Promise<CheckResult>;
+}
+
+export const KNOWN_PWCHECK_METHODS = ['auxprop', 'saslauthd'] as const;
+
+/**
+ * The verifier chain of `sasl_pwcheck_method`, tried in order until one
+ * accepts (Cyrus SASL _sasl_checkpass): `auxprop` = the cyrsync password
+ * file, `saslauthd` = saslauthd at `sasl_saslauthd_path` with service
+ * `csync` and an empty realm. The result is that of the last verifier tried.
+ */
+export function createPasswordChecker(
+  settings: Settings,
+  options: { saslauthdTimeoutMs?: number } = {},
+): PasswordChecker {
+  const methods = settings.sasl_pwcheck_method.filter((m) => (KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
+  const unknownMethods = settings.sasl_pwcheck_method.filter((m) => !(KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
+
+  const auxprop = async (user: string, password: Buffer): Promise<CheckResult> => {
+    let hash: string | null;
+    try {
+      hash = await lookupPasswdEntry(settings.cyrsync_passwd_file, user);
+    } catch (err) {
+      const detail = err instanceof PasswdFileError ? err.message : String(err);
+      return { result: 'unavailable', detail };
+    }
+    if (hash === null) return { result: 'nouser', detail: `${user} is not in ${settings.cyrsync_passwd_file}` };
+    if (password.length === 0) return { result: 'badauth', detail: 'empty password' };
+    try {
+      return (await verifyPasswordHash(hash, password))
+        ? { result: 'ok' }
+        : { result: 'badauth', detail: 'password mismatch' };
+    } catch (err) {
+      return { result: 'unavailable', detail: `cannot compute hash: ${(err as Error).message}` };
+    }
+  };
+
+  const saslauthd = async (user: string, password: Buffer): Promise<CheckResult> => {
+    const r = await saslauthdCheck(settings.sasl_saslauthd_path, user, password, {
+      service: 'csync',
+      realm: '',
+      ...(options.saslauthdTimeoutMs !== undefined ? { timeoutMs: options.saslauthdTimeoutMs } : {}),
+    });
+    if (r.result === 'ok') return { result: 'ok' };
+    if (r.result === 'badauth') return { result: 'badauth', detail: `saslauthd: ${r.text}` };
+    return { result: 'unavailable', detail: `saslauthd: ${r.text}` };
+  };
+
+  return {
+    methods,
+    unknownMethods,
+    async check(user: string, password: Buffer): Promise<CheckResult> {
+      let last: CheckResult = { result: 'nomech', detail: `no usable password verifier in sasl_pwcheck_method (${settings.sasl_pwcheck_method.join(' ') || 'empty'})` };
+      for (const m of methods) {
+        last = m === 'auxprop' ? await auxprop(user, password) : await saslauthd(user, password);
+        if (last.result === 'ok') return last;
+      }
+      return last;
+    },
+  };
+}
+
+/**
+ * Whether `userid` (canonical) is listed in `admins`. Cyrus splits the list
+ * on white space only (imap/global.c global_authisa), and canonicalises the
+ * entries like login names. `group:` entries are not supported.
+ */
+export function isAdmin(settings: Settings, userid: string): boolean {
+  const id = canonicalUser(userid, settings.username_tolower);
+  if (id === null) return false;
+  return settings.admins.some((a) => canonicalUser(a, settings.username_tolower) === id);
+}
+
+/**
+ * Mechanisms to list in the `* SASL` greeting line and to accept: PLAIN and
+ * LOGIN, restricted by `sasl_mech_list`; none on a connection without TLS
+ * unless `allowplaintext` is on (Cyrus sets SASL_SEC_NOPLAINTEXT), and none
+ * when `sasl_minimum_layer` exceeds what TLS provides (`tlsBits`, the
+ * cipher's strength; 0 or absent without TLS).
+ */
+export function advertisedMechanisms(settings: Settings, connection: { tls: boolean; tlsBits?: number }): string[] {
+  const external = connection.tls ? (connection.tlsBits ?? 256) : 0;
+  if (settings.sasl_minimum_layer > external) return [];
+  if (!connection.tls && !settings.allowplaintext) return [];
+  const wanted = settings.sasl_mech_list;
+  return SASL_MECHANISMS.filter((m) => wanted === null || wanted.includes(m));
+}
+
+export type AuthOutcome =
+  | {
+      ok: true;
+      /** Canonical user id: what the session is logged in as. */
+      userid: string;
+      /** In `admins`: may replicate. A non-admin gets `NO Permission denied` for every later command. */
+      admin: boolean;
+    }
+  | {
+      ok: false;
+      /** The line to write (no CRLF). */
+      reply: string;
+      /** For the log: why, in plain words (never the password). */
+      reason: string;
+      /** The login name as sent, for the log. */
+      authcid: string;
+    };
+
+/** Verify the credentials a finished SASL exchange produced. */
+export async function authenticate(creds: SaslCredentials, settings: Settings, checker: PasswordChecker): Promise<AuthOutcome> {
+  const fail = (reply: string, reason: string): AuthOutcome => ({ ok: false, reply, reason, authcid: creds.authcid });
+  if (creds.authcid === '') return fail(REPLY_GENERIC_FAILURE, 'empty login name');
+  const userid = canonicalUser(creds.authcid, settings.username_tolower);
+  if (userid === null) return fail('NO authentication failure', 'login name is not a valid user id');
+  const r = await checker.check(userid, creds.password);
+  switch (r.result) {
+    case 'ok':
+      break;
+    case 'badauth':
+      return fail('NO authentication failure', r.detail);
+    case 'nouser':
+      return fail('NO user not found', r.detail);
+    case 'unavailable':
+      return fail(REPLY_GENERIC_FAILURE, r.detail);
+    case 'nomech':
+      return fail(REPLY_NO_MECHANISM, r.detail);
+  }
+  if (creds.authzid !== '' && canonicalUser(creds.authzid, settings.username_tolower) !== userid) {
+    return fail('NO authorization failure', `authorization identity "${creds.authzid}" differs from login name "${userid}"`);
+  }
+  return { ok: true, userid, admin: isAdmin(settings, userid) };
+}

@@ -1,0 +1,254 @@
+import test from 'ava';
+import { mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { parseConfig } from '../src/config.js';
+import {
+  canonicalUser,
+  ensureAdminPassword,
+  hashPassword,
+  hashPasswordSync,
+  lookupPasswdEntry,
+  parseHash,
+  parsePasswdFile,
+  runPasswd,
+  setPasswordSync,
+  verifyPasswordHash,
+  type ScryptParams,
+} from '../src/auth/passwd.js';
+import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin } from '../src/auth/verify.js';
+import { createSaslExchange } from '../src/auth/sasl.js';
+
+/** Cheap parameters for tests; the format and code path are the same. */
+const FAST: ScryptParams = { N: 1024, r: 8, p: 1 };
+
+const tmp = (): string => mkdtempSync(join(tmpdir(), 'cyrsync-passwd-'));
+
+class Sink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+function confFile(dir: string, extra = ''): string {
+  const p = join(dir, 'imapd.conf');
+  writeFileSync(p, `configdirectory: ${dir}/conf\nadmins: admin\n${extra}`);
+  return p;
+}
+
+async function passwd(argv: string[], stdinText: string | null, baseDir?: string, defaultConfigFile?: string): Promise<{ code: number; out: string; err: string }> {
+  const stdin = new PassThrough();
+  if (stdinText !== null) stdin.end(stdinText);
+  else stdin.end();
+  const stdout = new Sink();
+  const stderr = new Sink();
+  // Never fall back to the machine's /etc/imapd.conf in tests.
+  const code = await runPasswd(argv, {
+    stdin,
+    stdout,
+    stderr,
+    scrypt: FAST,
+    defaultConfigFile: defaultConfigFile ?? join(tmpdir(), 'cyrsync-no-such-imapd.conf'),
+    ...(baseDir ? { baseDir } : {}),
+  });
+  return { code, out: stdout.text, err: stderr.text };
+}
+
+test('hash format stores N, r, p and verifies only the right password', async (t) => {
+  const h = await hashPassword('s3cret', FAST);
+  t.regex(h, /^\$scrypt\$N=1024,r=8,p=1\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$/);
+  t.deepEqual(parseHash(h)?.params, FAST);
+  t.true(await verifyPasswordHash(h, 's3cret'));
+  t.true(await verifyPasswordHash(h, Buffer.from('s3cret')));
+  t.false(await verifyPasswordHash(h, 's3cret '));
+  t.false(await verifyPasswordHash(h, ''));
+  // Random salt: the same password hashes differently.
+  t.not(hashPasswordSync('s3cret', FAST), hashPasswordSync('s3cret', FAST));
+  // Hostile or broken hashes are refused, not computed.
+  t.false(await verifyPasswordHash('$scrypt$N=1073741824,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=', 'x'));
+  t.false(await verifyPasswordHash('$scrypt$N=1000,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=', 'x'));
+  t.false(await verifyPasswordHash('plaintext', 'plaintext'));
+});
+
+test('default scrypt parameters verify (real cost)', async (t) => {
+  const h = await hashPassword('pw');
+  t.deepEqual(parseHash(h)?.params, { N: 32768, r: 8, p: 1 });
+  t.true(await verifyPasswordHash(h, 'pw'));
+});
+
+test('canonical user names', (t) => {
+  t.is(canonicalUser('Admin'), 'admin');
+  t.is(canonicalUser('Admin', false), 'Admin');
+  t.is(canonicalUser('a:b'), null);
+  t.is(canonicalUser('a b'), null);
+  t.is(canonicalUser(''), null);
+  t.is(canonicalUser('x'.repeat(81)), null);
+  t.is(canonicalUser('bob@example.com'), 'bob@example.com');
+});
+
+test('passwd from stdin creates a 0600 file, keeps comments and other users, replaces atomically', async (t) => {
+  const dir = tmp();
+  const conf = confFile(dir);
+  const file = join(dir, 'conf', 'cyrsync.passwd');
+  let r = await passwd(['-C', conf, 'Admin'], 'first\n');
+  t.is(r.code, 0, r.err);
+  t.regex(r.out, /password set for admin in .*cyrsync\.passwd/);
+  t.is(statSync(file).mode & 0o777, 0o600);
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(file, 'admin'))!, 'first'));
+
+  writeFileSync(file, `# operators\n${readFileSync(file, 'utf8')}`, { mode: 0o600 });
+  r = await passwd(['-C', conf, 'bob'], 'bobpw\r\nignored second line\n');
+  t.is(r.code, 0, r.err);
+  r = await passwd(['-C', conf, 'admin'], 'second');
+  t.is(r.code, 0, r.err);
+  t.regex(r.out, /password changed for admin/);
+  const text = readFileSync(file, 'utf8');
+  t.true(text.startsWith('# operators\nadmin:$scrypt$'));
+  const users = parsePasswdFile(text);
+  t.deepEqual([...users.keys()], ['admin', 'bob']);
+  t.true(await verifyPasswordHash(users.get('admin')!, 'second'));
+  t.false(await verifyPasswordHash(users.get('admin')!, 'first'));
+  t.true(await verifyPasswordHash(users.get('bob')!, 'bobpw'));
+  t.is(statSync(file).mode & 0o777, 0o600);
+  // No temporary or lock files left behind.
+  t.deepEqual(readdirSync(join(dir, 'conf')).sort(), ['cyrsync.passwd']);
+
+  r = await passwd(['-C', conf, '-d', 'bob'], null);
+  t.is(r.code, 0, r.err);
+  t.deepEqual([...parsePasswdFile(readFileSync(file, 'utf8')).keys()], ['admin']);
+  r = await passwd(['-C', conf, '-d', 'bob'], null);
+  t.is(r.code, 1);
+});
+
+test('passwd errors: usage, config, empty password, bad user, broken file', async (t) => {
+  const dir = tmp();
+  const conf = confFile(dir);
+  t.is((await passwd([], 'x')).code, 64);
+  t.is((await passwd(['-C'], 'x')).code, 64);
+  t.is((await passwd(['-C', conf, 'a', 'b'], 'x')).code, 64);
+  t.is((await passwd(['-C', conf, '--bogus', 'a'], 'x')).code, 64);
+  const help = await passwd(['--help'], null);
+  t.is(help.code, 0);
+  t.regex(help.out, /usage: cyrsync passwd/);
+
+  const bad = join(dir, 'bad.conf');
+  writeFileSync(bad, 'configdirectory: /x\nmaxword: many\n');
+  const cfg = await passwd(['-C', bad, 'a'], 'pw');
+  t.is(cfg.code, 78);
+  t.regex(cfg.err, /bad\.conf line 2 \(maxword\)/);
+
+  const empty = await passwd(['-C', conf, 'a'], '\n');
+  t.is(empty.code, 1);
+  t.regex(empty.err, /empty password refused/);
+  t.is((await passwd(['-C', conf, 'a:b'], 'pw')).code, 65);
+
+  const file = join(dir, 'conf', 'cyrsync.passwd');
+  t.is((await passwd(['-C', conf, 'a'], 'pw')).code, 0);
+  writeFileSync(file, 'a:$scrypt$x\ngarbage line\n');
+  const broken = await passwd(['-C', conf, 'b'], 'pw');
+  t.is(broken.code, 65);
+  t.regex(broken.err, /line 2/);
+  // The broken file was left untouched.
+  t.is(readFileSync(file, 'utf8'), 'a:$scrypt$x\ngarbage line\n');
+});
+
+test('passwd without -C: the default file when it exists, else the built-in configuration under baseDir', async (t) => {
+  const dir = tmp();
+  const r = await passwd(['someone'], 'pw', dir);
+  t.is(r.code, 0, r.err);
+  const file = join(dir, 'var', 'conf', 'cyrsync.passwd');
+  t.true(r.out.includes(`password set for someone in ${file}`));
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(file, 'someone'))!, 'pw'));
+  const conf = confFile(dir);
+  const r2 = await passwd(['other'], 'pw', dir, conf);
+  t.is(r2.code, 0, r2.err);
+  t.true(r2.out.includes(`password set for other in ${join(dir, 'conf', 'cyrsync.passwd')}`));
+});
+
+test('ensureAdminPassword creates a random password once', async (t) => {
+  const dir = tmp();
+  const s = parseConfig(`configdirectory: ${dir}/conf\nadmins: Admin other\n`).settings;
+  const first = ensureAdminPassword(s, FAST);
+  t.true(first.created);
+  t.is(first.user, 'admin');
+  t.true(typeof first.password === 'string' && first.password.length >= 20);
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(s.cyrsync_passwd_file, 'admin'))!, first.password!));
+  const second = ensureAdminPassword(s, FAST);
+  t.deepEqual(second, { created: false });
+  const none = parseConfig(`configdirectory: ${dir}/c2\n`).settings;
+  t.deepEqual(ensureAdminPassword(none, FAST), { created: false });
+  // Another admin already present: nothing created.
+  const d2 = tmp();
+  const s2 = parseConfig(`configdirectory: ${d2}\nadmins: root other\n`).settings;
+  setPasswordSync(s2.cyrsync_passwd_file, 'other', 'pw', FAST);
+  t.false(ensureAdminPassword(s2, FAST).created);
+});
+
+test('authenticate: success, wrong password, unknown user, authzid rules, admin flag', async (t) => {
+  const dir = tmp();
+  const s = parseConfig(`configdirectory: ${dir}\nadmins: admin\n`).settings;
+  setPasswordSync(s.cyrsync_passwd_file, 'admin', 'adminpw', FAST);
+  setPasswordSync(s.cyrsync_passwd_file, 'bob', 'bobpw', FAST);
+  const checker = createPasswordChecker(s);
+  t.deepEqual(checker.methods, ['auxprop']);
+  const run = async (mech: string, initial: string): Promise<unknown> => {
+    const step = createSaslExchange(mech, Buffer.from(initial).toString('base64')).first;
+    if (!('done' in step)) throw new Error('no credentials');
+    const r = await authenticate(step.done, s, checker);
+    return r.ok ? { ok: true, userid: r.userid, admin: r.admin } : { ok: false, reply: r.reply };
+  };
+  t.deepEqual(await run('PLAIN', '\0admin\0adminpw'), { ok: true, userid: 'admin', admin: true });
+  t.deepEqual(await run('PLAIN', '\0ADMIN\0adminpw'), { ok: true, userid: 'admin', admin: true });
+  t.deepEqual(await run('PLAIN', 'admin\0admin\0adminpw'), { ok: true, userid: 'admin', admin: true });
+  t.deepEqual(await run('PLAIN', '\0bob\0bobpw'), { ok: true, userid: 'bob', admin: false });
+  t.deepEqual(await run('PLAIN', '\0admin\0wrong'), { ok: false, reply: 'NO authentication failure' });
+  t.deepEqual(await run('PLAIN', '\0admin\0'), { ok: false, reply: 'NO authentication failure' });
+  t.deepEqual(await run('PLAIN', '\0ghost\0x'), { ok: false, reply: 'NO user not found' });
+  t.deepEqual(await run('PLAIN', '\0\0x'), { ok: false, reply: 'NO generic failure' });
+  t.deepEqual(await run('PLAIN', 'bob\0admin\0adminpw'), { ok: false, reply: 'NO authorization failure' });
+  // Wrong password with a foreign authzid: the password check comes first.
+  t.deepEqual(await run('PLAIN', 'bob\0admin\0nope'), { ok: false, reply: 'NO authentication failure' });
+
+  const failed = await authenticate({ mechanism: 'PLAIN', authcid: 'admin', authzid: '', password: Buffer.from('nope') }, s, checker);
+  t.false(failed.ok);
+  if (!failed.ok) {
+    t.is(failed.authcid, 'admin');
+    t.false(failed.reason.includes('nope'));
+  }
+
+  const unreadable = parseConfig(`configdirectory: ${dir}\ncyrsync_passwd_file: ${dir}\n`).settings;
+  const r = await authenticate({ mechanism: 'PLAIN', authcid: 'admin', authzid: '', password: Buffer.from('x') }, unreadable, createPasswordChecker(unreadable));
+  t.deepEqual(r.ok ? null : r.reply, 'NO generic failure');
+
+  const nomech = parseConfig(`configdirectory: ${dir}\nsasl_pwcheck_method: pam\n`).settings;
+  const c2 = createPasswordChecker(nomech);
+  t.deepEqual(c2.unknownMethods, ['pam']);
+  const r2 = await authenticate({ mechanism: 'PLAIN', authcid: 'admin', authzid: '', password: Buffer.from('x') }, nomech, c2);
+  t.deepEqual(r2.ok ? null : r2.reply, 'NO no mechanism available');
+});
+
+test('isAdmin splits on white space only, as Cyrus', (t) => {
+  const s = parseConfig('configdirectory: /x\nadmins: Admin\trepl  a,b\n').settings;
+  t.true(isAdmin(s, 'admin'));
+  t.true(isAdmin(s, 'ADMIN'));
+  t.true(isAdmin(s, 'repl'));
+  t.true(isAdmin(s, 'a,b'));
+  t.false(isAdmin(s, 'a'));
+  t.false(isAdmin(s, 'bob'));
+  t.false(isAdmin(s, ''));
+});
+
+test('advertised mechanisms follow allowplaintext, TLS, sasl_mech_list and sasl_minimum_layer', (t) => {
+  const base = 'configdirectory: /x\n';
+  const s = (extra: string): ReturnType<typeof parseConfig>['settings'] => parseConfig(base + extra).settings;
+  t.deepEqual(advertisedMechanisms(s(''), { tls: false }), []);
+  t.deepEqual(advertisedMechanisms(s(''), { tls: true }), ['PLAIN', 'LOGIN']);
+  t.deepEqual(advertisedMechanisms(s('allowplaintext: yes\n'), { tls: false }), ['PLAIN', 'LOGIN']);
+  t.deepEqual(advertisedMechanisms(s('allowplaintext: yes\nsasl_mech_list: plain CRAM-MD5\n'), { tls: false }), ['PLAIN']);
+  t.deepEqual(advertisedMechanisms(s('allowplaintext: yes\nsasl_minimum_layer: 56\n'), { tls: false }), []);
+  t.deepEqual(advertisedMechanisms(s('sasl_minimum_layer: 56\n'), { tls: true, tlsBits: 128 }), ['PLAIN', 'LOGIN']);
+  t.deepEqual(advertisedMechanisms(s('sasl_minimum_layer: 256\n'), { tls: true, tlsBits: 128 }), []);
+});
