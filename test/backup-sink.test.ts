@@ -377,3 +377,17 @@ test('a big sieve script staged on disk is copied into the record and indexed by
   t.deepEqual(walk(s.sink.staging.dir), []);
   await s.sink.close();
 });
+
+test('staging left behind by a dead process is removed when the store opens', async (t) => {
+  const dir = fs.mkdtempSync(path.join('/tmp', 'cyrsync-bsink-'));
+  const staleRoot = path.join(dir, 'tmp', 'backup', 'sync.');
+  // a pid above Linux's pid_max never belongs to a live process
+  const stale = path.join(staleRoot, '4194999');
+  fs.mkdirSync(stale, { recursive: true });
+  fs.writeFileSync(path.join(stale, 'leftover'), 'x');
+  const s = await tempBackupStore(dir);
+  t.false(fs.existsSync(stale));
+  t.true(fs.existsSync(s.sink.staging.dir));
+  await s.sink.close();
+  t.false(fs.existsSync(s.sink.staging.dir));
+});

@@ -82,6 +82,13 @@ export class StagingArea {
   async open(): Promise<void> {
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     for (const f of await fsp.readdir(this.dir)) await fsp.rm(path.join(this.dir, f), { force: true, recursive: true });
+    // Directories of processes that died without cleaning up (kill -9): the
+    // Cyrus tools share this area, each under its own live pid.
+    const parent = path.dirname(this.dir);
+    for (const name of await fsp.readdir(parent).catch(() => [] as string[])) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid || pidAlive(Number(name))) continue;
+      await fsp.rm(path.join(parent, name), { recursive: true, force: true }).catch(() => {});
+    }
   }
 
   async close(): Promise<void> {
@@ -285,5 +292,15 @@ export class BackupBodySink implements BodySink {
     const { ref, writer } = this.area.openWriter(header);
     this.track(ref, writer);
     return writer;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: alive, owned by someone else
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
