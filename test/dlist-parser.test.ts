@@ -385,3 +385,18 @@ test('a value object shared between occurrences is frozen (parsed values are rea
     (b as { value: string }).value = '1';
   }, { instanceOf: TypeError });
 });
+
+test('a command spread over many physical lines is bounded too: text and small literals <= maxLineLength', (t) => {
+  // 'APPLY X (' + 'a\r\n' segments: each physical line is short, the command is not.
+  const N = 64;
+  const text = (octets: number) => 'APPLY X (' + 'a'.repeat(octets - 10) + '\r\n)';
+  t.is(text(N).replace('\r\n', '').length, N);
+  t.is(limitError(text(N) + '\r\n', { maxLineLength: N }), undefined);
+  const err = limitError(text(N + 1) + '\r\n', { maxLineLength: N });
+  t.deepEqual([err?.code, err?.limit, err?.max], ['IMAP_PROTOCOL_ERROR', 'maxLineLength', N]);
+  // Small literals count at their header, before their bytes.
+  const lit = (size: number) => `APPLY X ({${size}+}\r\n${'b'.repeat(size)})\r\n`;
+  t.is(limitError(lit(N - 10), { maxLineLength: N }), undefined);
+  const e2 = limitError(`APPLY X ({${N - 8}+}\r\n`, { maxLineLength: N });
+  t.regex(e2?.message ?? '', /at a literal header/);
+});

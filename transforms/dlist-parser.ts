@@ -102,6 +102,12 @@ export class DlistParserCore {
   private needSep = false;
   private error: CyrsyncError | null = null;
   private bodies: StagedBody[] = [];
+  /**
+   * Octets of the current command held in memory: segment text plus small
+   * literals. Bounded by maxLineLength, so a command cannot grow without
+   * limit through many segments (literal bodies, LF inside containers).
+   */
+  private held = 0;
   private body: BodyState | null = null;
   private blocked: BodyWriter | null = null;
 
@@ -202,7 +208,10 @@ export class DlistParserCore {
   /* -------------------------------------------------------------------- */
 
   private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' {
-    if (this.error === null && text.length > 0) this.parseText(text, latin1(text, 0, text.length));
+    if (this.error === null && text.length > 0) {
+      this.hold(text.length, 'text');
+      this.parseText(text, latin1(text, 0, text.length));
+    }
     if (literal === null) {
       // End of a physical line: whitespace inside a container, the end of the
       // command at depth 0 (or whenever the line is being skipped).
@@ -227,6 +236,7 @@ export class DlistParserCore {
     this.needSep = false;
     this.error = null;
     this.bodies = [];
+    this.held = 0;
     this.onCommand(cmd);
   }
 
@@ -254,6 +264,7 @@ export class DlistParserCore {
       return this.openStream(h, { kind: 'file', partition: h.partition!, guid: h.guid!.toLowerCase(), size: h.size });
     }
     if (h.size <= this.limits.smallLiteralThreshold) {
+      this.hold(h.size, 'literal');
       this.body = {
         kind: keyPos ? BodyKind.Key : BodyKind.Small,
         header: h,
@@ -377,6 +388,17 @@ export class DlistParserCore {
       f.key = null;
     } else {
       f.items.push(v);
+    }
+  }
+
+  private hold(octets: number, what: 'text' | 'literal'): void {
+    this.held += octets;
+    const max = this.limits.maxLineLength;
+    if (this.held > max) {
+      const err = new FramingError('IMAP_PROTOCOL_ERROR',
+        `Command of more than ${max} octets of text and small literals` + (what === 'literal' ? ' (at a literal header)' : ''),
+        { limit: 'maxLineLength', actual: this.held, max });
+      throw err;
     }
   }
 
