@@ -499,7 +499,7 @@ export class DlistParserCore {
         case DQUOTE: {
           const end = this.readQuoted(t, s, i);
           if (end < 0) return;
-          this.addValue({ kind: 'quoted', value: this.quoted! });
+          this.addValue(end === i + 2 ? EMPTY_QUOTED : { kind: 'quoted', value: this.quoted! });
           i = end;
           break;
         }
@@ -661,6 +661,8 @@ function sameOctets(str: string, t: Buffer, i: number, j: number): boolean {
 
 const EMPTY = Buffer.alloc(0);
 const NIL: DlistValue = Object.freeze({ kind: 'nil' }) as DlistValue;
+/** `""`, frequent in records (USERID ""); shared and frozen like interned values. */
+const EMPTY_QUOTED: DlistValue = Object.freeze({ kind: 'quoted', value: '' }) as DlistValue;
 
 /* ------------------------------------------------------------------------ */
 /* Convenience: whole buffers                                               */
