@@ -461,7 +461,6 @@ export interface FramerStreamOptions extends FramerOptions {
 export class LiteralBody extends Readable {
   readonly header: LiteralHeader;
   private readonly owner: Framer;
-  /** @internal */ finished = false;
 
   constructor(owner: Framer, header: LiteralHeader, highWaterMark?: number) {
     super(highWaterMark === undefined ? {} : { highWaterMark });
@@ -549,7 +548,6 @@ export class Framer extends Writable {
     const body = this.body;
     this.body = null;
     if (body !== null) {
-      body.finished = true;
       body.push(null);
     }
   }
