@@ -1,10 +1,21 @@
 /**
- * `cyrsync sync-server` (and later `cyrsync backupd`): configuration, store,
- * authentication and the front-end (listener or stdin/stdout) wired together.
+ * `cyrsync sync-server` (and later `cyrsync backupd`): options, configuration,
+ * logging, store, authentication and the front-end wired together.
+ *
+ * Front-ends:
+ *  - `--listen HOST:PORT`: a standalone listener (many sessions at once);
+ *  - no `--listen`, fd 4 a listening socket and fd 3 a pipe: a Cyrus master(8)
+ *    service (src/master-service.ts);
+ *  - otherwise one session on stdin/stdout (inetd, socat, ssh; `-X`).
+ *
+ * Start-up is on the path of every connection under master (a process per
+ * connection is normal there), so what only some modes need is imported on
+ * demand.
  */
+import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { createSecureContext, type SecureContext } from 'node:tls';
-import pino, { type Logger } from 'pino';
+import type { SecureContext } from 'node:tls';
+import type { Logger } from 'pino';
 import {
   advertisedMechanisms,
   authenticate as verifyCredentials,
@@ -15,31 +26,83 @@ import {
   type SaslStep,
 } from './auth/index.js';
 import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config, type Settings } from './config.js';
+import { createDaemonLogger, syslogIdent, syslogOnce, type LogMode } from './daemon-log.js';
 import type { Sink } from '../sinks/sink.js';
-import { createReplicaSink } from '../sinks/replica/index.js';
 import type { Profile } from './router.js';
-import { parseListen, serveListener, serveStdio, type SessionFactory } from './server.js';
+import type { SessionFactory } from './server.js';
 import type { Authenticator } from './session.js';
+import { TelemetryLog } from './telemetry.js';
 import { VERSION } from './version.js';
+
+/** sysexits.h */
+export const EX_USAGE = 64;
+export const EX_SOFTWARE = 70;
+export const EX_OSERR = 71;
+export { EX_CONFIG };
 
 export interface DaemonArgs {
   configFile: string | undefined;
   listen: string | undefined;
   embedded: boolean;
+  /** `-U`: connections per process under master (default 250). */
+  maxUses: number;
+  /** `-T`: idle seconds before a used process exits under master (default 60, 0 = never). */
+  reuseTimeout: number;
+  /** `-D`: run `debug_command` at start-up. */
+  debugger: boolean;
+  /** `-p`: security strength factor of an external layer (SASL_SSF_EXTERNAL). */
+  externalSsf: number;
+  /** `-X`: one session on stdin/stdout even when started by master (service.c debug_stdio). */
+  stdio: boolean;
+  /** Options accepted for compatibility that change nothing here (`-s`, `-N`, `-f`). */
+  ignored: string[];
 }
 
-export const EX_USAGE = 64;
+export class UsageError extends Error {}
 
+const MAX_USE = 250;
+const REUSE_TIMEOUT = 60;
+
+/** atoi(3): leading digits with an optional sign, 0 when there are none. */
+function atoi(s: string): number {
+  const m = /^\s*([+-]?\d+)/.exec(s);
+  return m ? Number.parseInt(m[1]!, 10) : 0;
+}
+
+/**
+ * The options of master/service.c (`-C -U -T -D -X`) and of sync_server /
+ * backupd (`-p ssf`, `-f`, and `-s -N` from backupd(8)'s synopsis), plus
+ * cyrsync's own `--listen` and `--embedded`. As in Cyrus, negative -U and
+ * -T count as 0 and values are read like atoi(3).
+ */
 export function parseDaemonArgs(argv: string[]): DaemonArgs {
-  const args: DaemonArgs = { configFile: undefined, listen: undefined, embedded: false };
+  const args: DaemonArgs = {
+    configFile: undefined,
+    listen: undefined,
+    embedded: false,
+    maxUses: MAX_USE,
+    reuseTimeout: REUSE_TIMEOUT,
+    debugger: false,
+    externalSsf: 0,
+    stdio: false,
+    ignored: [],
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
       const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      if (v === undefined) throw new UsageError(`option ${a} needs a value`);
       return v;
     };
+    // "-U5": Cyrus's service.c refuses options merged with their values.
+    if (/^-[CUTp]./.test(a)) throw new UsageError(`options and arguments MUST be separated by whitespace (${a})`);
     if (a === '-C') args.configFile = value();
+    else if (a === '-U') args.maxUses = Math.max(0, atoi(value()));
+    else if (a === '-T') args.reuseTimeout = Math.max(0, atoi(value()));
+    else if (a === '-D') args.debugger = true;
+    else if (a === '-X') args.stdio = true;
+    else if (a === '-p') args.externalSsf = Math.max(0, atoi(value()));
+    else if (a === '-s' || a === '-N' || a === '-f') args.ignored.push(a);
     else if (a === '--listen' || a === '-l') args.listen = value();
     else if (a.startsWith('--listen=')) args.listen = a.slice('--listen='.length);
     else if (a === '--embedded') args.embedded = true;
@@ -48,15 +111,31 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
   return args;
 }
 
-export class UsageError extends Error {}
+export interface AuthenticatorOptions {
+  /** `-p`: an external layer of this strength (> 1 allows plaintext mechanisms, as TLS does). */
+  externalSsf?: number;
+  /** Already authenticated by the transport (UNIX socket): always an administrator, as in Cyrus. */
+  preauthUser?: string;
+}
 
-/** Implements the session's Authenticator with SASL PLAIN/LOGIN and the configured verifiers. */
-export function createAuthenticator(settings: Settings): Authenticator {
+/**
+ * The session's Authenticator with SASL PLAIN/LOGIN and the configured
+ * verifiers. One per connection: it remembers whether the session last
+ * asked for its mechanisms with TLS active, so a mechanism allowed only
+ * under TLS is accepted after STARTTLS.
+ */
+export function createAuthenticator(settings: Settings, o: AuthenticatorOptions = {}): Authenticator {
   const checker = createPasswordChecker(settings);
+  const ssf = o.externalSsf ?? 0;
+  let tlsActive = false;
+  const connection = (tls: boolean) => (tls ? { tls: true } : ssf > 1 ? { tls: true, tlsBits: ssf } : { tls: false });
   return {
-    mechanisms: (tls) => advertisedMechanisms(settings, { tls }),
+    mechanisms(tls) {
+      tlsActive = tls;
+      return advertisedMechanisms(settings, connection(tls));
+    },
     async authenticate(mechanism, initial, challenge) {
-      const mechanisms = advertisedMechanisms(settings, { tls: false });
+      const mechanisms = advertisedMechanisms(settings, connection(tlsActive));
       const exchange = createSaslExchange(mechanism, initial, { mechanisms });
       let step: SaslStep = exchange.first;
       while ('challenge' in step) step = exchange.respond(await challenge(step.challenge));
@@ -68,12 +147,13 @@ export function createAuthenticator(settings: Settings): Authenticator {
       }
       return { ok: true, user: outcome.userid };
     },
-    isAdmin: (user) => isAdmin(settings, user),
+    isAdmin: (user) => (o.preauthUser !== undefined && user === o.preauthUser) || isAdmin(settings, user),
   };
 }
 
 export async function openSink(profile: Profile, settings: Settings, log: Logger): Promise<Sink> {
   if (profile === 'sync') {
+    const { createReplicaSink } = await import('../sinks/replica/index.js');
     return createReplicaSink({
       configdirectory: settings.configdirectory,
       partitions: { ...settings.partitions },
@@ -85,15 +165,56 @@ export async function openSink(profile: Profile, settings: Settings, log: Logger
 
 async function loadTls(settings: Settings): Promise<SecureContext | undefined> {
   if (!settings.tls_server_cert || !settings.tls_server_key) return undefined;
-  const [cert, key] = await Promise.all([readFile(settings.tls_server_cert), readFile(settings.tls_server_key)]);
+  const [{ createSecureContext }, cert, key] = await Promise.all([
+    import('node:tls'),
+    readFile(settings.tls_server_cert),
+    readFile(settings.tls_server_key),
+  ]);
   return createSecureContext({ cert, key });
 }
 
-export function loadDaemonConfig(args: DaemonArgs): Config {
+/** Cyrus config_ident: the cyrus.conf service name under master, else the program's usual one. */
+export function serviceIdent(profile: Profile, env: NodeJS.ProcessEnv = process.env): string {
+  return env.CYRUS_SERVICE || (profile === 'sync' ? 'syncserver' : 'backupd');
+}
+
+export function loadDaemonConfig(args: DaemonArgs, profile: Profile = 'sync', env: NodeJS.ProcessEnv = process.env): Config {
   const base = process.cwd();
+  const options = { ident: serviceIdent(profile, env), env };
   // --embedded (npm start) ignores /etc/imapd.conf: a trial run must not pick up a system Cyrus set-up.
-  if (args.embedded && args.configFile === undefined) return embeddedDefaultConfig(base);
-  return loadConfigOrEmbedded(args.configFile, base);
+  if (args.embedded && args.configFile === undefined) return embeddedDefaultConfig(base, { ident: options.ident });
+  return loadConfigOrEmbedded(args.configFile, base, options);
+}
+
+/** Where the front-end will be: decides where errors may be written before a logger exists. */
+export async function chooseFrontEnd(args: DaemonArgs): Promise<LogMode> {
+  if (args.listen !== undefined) return 'standalone';
+  if (args.stdio) return 'stdio';
+  const { detectFrontEnd } = await import('./master-service.js');
+  return detectFrontEnd();
+}
+
+/**
+ * A message for the administrator before a logger exists: stderr when it
+ * can reach a person without touching the protocol (standalone, or
+ * stdin/stdout on a terminal), syslog otherwise.
+ */
+function earlyError(mode: LogMode, profile: Profile, text: string, config?: Config): void {
+  const toTerminal = mode === 'standalone' || (mode === 'stdio' && process.stdin.isTTY === true);
+  if (toTerminal) {
+    process.stderr.write(`cyrsync: ${text}\n`);
+    return;
+  }
+  const ident = serviceIdent(profile);
+  const s = config?.settings;
+  syslogOnce(syslogIdent(ident, s?.syslog_prefix ?? null), s?.syslog_facility ?? null, 'err', `Fatal error: ${text}`);
+}
+
+/** `-D`: debug_command formatted with argv[0], pid and service, as service.c does. */
+export function formatDebugCommand(template: string, argv0: string, pid: number, service: string): string {
+  const values: (string | number)[] = [argv0, pid, service];
+  let n = 0;
+  return template.replace(/%(%|[sd])/g, (_m, c: string) => (c === '%' ? '%' : String(values[n++] ?? '')));
 }
 
 export async function runDaemon(profile: Profile, argv: string[]): Promise<number> {
@@ -101,52 +222,128 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
   try {
     args = parseDaemonArgs(argv);
   } catch (err) {
-    process.stderr.write(`cyrsync: ${(err as Error).message}\n`);
+    // Mode unknown yet: the terminal only if there is one (never the protocol stream).
+    earlyError(argv.includes('--listen') ? 'standalone' : 'stdio', profile, (err as Error).message);
     return EX_USAGE;
   }
+  const mode = await chooseFrontEnd(args);
   let config: Config;
   try {
-    config = loadDaemonConfig(args);
+    config = loadDaemonConfig(args, profile);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`cyrsync: ${err.message}\n`);
+      earlyError(mode, profile, err.message);
       return EX_CONFIG;
     }
     throw err;
   }
   const settings = config.settings;
-  const standalone = args.listen !== undefined;
-  // With no --listen, fds 0-2 are the client connection: never log there.
-  const log = standalone
-    ? pino({ level: settings.cyrsync_log_level, base: { service: profile } })
-    : pino({ level: settings.cyrsync_log_level, base: { service: profile } }, pino.destination({ dest: settings.cyrsync_log_file ?? '/dev/null', sync: false }));
-
-  const sink = await openSink(profile, settings, log);
-  const tlsContext = await loadTls(settings);
-  const auth = createAuthenticator(settings);
-  const factory: SessionFactory = (_conn, peer) => ({
-    profile,
-    sink,
-    auth,
-    servername: settings.servername,
-    version: VERSION,
-    log,
-    tlsContext,
-    idleTimeout: settings.sync_timeout,
-    peer,
-  });
+  const ident = serviceIdent(profile);
+  let log: Logger;
   try {
-    if (standalone) {
+    log = createDaemonLogger({
+      mode,
+      level: settings.cyrsync_log_level,
+      ident,
+      syslogPrefix: settings.syslog_prefix,
+      syslogFacility: settings.syslog_facility,
+      file: settings.cyrsync_log_file,
+    });
+  } catch (err) {
+    earlyError(mode, profile, `cannot open the log: ${(err as Error).message}`, config);
+    return EX_CONFIG;
+  }
+  if (args.ignored.length > 0) log.debug({ options: args.ignored }, 'options accepted for compatibility, no effect');
+
+  if (args.debugger) {
+    const template = config.get('debug_command');
+    if (template) {
+      const cmd = formatDebugCommand(template, process.argv[1] ?? 'cyrsync', process.pid, ident);
+      log.debug({ command: cmd }, 'running external debugger');
+      const r = spawnSync('/bin/sh', ['-c', cmd], { stdio: 'ignore' });
+      log.debug({ status: r.status }, 'debugger returned');
+    }
+  }
+
+  const tlsContext = await loadTls(settings).catch((err: unknown) => {
+    log.error({ err }, 'cannot load tls_server_cert / tls_server_key');
+    return null;
+  });
+  if (tlsContext === null) return finish(mode, log, EX_CONFIG);
+
+  let sink: Sink;
+  try {
+    sink = await openSink(profile, settings, log);
+  } catch (err) {
+    log.fatal({ err }, `cannot open the ${profile === 'sync' ? 'replica' : 'backup'} store`);
+    return finish(mode, log, EX_SOFTWARE);
+  }
+
+  const cyrusUser = config.get('cyrus_user') || 'cyrus';
+  const factory: SessionFactory = (conn, peer) => {
+    // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
+    const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
+    let telemetry: TelemetryLog | null = null;
+    // The last reply (EXIT's) is out before the connection closes.
+    conn.once('close', () => telemetry?.close());
+    return {
+      profile,
+      sink,
+      auth: createAuthenticator(settings, { externalSsf: args.externalSsf, preauthUser }),
+      servername: settings.servername,
+      version: VERSION,
+      log,
+      tlsContext,
+      idleTimeout: settings.sync_timeout,
+      peer,
+      preauthUser,
+      onAuthenticated(user) {
+        // Only an AUTHENTICATE opens telemetry in Cyrus (not the UNIX-socket login).
+        if (user === preauthUser) return;
+        telemetry?.close();
+        telemetry = TelemetryLog.open({ configdirectory: settings.configdirectory, user, ident, log });
+        if (telemetry) log.debug({ file: telemetry.file }, 'telemetry log opened');
+      },
+      telemetry(direction, chunk) {
+        telemetry?.record(direction, chunk);
+      },
+    };
+  };
+
+  let code = 0;
+  try {
+    if (mode === 'standalone') {
+      const { parseListen, serveListener } = await import('./server.js');
       const addr = parseListen(args.listen!);
       if (args.embedded) announceEmbedded(config, addr.host, addr.port);
       await serveListener(addr, factory, log);
+    } else if (mode === 'master') {
+      const { serveMaster } = await import('./master-service.js');
+      const why = await serveMaster(factory, { maxUses: args.maxUses, reuseTimeout: args.reuseTimeout, log });
+      log.debug({ reason: why }, 'service exiting');
     } else {
+      const { serveStdio } = await import('./server.js');
       await serveStdio(factory);
     }
+  } catch (err) {
+    log.fatal({ err }, 'service failed');
+    code = EX_OSERR;
   } finally {
-    await sink.close();
+    await sink.close().catch((err: unknown) => log.error({ err }, 'closing the store failed'));
   }
-  return 0;
+  return finish(mode, log, code);
+}
+
+/**
+ * Under master the process must end now: a poll() still waiting on a worker
+ * thread would otherwise hold it. Records are written synchronously there.
+ */
+function finish(mode: LogMode, log: Logger, code: number): number {
+  if (mode === 'master') {
+    log.flush?.();
+    process.exit(code);
+  }
+  return code;
 }
 
 /** First start of the embedded configuration: an admin password and the lines a Cyrus master needs. */

@@ -47,7 +47,11 @@ export async function serveListener(
       return;
     }
     sessions.add(session);
-    session.run().finally(() => sessions.delete(session));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    session
+      .run()
+      .then(() => releaseSocket(socket, closed))
+      .finally(() => sessions.delete(session));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -90,4 +94,19 @@ function peerOfStdin(): string {
   const info: { address?: string; port?: number } = {};
   if (h?.getpeername && h.getpeername(info) === 0 && info.address) return `${info.address}:${info.port ?? '?'}`;
   return 'stdin';
+}
+
+/**
+ * After a session: discard unread input (so the peer's FIN is seen and the
+ * socket can close without a reset), end our side, and close for good once
+ * the last reply is flushed or a short grace period passed.
+ */
+export async function releaseSocket(socket: net.Socket, closed: Promise<void>, graceMs = 2000): Promise<void> {
+  if (!socket.destroyed) {
+    socket.resume();
+    socket.end(() => socket.destroy());
+  }
+  const timer = setTimeout(() => socket.destroy(), graceMs);
+  await closed;
+  clearTimeout(timer);
 }

@@ -27,6 +27,7 @@ import type { Sink, SinkSession } from '../sinks/sink.js';
 import { decodeCommand } from './protocol/commands.js';
 import type { Command } from './protocol/types.js';
 import { Router, type Profile } from './router.js';
+import { tapPlaintext } from './telemetry.js';
 
 /** What the session needs to authenticate a client (wired by the daemon front-end). */
 export interface Authenticator {
@@ -83,6 +84,8 @@ export class Session {
   /** Set by the front-end for a graceful stop: finish the current command, then close. */
   private stopping = false;
   private busy = false;
+  /** Telemetry records from the first command after a successful AUTHENTICATE (Cyrus telemetry_log). */
+  private recording = false;
 
   constructor(
     private readonly conn: Duplex,
@@ -98,6 +101,8 @@ export class Session {
     this.writer.on('error', () => undefined);
     this.writer.pipe(conn);
     this.input.pipe(this.reader);
+    const telemetry = opts.telemetry;
+    if (telemetry) tapPlaintext(this.reader, this.writer, (d, c) => this.recording && telemetry(d, c));
     // A connection that closes without an orderly end must still end the command loop.
     conn.once('close', () => this.reader.destroy());
     if (opts.preauthUser) this.loggedIn(opts.preauthUser);
@@ -253,6 +258,7 @@ export class Session {
     }
     this.loggedIn(result.user);
     await w.status(`OK Success (${this.tlsActive ? 'tls protection' : 'no protection'})`);
+    this.recording = true;
     if (!this.admin) this.log.warn({ user: result.user }, 'login by a non-administrator: every command will be refused');
   }
 
