@@ -277,16 +277,20 @@ test('sync_client -A and a rolling pass over the sync log converge', async (t) =
 
 test('a backup locked by the real ctl_backups is refused as locked; one in use by cyrsync is locked for the real tools', async (t) => {
   const c = t.context;
-  // ctl_backups lock holds the lock until its standard input ends.
-  const holder = spawn(path.join(REPO_ROOT, 'test', 'interop', 'peer', 'cyrus-peer'), ['tool', c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob'], {
-    env: c.peer.env,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    detached: true,
-  });
-  let out = '';
-  holder.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  // `ctl_backups lock -x CMD` holds the lock while CMD runs (its `-p` mode
+  // would do too, but its "OK locked" sits in a stdio buffer until it exits).
+  const flags = path.join(c.work, 'lockflags');
+  await fsp.mkdir(flags, { recursive: true });
+  await run('chown', ['cyrus:mail', flags]);
+  const locked = path.join(flags, 'locked');
+  const hold = path.join(flags, 'hold');
+  await fsp.writeFile(hold, '');
+  await fsp.chmod(hold, 0o666);
+  const holder = run(path.join(REPO_ROOT, 'test', 'interop', 'peer', 'cyrus-peer'), [
+    'tool', c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob', '-x', `touch ${locked}; while [ -e ${hold} ]; do sleep 0.1; done`,
+  ], { env: c.peer.env, timeoutMs: 120_000 });
   try {
-    t.true(await waitFor(() => /OK locked/.test(out), 30_000), out);
+    t.true(await waitFor(() => fs.existsSync(locked), 30_000), 'ctl_backups took the lock');
     const s = await adminSession(c.ours.port);
     t.deepEqual(await s.command('GET USER bob'), { data: [], status: 'NO IMAP_MAILBOX_LOCKED Mailbox locked' });
     await s.command('EXIT');
@@ -294,9 +298,10 @@ test('a backup locked by the real ctl_backups is refused as locked; one in use b
     const sync = await c.peer.sync('bob', c.ours.target);
     t.not(sync.code, 0, 'sync_client gives up on a locked backup');
   } finally {
-    holder.stdin!.end();
-    await once(holder, 'close');
+    await fsp.rm(hold, { force: true });
   }
+  const held = await holder;
+  t.is(held.code, 0, describe(held));
   const s = await adminSession(c.ours.port);
   t.is((await s.command('GET USER bob')).status, 'OK Success');
   const lock = await tool(c, c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob');
