@@ -170,11 +170,28 @@ test.before(async (t) => {
   t.log(`cyrsync backup server on ${t.context.ours.target}`);
 });
 
-test.after.always(async (t) => {
-  await t.context.ours?.stop();
-  await t.context.peer?.cmd(['rolling', 'stop']).catch(() => undefined);
-  await t.context.peer?.stopAll();
+let failed = false;
+
+test.afterEach.always((t) => {
+  if (!t.passed) {
+    failed = true;
+    if (t.context.ours) t.log(`cyrsync backup server log (last lines):\n${tail(t.context.ours.log(), 25)}`);
+  }
   stopOwnProcesses();
+});
+
+test.after.always(async (t) => {
+  const { peer, ours, work } = t.context;
+  await ours?.stop();
+  await peer?.cmd(['rolling', 'stop']).catch(() => undefined);
+  await peer?.stopAll();
+  stopOwnProcesses();
+  if (failed || process.env['CYRSYNC_INTEROP_KEEP']) {
+    t.log(`kept for inspection: ${[peer?.dir, work].filter(Boolean).join(' ')}`);
+    return;
+  }
+  await peer?.remove();
+  if (work) await fsp.rm(work, { recursive: true, force: true });
 });
 
 const refTarget = (c: Ctx): string => `127.0.0.1:${c.peer.env['CYRUS_PEER_BACKUPD_PORT']}`;
