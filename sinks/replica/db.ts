@@ -144,7 +144,10 @@ function migrate(db: DB): void {
 }
 
 export const toDb64 = (v: bigint): bigint => BigInt.asIntN(64, v);
-export const fromDb64 = (v: unknown): bigint => BigInt.asUintN(64, BigInt(v as bigint));
+export const fromDb64 = (v: unknown): bigint => {
+  if (v === '0' || v === 0 || v === 0n) return 0n;
+  return BigInt.asUintN(64, BigInt(v as bigint | string | number));
+};
 export const num = (v: unknown): number => Number(v as bigint);
 
 export const LIVE = 0;
@@ -231,6 +234,18 @@ export interface RecordRow {
   crcAnnot: number;
 }
 
+/**
+ * Record columns for bulk reads with safeIntegers off: 64-bit columns come
+ * back as text (exact), the rest as plain numbers, so a read of a big
+ * mailbox does not allocate a BigInt per column.
+ */
+export const RECORD_COLUMNS =
+  'uid, guid, size, CAST(modseq AS TEXT) AS modseq, last_updated, internaldate, sysflags, expunged, userflags, ' +
+  'CAST(thrid AS TEXT) AS thrid, CAST(basethrid AS TEXT) AS basethrid, savedate, CAST(createdmodseq AS TEXT) AS createdmodseq, ' +
+  'has_blob, crc_basic, crc_annot';
+
+const NO_FLAGS: string[] = [];
+
 export function recordFromRow(r: Record<string, unknown>): RecordRow {
   return {
     uid: num(r.uid),
@@ -241,7 +256,7 @@ export function recordFromRow(r: Record<string, unknown>): RecordRow {
     internaldate: num(r.internaldate),
     sysflags: num(r.sysflags),
     expunged: num(r.expunged) !== 0,
-    userflags: JSON.parse(r.userflags as string) as string[],
+    userflags: r.userflags === '[]' ? NO_FLAGS : (JSON.parse(r.userflags as string) as string[]),
     thrid: fromDb64(r.thrid),
     basethrid: fromDb64(r.basethrid),
     savedate: num(r.savedate),

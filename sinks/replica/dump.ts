@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseMailboxName, useridToInbox } from '../../src/protocol/names.js';
 import { FLAG_ANSWERED, FLAG_DELETED, FLAG_DRAFT, FLAG_FLAGGED, FLAG_SEEN } from '../../src/protocol/crc.js';
-import { LIVE, PLACEHOLDER, num, recordFromRow, type MailboxRow } from './db.js';
+import { LIVE, PLACEHOLDER, RECORD_COLUMNS, num, recordFromRow, type MailboxRow } from './db.js';
 import { ReplicaStore, prefixRange } from './store.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -112,7 +112,9 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
     .filter((x): x is { mb: MailboxRow; view: string } => x.view !== null && (x.mb.state === PLACEHOLDER || x.mb.mbtype === 'e'))
     .sort((a, b) => byCodeUnit(a.view, b.view));
 
-  const recordsStmt = store.db.prepare('SELECT * FROM record WHERE mailbox_id = ? AND expunged = 0 ORDER BY uid');
+  const recordsStmt = store.db
+    .prepare(`SELECT ${RECORD_COLUMNS} FROM record WHERE mailbox_id = ? AND expunged = 0 ORDER BY uid`)
+    .safeIntegers(false);
   for (const { mb, view } of visible) {
     if (mb.state !== LIVE) {
       out.push(`mailbox ${view} EXAMINE-FAILED`);

@@ -111,13 +111,18 @@ const SYS_ORDER: ReadonlyArray<[number, string]> = [
 ];
 
 /** FLAGS order: \Deleted \Answered \Flagged \Draft \Expunged \Seen, then user flags in slot order. */
+const slotCache = new WeakMap<MailboxRow, Map<string, number>>();
+
 export function recordFlags(mb: MailboxRow, r: RecordRow): DlistValue[] {
   const out: DlistValue[] = [];
   for (const [bit, name] of SYS_ORDER) if (r.sysflags & bit) out.push({ kind: 'flag', value: name });
   if (r.expunged) out.push({ kind: 'flag', value: '\\Expunged' });
   if (r.sysflags & FLAG_SEEN) out.push({ kind: 'flag', value: '\\Seen' });
-  const slot = new Map(mb.userflags.map((f, i) => [f, i]));
-  const user = [...r.userflags].sort((a, b) => (slot.get(a) ?? 1e9) - (slot.get(b) ?? 1e9));
+  if (r.userflags.length === 0) return out;
+  let slot = slotCache.get(mb);
+  if (!slot) slotCache.set(mb, (slot = new Map(mb.userflags.map((f, i) => [f, i]))));
+  const s = slot;
+  const user = r.userflags.length === 1 ? r.userflags : [...r.userflags].sort((a, b) => (s.get(a) ?? 1e9) - (s.get(b) ?? 1e9));
   for (const f of user) out.push({ kind: 'atom', value: f });
   return out;
 }

@@ -56,6 +56,7 @@ import {
 import {
   LIVE,
   PLACEHOLDER,
+  RECORD_COLUMNS,
   TOMBSTONE,
   fromDb64,
   mailboxFromRow,
@@ -331,9 +332,25 @@ export class ReplicaStore {
     };
     if (!withRecords) return liveReport(mb, extras);
     const recs = (
-      this.q('SELECT * FROM record WHERE mailbox_id = ? ORDER BY uid').all(mb.id) as Record<string, unknown>[]
+      this.q(`SELECT ${RECORD_COLUMNS} FROM record WHERE mailbox_id = ? ORDER BY uid`)
+        .safeIntegers(false)
+        .all(mb.id) as Record<string, unknown>[]
     ).map(recordFromRow);
-    return liveReport(mb, { ...extras, records: recs.map((rec) => ({ rec, annots: this.recordAnnots(mb.id, rec.uid) })) });
+    // All per-message annotations in one pass (a query per record dominates big mailboxes).
+    const byUid = new Map<number, AnnotRow[]>();
+    const annotRows = this.q(
+      'SELECT uid, entry, userid, value, CAST(modseq AS TEXT) AS modseq FROM record_annot WHERE mailbox_id = ? ORDER BY uid, entry, userid',
+    )
+      .safeIntegers(false)
+      .all(mb.id) as Record<string, unknown>[];
+    for (const r of annotRows) {
+      const uid = num(r.uid);
+      let list = byUid.get(uid);
+      if (!list) byUid.set(uid, (list = []));
+      list.push({ entry: r.entry as string, userid: r.userid as string, value: r.value as Buffer, modseq: fromDb64(r.modseq) });
+    }
+    const none: AnnotRow[] = [];
+    return liveReport(mb, { ...extras, records: recs.map((rec) => ({ rec, annots: byUid.get(rec.uid) ?? none })) });
   }
 
   // ------------------------------------------------------------------ GET
