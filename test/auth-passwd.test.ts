@@ -1,8 +1,10 @@
 import test from 'ava';
-import { mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config.js';
 import {
   canonicalUser,
@@ -252,3 +254,109 @@ test('advertised mechanisms follow allowplaintext, TLS, sasl_mech_list and sasl_
   t.deepEqual(advertisedMechanisms(s('sasl_minimum_layer: 56\n'), { tls: true, tlsBits: 128 }), ['PLAIN', 'LOGIN']);
   t.deepEqual(advertisedMechanisms(s('sasl_minimum_layer: 256\n'), { tls: true, tlsBits: 128 }), []);
 });
+
+/** A stand-in terminal: raw-mode calls are recorded, bytes arrive as typed. */
+class FakeTty extends PassThrough {
+  isTTY = true;
+  rawModes: boolean[] = [];
+  setRawMode(mode: boolean): this {
+    this.rawModes.push(mode);
+    return this;
+  }
+}
+
+async function ttyPasswd(argv: string[], typed: (Buffer | string)[]): Promise<{ code: number; err: string; out: string; raw: boolean[] }> {
+  const stdin = new FakeTty();
+  const stdout = new Sink();
+  const stderr = new Sink();
+  const run = runPasswd(argv, { stdin, stdout, stderr, scrypt: FAST, defaultConfigFile: join(tmpdir(), 'cyrsync-no-such-imapd.conf') });
+  for (const chunk of typed) {
+    await new Promise((r) => setImmediate(r));
+    stdin.write(chunk);
+  }
+  const code = await run;
+  return { code, err: stderr.text, out: stdout.text, raw: stdin.rawModes };
+}
+
+test('passwd on a terminal asks twice without echo, with editing keys', async (t) => {
+  const dir = tmp();
+  const conf = confFile(dir);
+  const file = join(dir, 'conf', 'cyrsync.passwd');
+  // Typed with a mistake corrected by backspace; the second entry pasted in one go with CR LF.
+  const r = await ttyPasswd(['-C', conf, 'admin'], ['s3x', '\x7f', 'cret\r', 's3cret\r\n']);
+  t.is(r.code, 0, r.err);
+  t.true(r.err.includes('New password for admin: '));
+  t.true(r.err.includes('Retype new password: '));
+  t.false(r.err.includes('s3cret'));
+  t.false(r.out.includes('s3cret'));
+  t.deepEqual(r.raw, [true, false]);
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(file, 'admin'))!, 's3cret'));
+
+  // Both lines in one chunk: the second prompt uses what was typed ahead.
+  const ahead = await ttyPasswd(['-C', conf, 'bob'], ['one\rone\r']);
+  t.is(ahead.code, 0, ahead.err);
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(file, 'bob'))!, 'one'));
+
+  const differ = await ttyPasswd(['-C', conf, 'admin'], ['aaa\r', 'bbb\r']);
+  t.is(differ.code, 1);
+  t.regex(differ.err, /the passwords differ; nothing changed/);
+  t.true(await verifyPasswordHash((await lookupPasswdEntry(file, 'admin'))!, 's3cret'));
+
+  const interrupted = await ttyPasswd(['-C', conf, 'admin'], ['abc\x03']);
+  t.is(interrupted.code, 1);
+  t.deepEqual(interrupted.raw, [true, false]);
+});
+
+test('passwd notes when the password file is not consulted', async (t) => {
+  const dir = tmp();
+  const conf = confFile(dir, 'sasl_pwcheck_method: saslauthd\n');
+  const r = await passwd(['-C', conf, 'admin'], 'pw');
+  t.is(r.code, 0, r.err);
+  t.regex(r.err, /note: sasl_pwcheck_method is "saslauthd", so logins do not consult/);
+});
+
+// A real pseudo-terminal (Python's pty module): the typed password must not be echoed.
+const havePython = existsSync('/usr/bin/python3');
+(havePython ? test : test.skip)(
+  havePython ? 'passwd on a real pseudo-terminal does not echo' : 'passwd on a real pseudo-terminal (skipped: python3 missing)',
+  (t) => {
+    const dir = tmp();
+    const conf = confFile(dir);
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const mod = fileURLToPath(new URL('../src/auth/passwd.ts', import.meta.url));
+    const script = `const { runPasswd } = await import(${JSON.stringify(mod)}); process.exitCode = await runPasswd(['-C', ${JSON.stringify(conf)}, 'admin'], { scrypt: { N: 1024, r: 8, p: 1 } });`;
+    const py = `
+import os, pty, sys, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], '--import=tsx', '--input-type=module', '-e', sys.argv[2]])
+out = b''
+def until(marker):
+    global out
+    while marker not in out:
+        r, _, _ = select.select([fd], [], [], 30)
+        if not r: raise SystemExit('timeout waiting for %r; got %r' % (marker, out))
+        out += os.read(fd, 4096)
+until(b'New password for admin: ')
+os.write(fd, b'Zq9secret\\r')
+until(b'Retype new password: ')
+os.write(fd, b'Zq9secret\\r')
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk: break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode('utf-8', 'replace'))
+sys.exit(os.waitstatus_to_exitcode(status))
+`;
+    const r = spawnSync('/usr/bin/python3', ['-c', py, process.execPath, script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    t.is(r.status, 0, r.stdout + r.stderr);
+    t.true(r.stdout.includes('password set for admin'), r.stdout);
+    t.false(r.stdout.includes('Zq9secret'));
+    const file = join(dir, 'conf', 'cyrsync.passwd');
+    t.regex(readFileSync(file, 'utf8'), /^admin:\$scrypt\$N=1024,r=8,p=1\$/);
+  },
+);

@@ -5,6 +5,7 @@ import {
   challengeLine,
   createSaslExchange,
   isAtom,
+  pausesAfterFailure,
   saslDecode64,
   successReply,
   type SaslStep,
@@ -172,4 +173,13 @@ test('arbitrary client lines never throw and always end or continue', (t) => {
     }),
   );
   t.pass();
+});
+
+test('failed-login pause applies to NO replies of a failed exchange only', (t) => {
+  t.true(pausesAfterFailure('NO authentication failure'));
+  t.true(pausesAfterFailure('NO no mechanism available'));
+  t.true(pausesAfterFailure('NO bad protocol / cancel'));
+  t.false(pausesAfterFailure('BAD Client canceled authentication'));
+  t.false(pausesAfterFailure('BAD Invalid mechanism'));
+  t.false(pausesAfterFailure('NO Error reading client response: line too long'));
 });

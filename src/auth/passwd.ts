@@ -310,40 +310,78 @@ async function readAllStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Read one line from a TTY in raw mode without echo. Resolves null on Ctrl-C / Ctrl-D at start. */
-function promptHidden(prompt: string, stdin: NonNullable<PasswdIO['stdin']>, out: NodeJS.WritableStream): Promise<Buffer | null> {
-  out.write(prompt);
-  return new Promise((resolve) => {
-    const bytes: number[] = [];
-    stdin.setRawMode?.(true);
-    stdin.resume();
-    const finish = (v: Buffer | null): void => {
-      stdin.removeListener('data', onData);
-      stdin.setRawMode?.(false);
-      stdin.pause();
-      out.write('\n');
-      resolve(v);
-    };
-    const onData = (chunk: Buffer | string): void => {
-      const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      for (const c of b) {
-        if (c === 0x0d || c === 0x0a) return finish(Buffer.from(bytes));
-        if (c === 0x03) return finish(null);
-        if (c === 0x04) return finish(bytes.length === 0 ? null : Buffer.from(bytes));
-        if (c === 0x7f || c === 0x08) {
-          // Remove one UTF-8 character.
-          while (bytes.length > 0 && ((bytes.pop() as number) & 0xc0) === 0x80);
-          continue;
+/**
+ * Reads lines from a terminal in raw mode, without echo. Bytes typed (or
+ * pasted) ahead of the current prompt are kept for the next one.
+ */
+class HiddenLineReader {
+  private pending: number[] = [];
+  constructor(
+    private readonly stdin: NonNullable<PasswdIO['stdin']>,
+    private readonly out: NodeJS.WritableStream,
+  ) {}
+
+  /** Echo off (raw mode) before anything is shown, so nothing typed early is echoed. */
+  start(): void {
+    this.stdin.setRawMode?.(true);
+  }
+
+  stop(): void {
+    this.stdin.setRawMode?.(false);
+  }
+
+  /** One line; null on Ctrl-C, or Ctrl-D / end of input with nothing typed. */
+  read(prompt: string): Promise<Buffer | null> {
+    this.out.write(prompt);
+    const { stdin } = this;
+    return new Promise((resolve) => {
+      const line: number[] = [];
+      let settled = false;
+      const finish = (v: Buffer | null, rest: number[]): void => {
+        if (settled) return;
+        settled = true;
+        this.pending = rest;
+        stdin.removeListener('data', onData);
+        stdin.removeListener('end', onEnd);
+        stdin.pause();
+        this.out.write('\n');
+        resolve(v);
+      };
+      const feed = (bytes: number[]): void => {
+        for (let i = 0; i < bytes.length; i++) {
+          const c = bytes[i]!;
+          const rest = (): number[] => bytes.slice(i + 1);
+          if (c === 0x0d || c === 0x0a) {
+            // A CR LF pair ends one line, not two.
+            const r = rest();
+            if (c === 0x0d && r[0] === 0x0a) r.shift();
+            return finish(Buffer.from(line), r);
+          }
+          if (c === 0x03) return finish(null, []);
+          if (c === 0x04) return finish(line.length === 0 ? null : Buffer.from(line), rest());
+          if (c === 0x7f || c === 0x08) {
+            // Remove one UTF-8 character.
+            while (line.length > 0 && ((line.pop() as number) & 0xc0) === 0x80);
+            continue;
+          }
+          if (c === 0x15) {
+            line.length = 0;
+            continue;
+          }
+          line.push(c);
         }
-        if (c === 0x15) {
-          bytes.length = 0;
-          continue;
-        }
-        bytes.push(c);
-      }
-    };
-    stdin.on('data', onData);
-  });
+      };
+      const onData = (chunk: Buffer | string): void => feed([...(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)]);
+      const onEnd = (): void => finish(line.length === 0 ? null : Buffer.from(line), []);
+      stdin.on('data', onData);
+      stdin.on('end', onEnd);
+      const pending = this.pending;
+      this.pending = [];
+      feed(pending);
+      if (!settled && (stdin as { readableEnded?: boolean }).readableEnded) onEnd();
+      if (!settled) stdin.resume();
+    });
+  }
 }
 
 /** `cyrsync passwd [-C FILE] [-d] USER`: returns the exit status. */
@@ -396,14 +434,24 @@ export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<numb
     return EX_DATAERR;
   }
   const file = settings.cyrsync_passwd_file;
+  if (!settings.sasl_pwcheck_method.includes('auxprop')) {
+    stderr.write(`cyrsync passwd: note: sasl_pwcheck_method is "${settings.sasl_pwcheck_method.join(' ')}", so logins do not consult ${file}\n`);
+  }
 
   let password: Buffer | null = null;
   if (!remove) {
     if (stdin.isTTY) {
-      const a = await promptHidden(`New password for ${user}: `, stdin, stderr);
-      if (a === null) return 1;
-      const b = await promptHidden('Retype new password: ', stdin, stderr);
-      if (b === null) return 1;
+      const reader = new HiddenLineReader(stdin, stderr);
+      reader.start();
+      let a: Buffer | null;
+      let b: Buffer | null = null;
+      try {
+        a = await reader.read(`New password for ${user}: `);
+        if (a !== null) b = await reader.read('Retype new password: ');
+      } finally {
+        reader.stop();
+      }
+      if (a === null || b === null) return 1;
       if (!a.equals(b)) {
         stderr.write('cyrsync passwd: the passwords differ; nothing changed\n');
         return 1;

@@ -76,6 +76,16 @@ export function readErrorReply(detail: string): string {
   return `NO Error reading client response: ${detail}`;
 }
 
+/**
+ * Whether Cyrus waits `failedloginpause` before writing this AUTHENTICATE
+ * refusal: it does for every `NO` of a failed exchange (bad credentials,
+ * unknown mechanism, bad protocol), not for a cancel (`BAD ...`) nor for
+ * an unreadable response line.
+ */
+export function pausesAfterFailure(reply: string): boolean {
+  return reply.startsWith('NO ') && !reply.startsWith('NO Error reading client response');
+}
+
 /** The success line; `tls` is whether STARTTLS completed (PLAIN/LOGIN add no security layer). */
 export function successReply(tls: boolean): string {
   return tls ? 'OK Success (tls protection)' : 'OK Success (no protection)';
