@@ -591,3 +591,19 @@ test('a store written by schema version 1 is migrated at open', async (t) => {
     await st.sink.close();
   }
 });
+
+test('connection loss while a command runs: the command completes and commits, then staging is dropped', async (t) => {
+  await withStore(async (st, s) => {
+    const bodies = [message(31), message(32)];
+    const files = await stage(s, bodies);
+    // the store call has started when the connection goes: end() lets it finish
+    const applying = s.applyMessage({ verb: 'APPLY', sub: 'MESSAGE', files });
+    const ending = s.end();
+    await t.notThrowsAsync(Promise.all([applying, ending]));
+    for (const b of bodies) {
+      t.true(existsSync(path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b).slice(2, 4), sha1(b))));
+      t.truthy(st.sink.store.blobKnown(sha1(b)));
+    }
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+  });
+});

@@ -54,13 +54,28 @@ export class ReplicaSession implements SinkSession {
     }
   }
 
+  /** The store call in progress: end() lets it finish (a fully received command is always completed). */
+  private inFlight: Promise<unknown> | null = null;
+
   private async run<T>(fn: () => Promise<T> | T): Promise<T> {
     if (this.ended) throw new CommandError('IMAP_INTERNAL', 'The session has ended');
+    const p = (async () => {
+      try {
+        return await fn();
+      } finally {
+        await this.sweep(false);
+      }
+    })();
+    this.inFlight = p;
     try {
-      return await fn();
+      return await p;
     } finally {
-      await this.sweep(false);
+      if (this.inFlight === p) this.inFlight = null;
     }
+  }
+
+  private async settle(): Promise<void> {
+    if (this.inFlight) await this.inFlight.catch(() => {});
   }
 
   private get flags(): { sieveMailboxMode: boolean; forceMode: boolean } {
@@ -181,12 +196,14 @@ export class ReplicaSession implements SinkSession {
   }
 
   async restart(): Promise<void> {
+    await this.settle();
     this.staging.clear();
     await this.sweep(true);
   }
 
   async end(): Promise<void> {
     this.ended = true;
+    await this.settle();
     this.staging.clear();
     await this.sweep(true);
   }
