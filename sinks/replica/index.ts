@@ -2,6 +2,16 @@
  * The replica store (sync_server semantics): `createReplicaSink` opens the
  * metadata database under `configdirectory` and the blob store under each
  * partition path, cleans staging left by a previous run, and returns a Sink.
+ *
+ * Layout:
+ *   <configdirectory>/replica.sqlite3        metadata (db.ts): mailboxes, records,
+ *                                           annotations, quota, seen, subs, sieve, blob index
+ *   <partition>/blobs/<g0g1>/<g2g3>/<guid>   message bytes, content-addressed (blobs.ts)
+ *   <partition>/blobs/tmp/                   literals while they arrive
+ *
+ * Files: store.ts (GET/APPLY semantics), session.ts (per-connection staging and
+ * switches), reports.ts (data-line builders), dump.ts (canonical dump),
+ * housekeeping.ts (purge and garbage collection, never driven by the protocol).
  */
 import type { Logger } from 'pino';
 import type { SessionInfo, Sink, SinkSession } from '../sink.js';
@@ -52,5 +62,7 @@ export async function createReplicaSink(opts: ReplicaSinkOptions): Promise<Repli
 }
 
 export { ReplicaSession } from './session.js';
+export { dumpUser, type DumpOptions, type DumpSource } from './dump.js';
+export { collectGarbage, purgeExpunged, blobStats } from './housekeeping.js';
 export { ReplicaStore, parseMboxtype } from './store.js';
 export type { ReplicaStoreOptions, SessionFlags } from './store.js';

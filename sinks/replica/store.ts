@@ -218,6 +218,10 @@ export class ReplicaStore {
     const blobs = new BlobStore({ partitions: opts.partitions, fsync, ...(opts.fs ? { fs: opts.fs } : {}) });
     await blobs.open();
     const db = openDatabase(opts.configdirectory, fsync);
+    opts.logger?.info(
+      { configdirectory: opts.configdirectory, partitions: opts.partitions, fsync },
+      'replica store open',
+    );
     return new ReplicaStore(db, blobs, opts);
   }
 
@@ -1143,6 +1147,7 @@ export class ReplicaStore {
       // Step 11 (after the commit): compare with what the master computed.
       const computed = { basic: crcBasic, annot: (crcAnnot ^ ANNOT_CRC_INIT) >>> 0 };
       if (!crcMatch({ basic: m.syncCrc ?? 0, annot: m.syncCrcAnnot ?? 0 }, computed)) {
+        this.log?.info({ mailbox: name, computed, sent: { basic: m.syncCrc ?? 0, annot: m.syncCrcAnnot ?? 0 } }, 'CRC differs after applying');
         checksumAfter = new CommandError(
           'IMAP_SYNC_CHECKSUM',
           `${name}: CRCs after applying are ${computed.basic}/${computed.annot}, the master sent ${m.syncCrc ?? 0}/${m.syncCrcAnnot ?? 0}`,
