@@ -221,7 +221,7 @@ const SPECS: readonly KeySpec[] = [
   { key: 'sync_log_channels', type: 'string', def: null, meaning: 'Names of the replication log channels.' },
   { key: 'sync_shutdown_file', type: 'string', def: null, meaning: 'File whose existence asks replication processes to stop.' },
   { key: 'syslog_prefix', type: 'string', def: null, meaning: 'Prefix of the syslog identifier (`<prefix>/<ident>`); $CYRUS_SYSLOG_PREFIX wins.' },
-  { key: 'syslog_facility', type: 'string', def: null, defDoc: 'LOCAL6 (upstream Cyrus\'s compiled-in default)', meaning: 'Syslog facility: DAEMON, MAIL, NEWS, USER, LOCAL0..LOCAL7 (Debian\'s Cyrus packages are built with MAIL: set it to match them).' },
+  { key: 'syslog_facility', type: 'string', def: null, defDoc: 'LOCAL6 (Cyrus\'s compiled-in default)', meaning: 'Syslog facility: DAEMON, MAIL, NEWS, USER, LOCAL0..LOCAL7.' },
   { key: 'debug', type: 'switch', def: '0', meaning: 'Log debug messages.' },
   { key: 'telemetry_bysessionid', type: 'switch', def: '0', meaning: 'Name telemetry log files by session id instead of process id.' },
   { key: 'umask', type: 'string', def: '077', meaning: 'Octal umask for files cyrsync creates.' },
