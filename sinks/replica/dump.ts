@@ -155,7 +155,8 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
       ['/specialuse', userid, '/private/specialuse'],
     ] as const) {
       const r = annot.get(mb.id, entry, owner) as { value: Buffer } | undefined;
-      if (r && r.value.length > 0) out.push(`meta ${view} ${key} "${r.value.toString('latin1')}"`);
+      // the Python tool decodes the IMAP bytes as UTF-8 and prints them as UTF-8
+      if (r && r.value.length > 0) out.push(`meta ${view} ${key} "${r.value.toString('utf8')}"`);
     }
   }
 
