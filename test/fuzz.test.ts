@@ -13,12 +13,16 @@ import test from 'ava';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   CommandError,
+  CommandReader,
   CyrsyncError,
   DlistParserCore,
   FramerCore,
   FramingError,
+  type BodySink,
+  type BodyWriter,
   type CommandLine,
   type DlistValue,
 } from '../transforms/index.js';
@@ -162,4 +166,82 @@ test(`fuzz: ${RUNS} random and mutated inputs, typed errors only, chunking-indep
   t.true(commands > RUNS / 10);
   t.true(framingErrors > 0);
   t.true(growth < 256 * 1024 * 1024);
+});
+
+/**
+ * The stream adapter under random backpressure: writers that refuse chunks
+ * and drain later (or synchronously, or after end()), random chunking. Every
+ * run must end: all commands, then null or a typed rejection; never a hang.
+ */
+function randomSink(decisions: number[]): BodySink {
+  let k = 0;
+  const next = () => decisions[k++ % decisions.length]!;
+  return {
+    open(): BodyWriter | null {
+      if (next() % 7 === 0) return null;
+      let drain: (() => void) | null = null;
+      let closed = false;
+      return {
+        write() {
+          const d = next() % 4;
+          if (d === 0) return true;
+          const fire = () => {
+            const cb = drain;
+            drain = null;
+            if (!closed) cb?.();
+          };
+          if (d === 1) queueMicrotask(fire);
+          else if (d === 2) setImmediate(fire);
+          else setTimeout(fire, 1);
+          return false;
+        },
+        onDrain(cb) {
+          drain = cb;
+        },
+        end() {
+          closed = true;
+          return { done: Promise.resolve(), ref: null };
+        },
+        abort() {
+          closed = true;
+        },
+      };
+    },
+  };
+}
+
+async function readAll(chunks: Buffer[], sink: BodySink): Promise<string> {
+  const reader = new CommandReader({ sink, limits: LIMITS });
+  reader.on('error', () => undefined);
+  void (async () => {
+    for (const c of chunks) {
+      if (reader.destroyed) return;
+      if (!reader.write(c)) await Promise.race([new Promise((r) => reader.once('drain', r)), new Promise((r) => reader.once('close', r))]);
+    }
+    if (!reader.destroyed) reader.end();
+  })();
+  const out: string[] = [];
+  try {
+    for (let c = await reader.nextCommand(); c !== null; c = await reader.nextCommand()) {
+      out.push(`${c.verb}|${c.args.map(render).join(' ')}|${c.error?.message ?? ''}`);
+    }
+  } catch (err) {
+    if (!(err instanceof FramingError)) throw err;
+    out.push(`! ${err.code} ${err.message}`);
+  }
+  return out.join('\n');
+}
+
+test(`fuzz: CommandReader under random writer backpressure always finishes (${Math.max(200, Math.floor(RUNS / 200))} runs)`, async (t) => {
+  let runs = 0;
+  await fc.assert(fc.asyncProperty(input, fc.array(fc.nat(), { minLength: 1, maxLength: 16 }), async ({ data, cuts }, decisions) => {
+    const expected = run([data], data.length);
+    const got = await Promise.race([
+      readAll(split(data, cuts), randomSink(decisions)),
+      delay(10_000).then(() => 'HANG'),
+    ]);
+    runs++;
+    return got === expected;
+  }), { numRuns: Math.max(200, Math.floor(RUNS / 200)) });
+  t.true(runs > 0);
 });
