@@ -141,8 +141,13 @@ interface Libc {
   acceptConn(fd: number): boolean;
   /** Sets O_NONBLOCK on fd's open file description. */
   setNonBlocking(fd: number): void;
-  /** poll(POLLIN) on a worker thread: true = readable, false = timed out. */
+  /**
+   * poll(POLLIN) on fd and on an internal wake-up pipe, on a worker thread:
+   * true = fd readable, false = timed out or woken by wake().
+   */
   waitReadable(fd: number, timeoutMs: number): Promise<boolean>;
+  /** Ends a pending waitReadable() now (the worker thread must not outlive the process's exit). */
+  wake(): void;
   /** accept4(fd, NULL, NULL, SOCK_CLOEXEC): the new fd, or -errno. */
   accept(fd: number): number;
   close(fd: number): void;
@@ -154,6 +159,7 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const O_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
+const O_CLOEXEC = 0o2000000;
 const POLLIN = 0x001;
 
 let libcCache: Libc | undefined;
@@ -164,8 +170,9 @@ function libc(): Libc {
   // Required on demand, not imported: koffi stays out of the start-up path.
   const koffi = loadKoffi();
   const lib = koffi.load('libc.so.6');
-  koffi.struct('cyrsync_pollfd', { fd: 'int', events: 'short', revents: 'short' });
-  const poll = lib.func('int poll(_Inout_ cyrsync_pollfd *fds, unsigned long nfds, int timeout)');
+  // struct pollfd[2] in a Buffer: { int fd; short events; short revents; } x 2.
+  const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
   const accept4 = lib.func('int accept4(int sockfd, void *addr, void *addrlen, int flags)');
   const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
   const getsockopt = lib.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)');
@@ -185,14 +192,22 @@ function libc(): Libc {
       }
     },
     waitReadable(fd, timeoutMs) {
+      const w = wakePipe();
+      const fds = Buffer.alloc(16);
+      fds.writeInt32LE(fd, 0);
+      fds.writeInt16LE(POLLIN, 4);
+      fds.writeInt32LE(w.read, 8);
+      fds.writeInt16LE(POLLIN, 12);
       return new Promise((resolve, reject) => {
-        const fds = { fd, events: POLLIN, revents: 0 };
-        poll.async(fds, 1, timeoutMs, (err: Error | null, n: number) => {
-          if (err) reject(err);
+        poll.async(fds, 2, timeoutMs, (err: Error | null, n: number) => {
+          if (err) return reject(err);
           // n < 0 is EINTR or a transient failure: the caller's loop polls again.
-          else resolve(n > 0);
+          resolve(n > 0 && (fds.readInt16LE(6) & POLLIN) !== 0);
         });
       });
+    },
+    wake() {
+      fs.writeSync(wakePipe().write, Buffer.from([1]));
     },
     accept(fd) {
       const r = accept4(fd, null, null, SOCK_CLOEXEC) as number;
@@ -201,6 +216,14 @@ function libc(): Libc {
     close(fd) {
       closeFn(fd);
     },
+  };
+  let pipeFds: { read: number; write: number } | undefined;
+  const wakePipe = () => {
+    if (pipeFds) return pipeFds;
+    const fdsOut = [0, 0];
+    if ((pipe2(fdsOut, O_CLOEXEC | O_NONBLOCK) as number) !== 0) throw errnoError('pipe2', koffi.errno());
+    pipeFds = { read: fdsOut[0]!, write: fdsOut[1]! };
+    return pipeFds;
   };
   return libcCache;
 }
@@ -331,13 +354,12 @@ async function acceptNext(
       log.debug('reuse timeout: no new connection, exiting');
       return null;
     }
-    // poll() runs on a worker thread; a signal resolves the wait early (the
-    // worker keeps polling until its own timeout, harmless: the process exits).
-    const slice = left < 0 ? 60_000 : Math.min(left, 60_000);
-    const woken = new Promise<'signal'>((resolve) => setWake(() => resolve('signal')));
-    const r = await Promise.race([sys.waitReadable(LISTEN_FD, slice), woken]);
-    if (r === 'signal' || stopped()) return null;
-    if (!r) continue;
+    // poll() runs on a worker thread; a signal ends it through the wake-up
+    // pipe, so no thread is left blocked when the process exits.
+    setWake(() => sys.wake());
+    const readable = await sys.waitReadable(LISTEN_FD, left < 0 ? -1 : left);
+    if (stopped()) return null;
+    if (!readable) continue;
     const fd = sys.accept(LISTEN_FD);
     if (fd >= 0) return fd;
     const code = errnoName(-fd);
