@@ -14,6 +14,8 @@
  *
  * A header opener must start a token: it is the first octet of the segment or
  * follows SP, HTAB or "(". Anything else (`foo{5}`) is ordinary line text.
+ * csync-wire.md §1.3 rule 5 wants CRLF after `{N}`; a bare LF is accepted
+ * too, the rule Cyrus's dlist_parse applies to `%{...}` headers.
  *
  * FramerCore is pure (no node:stream) and fed Buffers; `Framer` is the
  * Writable adapter that hands every body out as a Readable, one at a time.
