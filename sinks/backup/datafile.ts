@@ -94,8 +94,16 @@ export async function sha1OfPrefix(fd: number, end: number): Promise<string> {
 /** Writes to a descriptor opened O_APPEND, counting octets; never closes it. */
 class FdAppender extends Writable {
   written = 0;
+  private inflight = 0;
+  private idleWaiters: (() => void)[] = [];
   constructor(private readonly fd: number) {
     super({ highWaterMark: 256 * 1024 });
+  }
+
+  /** Resolves once no write is in the kernel's hands (queued ones are dropped by destroy()). */
+  idle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
@@ -107,7 +115,10 @@ class FdAppender extends Writable {
   }
 
   private writeAll(b: Buffer, from: number, cb: (err?: Error | null) => void): void {
+    this.inflight++;
     fs.write(this.fd, b, from, b.length - from, null, (err, n) => {
+      this.inflight--;
+      if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
       if (err) return cb(err);
       this.written += n;
       if (from + n < b.length) this.writeAll(b, from + n, cb);
@@ -286,16 +297,15 @@ export class ChunkWriter {
     const out = this.out;
     this.reset();
     const done = (async () => {
-      if (gzip) gzip.destroy();
-      if (out && !out.destroyed) {
-        // Let writes already handed to the kernel land before truncating.
-        await new Promise<void>((resolve) => {
-          if (out.writableLength === 0) return resolve();
-          out.once('drain', resolve);
-          out.once('error', () => resolve());
-          out.once('close', () => resolve());
-        });
+      if (gzip) {
+        gzip.unpipe();
+        gzip.destroy();
+      }
+      if (out) {
+        // Drop queued writes, then let the one in the kernel's hands land
+        // before truncating (it would otherwise extend the file again).
         out.destroy();
+        await out.idle();
       }
       if (c) {
         fs.ftruncateSync(this.fd, c.offset);
@@ -314,7 +324,7 @@ export class ChunkWriter {
   }
 
   private fail(err: Error): void {
-    this.failed ??= ioError(`writing the data file failed: ${err.message}`, err);
+    this.failed ??= err instanceof CyrsyncError ? err : ioError(`writing the data file failed: ${err.message}`, err);
   }
 
   private check(): void {
@@ -357,13 +367,17 @@ export class ChunkWriter {
 
   /** A Writable that hashes, counts and compresses what a body source yields. */
   private bodyTarget(): Writable {
-    return new Writable({
+    const w = new Writable({
       highWaterMark: 64 * 1024,
       write: (chunk: Buffer, _enc, cb) => {
         if (this.failed) return cb(this.failed);
         this.emit(chunk).then(() => cb(), cb);
       },
     });
+    // streamBody destroys the target with the mismatch and also rejects with
+    // it; the chunk is then unusable (its hash has the partial body).
+    w.on('error', (err) => this.fail(err));
+    return w;
   }
 }
 
