@@ -60,69 +60,53 @@ const INT32_MAX = 2147483647;
 export type DurationUnit = 'd' | 'h' | 'm' | 's';
 
 /**
- * Cyrus config_parseduration: `[-]` then groups of digits each followed by a
- * unit (`d`,`h`,`m`,`s`); a trailing bare number takes `defunit`. The result
- * is seconds and must fit a signed 32-bit integer. Returns the parse error
- * text (Cyrus's wording) instead of throwing.
+ * Cyrus 3.6.1 config_parseduration: optional `-`, then groups of digits
+ * each followed by a unit (`d`,`h`,`m`,`s`); a trailing bare number takes
+ * `defunit`. The result is seconds. 3.6.1 does no overflow checking: its
+ * `int` arithmetic wraps at 32 bits, and so does this function (the result
+ * says when that happened, so the caller can warn). Returns the parse error
+ * text instead of throwing.
  */
 export function parseDuration(
   str: string,
   defunit: DurationUnit = 's',
-): { ok: true; seconds: number } | { ok: false; error: string } {
+): { ok: true; seconds: number; overflow: boolean } | { ok: false; error: string } {
   let s = str;
   if (s.length > 0 && isDigit(s.charCodeAt(s.length - 1))) s += defunit;
   let i = 0;
   let neg = false;
   if (s[0] === '-') {
-    if (!isDigit(s.charCodeAt(1))) return { ok: false, error: "no digit after '-'" };
     neg = true;
     i = 1;
   }
+  // `exact` follows the same computation without wrapping, to detect overflow.
   let accum = 0;
   let duration = 0;
+  let exact = 0;
+  let exactAccum = 0;
   let sawDigit = false;
-  const mult = (m: number, ch: string): string | null => {
-    // Cyrus accumulate(): overflow is checked before each multiplication.
-    if (accum > Math.floor(INT32_MAX / m)) return `would overflow at '${ch}'`;
-    accum *= m;
-    return null;
-  };
   for (; i < s.length; i++) {
     const ch = s[i]!;
     const code = s.charCodeAt(i);
     if (isDigit(code)) {
-      const digit = code - 48;
-      if (accum > Math.floor(INT32_MAX / 10) || (accum === Math.floor(INT32_MAX / 10) && digit > INT32_MAX % 10)) {
-        return { ok: false, error: `would overflow at '${ch}'` };
-      }
-      accum = accum * 10 + digit;
+      accum = (Math.imul(accum, 10) + (code - 48)) | 0;
+      exactAccum = exactAccum * 10 + (code - 48);
       sawDigit = true;
       continue;
     }
     if (!sawDigit) return { ok: false, error: `no digit before '${ch}'` };
     sawDigit = false;
-    let err: string | null = null;
-    switch (ch) {
-      case 'd':
-        err = mult(24, ch) ?? mult(60, ch) ?? mult(60, ch);
-        break;
-      case 'h':
-        err = mult(60, ch) ?? mult(60, ch);
-        break;
-      case 'm':
-        err = mult(60, ch);
-        break;
-      case 's':
-        break;
-      default:
-        return { ok: false, error: `bad unit '${ch}'` };
-    }
-    if (err) return { ok: false, error: err };
-    if (duration > INT32_MAX - accum) return { ok: false, error: `would overflow at '${ch}'` };
-    duration += accum;
+    const mult = ch === 'd' ? 86400 : ch === 'h' ? 3600 : ch === 'm' ? 60 : ch === 's' ? 1 : 0;
+    if (mult === 0) return { ok: false, error: `bad unit '${ch}'` };
+    // Cyrus multiplies step by step (24, 60, 60); wrapping makes the order irrelevant.
+    accum = Math.imul(accum, mult);
+    duration = (duration + accum) | 0;
+    exact += exactAccum * mult;
     accum = 0;
+    exactAccum = 0;
   }
-  return { ok: true, seconds: neg ? -duration : duration };
+  const seconds = neg ? -duration | 0 : duration;
+  return { ok: true, seconds, overflow: exact > INT32_MAX };
 }
 
 /** Cyrus config_parse_switch: 1 on, 0 off, -1 not a switch. */
@@ -134,21 +118,26 @@ export function parseSwitch(p: string): 0 | 1 | -1 {
 }
 
 /**
- * C `strtol(p, &end, 0)` requiring the whole string to be consumed, as Cyrus
- * does for INT options. Values outside the signed 32-bit range are refused
- * (Cyrus would silently truncate them).
+ * C `strtol(p, &end, 0)` requiring the whole string to be consumed, then
+ * stored in an `int`, as Cyrus 3.6.1 does for INT options: `0x10` is 16,
+ * `010` is 8, values beyond the 64-bit range clamp (strtol's ERANGE is not
+ * checked) and the result is truncated to 32 bits. `overflow` tells that the
+ * written number did not fit, so the caller can warn.
  */
-export function parseCInt(p: string): number | null {
+export function parseCInt(p: string): { value: number; overflow: boolean } | null {
   const m = /^[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(p);
   if (!m) return null;
   const body = m[2]!;
-  let v: number;
-  if (/^0[xX]/.test(body)) v = parseInt(body.slice(2), 16);
-  else if (body.length > 1 && body[0] === '0') v = parseInt(body.slice(1), 8);
-  else v = parseInt(body, 10);
+  let v: bigint;
+  if (/^0[xX]/.test(body)) v = BigInt(body);
+  else if (body.length > 1 && body[0] === '0') v = BigInt('0o' + body.slice(1));
+  else v = BigInt(body);
   if (m[1] === '-') v = -v;
-  if (!Number.isSafeInteger(v) || v > INT32_MAX || v < -INT32_MAX - 1) return null;
-  return v;
+  const LONG_MAX = (1n << 63n) - 1n;
+  const LONG_MIN = -(1n << 63n);
+  const clamped = v > LONG_MAX ? LONG_MAX : v < LONG_MIN ? LONG_MIN : v;
+  const value = Number(BigInt.asIntN(32, clamped));
+  return { value, overflow: BigInt(value) !== v };
 }
 
 function isDigit(code: number): boolean {
@@ -167,7 +156,7 @@ function isAlnum(ch: string): boolean {
 // ---------------------------------------------------------------------------
 // The options cyrsync reads
 
-type KeyType = 'string' | 'switch' | 'int' | 'duration' | 'stringlist';
+type KeyType = 'string' | 'switch' | 'int' | 'duration' | 'stringlist' | 'enum';
 
 interface KeySpec {
   key: string;
@@ -176,7 +165,7 @@ interface KeySpec {
   def: string | null;
   /** Default unit for bare numbers (durations only). */
   unit?: DurationUnit;
-  /** Allowed values (stringlist only). */
+  /** Allowed values (stringlist and enum). */
   values?: readonly string[];
   /** How the default reads in the docs when it is computed. */
   defDoc?: string;
@@ -227,7 +216,7 @@ const SPECS: readonly KeySpec[] = [
   { key: 'umask', type: 'string', def: '077', meaning: 'Octal umask for files cyrsync creates.' },
   { key: 'sievedir', type: 'string', def: '/usr/sieve', meaning: 'Directory of sieve scripts.' },
   { key: 'unixhierarchysep', type: 'switch', def: '1', meaning: 'Use `/` as the IMAP hierarchy separator (affects name display only).' },
-  { key: 'virtdomains', type: 'stringlist', def: 'off', values: ['off', 'userid', 'on'], meaning: 'Virtual domain support.' },
+  { key: 'virtdomains', type: 'enum', def: 'off', values: ['off', 'userid', 'on'], meaning: 'Virtual domain support.' },
   { key: 'hashimapspool', type: 'switch', def: '0', meaning: 'Hash the mail spool by first letter.' },
   { key: 'fulldirhash', type: 'switch', def: '0', meaning: 'Hash on the whole user name.' },
   { key: 'cyrsync_log_file', type: 'string', def: null, defDoc: '(unset: syslog)', meaning: 'In master and stdio modes, write JSON log lines to this file instead of syslog.' },
@@ -333,6 +322,8 @@ export interface Config {
   get(key: string): string | undefined;
   /** Every raw key/value read (after @include), keys lower case. */
   readonly raw: ReadonlyMap<string, string>;
+  /** Values Cyrus accepts but that are surely not what was meant (numbers wrapping at 32 bits): log them. */
+  readonly warnings: readonly string[];
 }
 
 export interface LoadOptions {
@@ -360,6 +351,7 @@ interface Entry {
 
 class Reader {
   readonly entries = new Map<string, Entry>();
+  readonly warnings: string[] = [];
   private readonly included = new Set<string>();
   constructor(
     private readonly ident: string | undefined,
@@ -404,7 +396,10 @@ class Reader {
       logical = '';
       this.readLine(line, filename, lineno);
     }
-    if (logical !== '') this.readLine(logical, filename, lineno);
+    // Cyrus's reader stops at end of file while still joining: the dangling line is dropped.
+    if (logical !== '') {
+      this.warnings.push(`${filename} line ${lineno}: the last line ends with '\\' (continued past the end of the file) and is ignored, as Cyrus does`);
+    }
   }
 
   private readLine(buf: string, filename: string, lineno: number): void {
@@ -452,7 +447,7 @@ class Reader {
         throw new ConfigError(filename, lineno, fullkey, `option specified twice (first on line ${prev.line} of ${prev.file})`);
       }
     }
-    validate(key, value, filename, lineno);
+    validate(key, value, filename, lineno, this.warnings);
     this.entries.set(key, { value, file: filename, line: lineno, seen });
   }
 }
@@ -470,23 +465,35 @@ function describeFsError(err: NodeJS.ErrnoException): string {
   }
 }
 
-function validate(key: string, value: string, file: string, line: number): void {
+/** Cyrus ENUM options also take switch spellings for on/off (lib/libconfig.c). */
+function normaliseEnum(v: string): string {
+  if (v === '1' || v === 'yes' || v === 't' || v === 'true') return 'on';
+  if (v === '0' || v === 'no' || v === 'f' || v === 'false') return 'off';
+  return v;
+}
+
+function validate(key: string, value: string, file: string, line: number, warnings: string[]): void {
   const spec = SPEC_BY_KEY.get(key);
   if (!spec) return;
   switch (spec.type) {
     case 'switch':
       if (parseSwitch(value) < 0) throw new ConfigError(file, line, key, `non-switch value "${value}" (use yes/no, on/off, true/false or 1/0, lower case)`);
       return;
-    case 'int':
-      if (parseCInt(value) === null) throw new ConfigError(file, line, key, `non-integer value "${value}"`);
+    case 'int': {
+      const r = parseCInt(value);
+      if (r === null) throw new ConfigError(file, line, key, `non-integer value "${value}"`);
+      if (r.overflow) warnings.push(`${file} line ${line} (${key}): ${value} does not fit 32 bits; read as ${r.value}, as Cyrus does`);
       return;
+    }
     case 'duration': {
       const r = parseDuration(value, spec.unit ?? 's');
       if (!r.ok) throw new ConfigError(file, line, key, `unparsable duration "${value}": ${r.error} (examples: 30, 90s, 30m, 1h30m, 2d)`);
+      if (r.overflow) warnings.push(`${file} line ${line} (${key}): ${value} is more seconds than 32 bits hold; read as ${r.seconds}, as Cyrus does`);
       return;
     }
+    case 'enum':
     case 'stringlist':
-      if (!spec.values!.includes(value)) throw new ConfigError(file, line, key, `invalid value "${value}" (allowed: ${spec.values!.join(', ')})`);
+      if (!spec.values!.includes(spec.type === 'enum' ? normaliseEnum(value) : value)) throw new ConfigError(file, line, key, `invalid value "${value}" (allowed: ${spec.values!.join(', ')})`);
       return;
     case 'string':
       return;
@@ -520,7 +527,7 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     return v;
   };
   const sw = (key: string): boolean => parseSwitch(str(key)!) === 1;
-  const int = (key: string): number => parseCInt(str(key)!)!;
+  const int = (key: string): number => parseCInt(str(key)!)!.value;
   const dur = (key: string): number => {
     const r = parseDuration(str(key)!, SPEC_BY_KEY.get(key)!.unit ?? 's');
     if (!r.ok) throw new Error(`unreachable: validated duration ${key}`);
@@ -616,7 +623,7 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     umask,
     sievedir: str('sievedir')!,
     unixhierarchysep: sw('unixhierarchysep'),
-    virtdomains: str('virtdomains')!,
+    virtdomains: normaliseEnum(str('virtdomains')!),
     hashimapspool: sw('hashimapspool'),
     fulldirhash: sw('fulldirhash'),
     cyrsync_log_file: str('cyrsync_log_file'),
@@ -631,7 +638,7 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     }
     return raw.get(k);
   };
-  return { file, ident, settings, get, raw };
+  return { file, ident, settings, get, raw, warnings: reader.warnings };
 }
 
 /**

@@ -108,11 +108,18 @@ test('durations with units and per-key default units', (t) => {
   t.is(err.key, 'sync_timeout');
   t.regex(err.detail, /bad unit 'x'/);
   t.deepEqual(parseDuration('m5'), { ok: false, error: "no digit before 'm'" });
-  t.deepEqual(parseDuration('-'), { ok: false, error: "no digit after '-'" });
-  t.deepEqual(parseDuration('-5m'), { ok: true, seconds: -300 });
-  t.deepEqual(parseDuration('99999999999'), { ok: false, error: "would overflow at '9'" });
-  t.deepEqual(parseDuration('30000d'), { ok: false, error: "would overflow at 'd'" });
-  t.deepEqual(parseDuration(''), { ok: true, seconds: 0 });
+  t.deepEqual(parseDuration('5x'), { ok: false, error: "bad unit 'x'" });
+  // Cyrus 3.6.1 accepts a lone '-' (zero) and wraps at 32 bits without complaint.
+  t.deepEqual(parseDuration('-'), { ok: true, seconds: 0, overflow: false });
+  t.deepEqual(parseDuration('-5m'), { ok: true, seconds: -300, overflow: false });
+  t.deepEqual(parseDuration('30000d'), { ok: true, seconds: 30000 * 86400 - 2 ** 32, overflow: true });
+  t.deepEqual(parseDuration('2147483647'), { ok: true, seconds: 2147483647, overflow: false });
+  t.deepEqual(parseDuration('2147483648'), { ok: true, seconds: -2147483648, overflow: true });
+  t.deepEqual(parseDuration(''), { ok: true, seconds: 0, overflow: false });
+  const wrapped = parseConfig(`${base}sync_timeout: 3000000000s\n`, 'w.conf');
+  t.is(wrapped.settings.sync_timeout, 3);
+  t.deepEqual(wrapped.warnings, ['w.conf line 2 (sync_timeout): 3000000000s is more seconds than 32 bits hold; read as -1294967296, as Cyrus does']);
+  t.deepEqual(parseConfig(base).warnings, []);
 });
 
 test('durations: a sum of unit groups equals the arithmetic value', (t) => {
@@ -133,14 +140,21 @@ test('durations: a sum of unit groups equals the arithmetic value', (t) => {
 });
 
 test('integers are strtol(..., 0)', (t) => {
-  t.is(parseCInt('0x10'), 16);
-  t.is(parseCInt('010'), 8);
-  t.is(parseCInt('-12'), -12);
-  t.is(parseCInt('0'), 0);
+  t.deepEqual(parseCInt('0x10'), { value: 16, overflow: false });
+  t.deepEqual(parseCInt('010'), { value: 8, overflow: false });
+  t.deepEqual(parseCInt('-12'), { value: -12, overflow: false });
+  t.deepEqual(parseCInt('+7'), { value: 7, overflow: false });
+  t.deepEqual(parseCInt('0'), { value: 0, overflow: false });
   t.is(parseCInt('12abc'), null);
   t.is(parseCInt('08'), null);
   t.is(parseCInt('0x'), null);
-  t.is(parseCInt('99999999999'), null);
+  t.is(parseCInt('1e3'), null);
+  // Stored in a C int: truncated to 32 bits; past the 64-bit range strtol clamps to LONG_MAX.
+  t.deepEqual(parseCInt('4294967297'), { value: 1, overflow: true });
+  t.deepEqual(parseCInt('99999999999999999999'), { value: -1, overflow: true });
+  const w = parseConfig(`${base}maxword: 4294967297\n`, 'm.conf');
+  t.is(w.settings.maxword, 1);
+  t.is(w.warnings.length, 1);
   t.is(parseConfig(`${base}maxword: 0x100\n`).settings.maxword, 256);
   const err = configError(t, () => parseConfig(`${base}maxword: lots\n`, 'b.conf'));
   t.is(err.key, 'maxword');
@@ -321,4 +335,13 @@ test('random garbage never escapes as anything but ConfigError', (t) => {
     { numRuns: 500 },
   );
   t.pass();
+});
+
+test('a continuation at the end of the file drops that line, as Cyrus does', (t) => {
+  const c = parseConfig(`${base}admins: one \\\n`, 'e.conf');
+  t.deepEqual(c.settings.admins, []);
+  t.is(c.warnings.length, 1);
+  t.regex(c.warnings[0]!, /e\.conf line 2: the last line ends with '\\'/);
+  // Without a final newline the last line is read normally.
+  t.deepEqual(parseConfig(`${base}admins: one`).settings.admins, ['one']);
 });
