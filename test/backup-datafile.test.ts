@@ -264,3 +264,22 @@ test('readMember reports a cut member as truncated', async (t) => {
   t.true((err as { truncated: boolean }).truncated);
   lock.release();
 });
+
+test('file_sha1 stays right when the file changed between chunks (carried hash is not trusted blindly)', async (t) => {
+  const { file, lock } = await freshFile();
+  const w = new ChunkWriter(lock.fd);
+  await w.start(1);
+  await w.append({ key: 'UNMAILBOX', value: atom('a') }, 1);
+  const c1 = await w.end(2);
+  // Grown behind the writer's back (an empty member), then shrunk.
+  fs.writeSync(lock.fd, zlib.gzipSync(Buffer.alloc(0)));
+  const c2 = await w.start(3);
+  t.is(c2.fileSha1, sha1(fs.readFileSync(file).subarray(0, c2.offset)));
+  await w.abort();
+  fs.ftruncateSync(lock.fd, c1.compressedLength - 1);
+  const c3 = await w.start(4);
+  t.is(c3.offset, c1.compressedLength - 1);
+  t.is(c3.fileSha1, sha1(fs.readFileSync(file).subarray(0, c3.offset)));
+  await w.abort();
+  lock.release();
+});

@@ -254,6 +254,7 @@ test('openBackup + BackupAppender: written, indexed, verifiable; torn tail cut o
   const ch = BackupIndex.open(`${data}.index`, { dataFileSize: 1 });
   t.true(ch.chunks()[1]!.ts_start! >= 103);
   t.is(ch.chunks()[1]!.offset, e.compressedLength);
+  t.is(ch.chunks()[1]!.file_sha1, sha1(fs.readFileSync(data).subarray(0, e.compressedLength)));
   ch.close();
 
   // Data that disagrees with the index is an error for the client, not a repair.

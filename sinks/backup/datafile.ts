@@ -80,20 +80,35 @@ function pread(fd: number, pos: number, len: number): Promise<Buffer> {
 
 /** SHA-1 (hex) of octets [0, end) of the file. */
 export async function sha1OfPrefix(fd: number, end: number): Promise<string> {
-  const h = createHash('sha1');
-  let pos = 0;
+  return (await hashPrefix(fd, end)).copy().digest('hex');
+}
+
+/**
+ * A running SHA-1 over octets [from, end) added to `h` (a fresh hash over
+ * [0, end) by default). The hash stays open, so it can go on past `end`.
+ */
+export async function hashPrefix(fd: number, end: number, h: Hash = createHash('sha1'), from = 0): Promise<Hash> {
+  let pos = from;
   while (pos < end) {
     const b = await pread(fd, pos, Math.min(READ_SIZE, end - pos));
     if (b.length === 0) throw ioError(`data file ended at ${pos}, before ${end}`);
     h.update(b);
     pos += b.length;
   }
-  return h.digest('hex');
+  return h;
+}
+
+/** A SHA-1 of the data file's first `end` octets that can be carried forward. */
+export interface FileHash {
+  hash: Hash;
+  end: number;
 }
 
 /** Writes to a descriptor opened O_APPEND, counting octets; never closes it. */
 class FdAppender extends Writable {
   written = 0;
+  /** Running SHA-1 of the whole file, fed with every octet appended. */
+  fileHash: Hash | null = null;
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
   constructor(private readonly fd: number) {
@@ -121,6 +136,7 @@ class FdAppender extends Writable {
       if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
       if (err) return cb(err);
       this.written += n;
+      this.fileHash?.update(b.subarray(from, from + n));
       if (from + n < b.length) this.writeAll(b, from + n, cb);
       else cb();
     });
@@ -185,6 +201,8 @@ export class ChunkWriter {
   private firstTs: number | null = null;
   private failed: Error | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  /** SHA-1 of the file so far, so the next chunk's file_sha1 needs no re-read. */
+  private fileHash: FileHash | null = null;
 
   /**
    * `fd`: the data file's lock descriptor (opened O_RDWR|O_APPEND).
@@ -197,6 +215,15 @@ export class ChunkWriter {
 
   get active(): boolean {
     return this.chunk !== null;
+  }
+
+  /**
+   * Hands over a SHA-1 of the file's first `end` octets (computed while the
+   * backup was verified), so start() does not read the file again. Used only
+   * when `end` is still the file size when the chunk starts.
+   */
+  seedFileHash(fh: FileHash): void {
+    this.fileHash = { hash: fh.hash.copy(), end: fh.end };
   }
 
   get current(): ChunkStart | null {
@@ -214,7 +241,11 @@ export class ChunkWriter {
       if (this.chunk) throw new CyrsyncError('IMAP_INTERNAL', 'a chunk is already being written');
       this.failed = null;
       const offset = fs.fstatSync(this.fd).size;
-      const fileSha1 = offset === 0 ? EMPTY_SHA1 : await sha1OfPrefix(this.fd, offset);
+      let fh = this.fileHash;
+      if (fh === null || fh.end > offset) fh = { hash: await hashPrefix(this.fd, offset), end: offset };
+      else if (fh.end < offset) fh = { hash: await hashPrefix(this.fd, offset, fh.hash, fh.end), end: offset };
+      const fileSha1 = fh.hash.copy().digest('hex');
+      this.fileHash = null;
       const tsStart = Math.max(Math.trunc(ts), this.lastTs);
       this.lastTs = tsStart;
       this.firstTs = null;
@@ -222,6 +253,7 @@ export class ChunkWriter {
       this.wrote = 0;
       this.records = 0;
       this.out = new FdAppender(this.fd);
+      this.out.fileHash = fh.hash;
       this.out.on('error', (err) => this.fail(err));
       this.gzip = zlib.createGzip(this.opts.level !== undefined ? { level: this.opts.level } : {});
       this.gzip.on('error', (err) => this.fail(err));
@@ -272,6 +304,7 @@ export class ChunkWriter {
       this.check();
       await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (err) => (err ? reject(ioError(`fsync failed: ${err.message}`, err)) : resolve())));
       const c = this.chunk!;
+      if (out.fileHash !== null) this.fileHash = { hash: out.fileHash, end: c.offset + out.written };
       const tsEnd = Math.max(Math.trunc(ts), this.lastTs);
       this.lastTs = Math.max(this.lastTs, tsEnd);
       const result: ChunkEnd = {
@@ -296,6 +329,7 @@ export class ChunkWriter {
     const gzip = this.gzip;
     const out = this.out;
     this.reset();
+    this.fileHash = null;
     const done = (async () => {
       if (gzip) {
         gzip.unpipe();

@@ -29,8 +29,9 @@ import {
   ChunkWriter,
   DATAFILE_MODE,
   checkTail,
-  sha1OfPrefix,
+  hashPrefix,
   truncateTo,
+  type FileHash,
   type ChunkEnd,
   type ChunkWriterOptions,
   type RecordWritten,
@@ -917,6 +918,8 @@ export interface OpenedBackup {
   tail: TailCheck | null;
   /** Octets cut off the end of the data file (0 when it was intact). */
   truncated: number;
+  /** SHA-1 of the whole (repaired) file, for the next chunk's file_sha1. */
+  fileHash: FileHash | null;
 }
 
 /** The last chunk failed its checksum test (§7.1 bit 1): the client gets `NO Unknown error`. */
@@ -941,14 +944,15 @@ export async function openBackup(dataPath: string, opts: OpenBackupOptions): Pro
     index = BackupIndex.open(`${dataPath}.index`, { dataFileSize: lock.size() });
     let tail: TailCheck | null = null;
     let truncated = 0;
+    let fileHash: FileHash | null = null;
     if (opts.repair !== false) {
       const last = index.latestChunk();
       if (last !== null && (last.length === null || last.data_sha1 === null)) {
         throw new VerifyError(`${dataPath}: chunk ${last.id} was never finished in the index`);
       }
-      if (last !== null) {
-        const fileSha1 = await sha1OfPrefix(lock.fd, last.offset);
-        if (fileSha1 !== last.file_sha1) throw new VerifyError(`${dataPath}: chunk ${last.id}: file_sha1 does not match the data before offset ${last.offset}`);
+      const hash = await hashPrefix(lock.fd, last === null ? 0 : last.offset);
+      if (last !== null && hash.copy().digest('hex') !== last.file_sha1) {
+        throw new VerifyError(`${dataPath}: chunk ${last.id}: file_sha1 does not match the data before offset ${last.offset}`);
       }
       try {
         tail = await checkTail(lock.fd, last === null ? null : { offset: last.offset, length: last.length!, data_sha1: last.data_sha1! });
@@ -959,8 +963,9 @@ export async function openBackup(dataPath: string, opts: OpenBackupOptions): Pro
         truncated = tail.fileSize - tail.goodEnd;
         truncateTo(lock.fd, tail.goodEnd);
       }
+      fileHash = { hash: await hashPrefix(lock.fd, tail.goodEnd, hash, last === null ? 0 : last.offset), end: tail.goodEnd };
     }
-    return { dataPath, lock, index, tail, truncated };
+    return { dataPath, lock, index, tail, truncated, fileHash };
   } catch (err) {
     index?.close();
     lock.release();
@@ -979,6 +984,7 @@ export class BackupAppender {
   constructor(readonly backup: OpenedBackup, opts: ChunkWriterOptions = {}) {
     const last = backup.index.latestChunk();
     this.writer = new ChunkWriter(backup.lock.fd, last === null ? 0 : Math.max(last.ts_start ?? 0, last.ts_end ?? 0), opts);
+    if (backup.fileHash !== null) this.writer.seedFileHash(backup.fileHash);
   }
 
   get active(): boolean {
