@@ -43,6 +43,8 @@ const lineArb = fc.oneof(
     const key = r.upper ? r.key.toUpperCase() : r.key;
     return `${r.lead}${key}${r.sep}${spec.pool[r.vi % spec.pool.length]}${r.trail}`;
   }) },
+  // Service-specific form: cyr_info's service name is its own ident.
+  { weight: 2, arbitrary: fc.record({ key: fc.constantFrom(...keyNames), vi: fc.nat() }).map((r) => `cyr_info_${r.key}: ${KEYS[r.key]!.pool[r.vi % KEYS[r.key]!.pool.length]}`) },
   { weight: 1, arbitrary: fc.constantFrom('# comment', '   # indented comment', '', '   ', 'unknown_option_x: whatever', 'partition-other: /p/other') },
   { weight: 1, arbitrary: fc.constantFrom('servername : x', 'no colon here', 'allowplaintext:', 'bad key: v', '@include', 'admins: one \\', 'ke.y: v', '-dash-: ok') },
 );
@@ -103,7 +105,7 @@ function expectedFromCyrus(key: string, cy: string): unknown {
         let ours: Settings | null = null;
         let err: unknown = null;
         try {
-          ours = parseConfig(text, file).settings;
+          ours = parseConfig(text, file, { ident: 'cyr_info' }).settings;
         } catch (e) {
           if (!(e instanceof ConfigError)) throw e;
           err = e;
@@ -113,7 +115,7 @@ function expectedFromCyrus(key: string, cy: string): unknown {
         }
         if (!ours) return;
         for (const key of keyNames) {
-          const set = new RegExp(`^\\s*${key}:`, 'im').test(text.replace(/\\\n/g, ''));
+          const set = new RegExp(`^\\s*(cyr_info_)?${key}:`, 'im').test(text.replace(/\\\n/g, ''));
           if (!set || !cy.values.has(key)) continue;
           const want = expectedFromCyrus(key, cy.values.get(key)!);
           const got = (ours as unknown as Record<string, unknown>)[key];
