@@ -16,6 +16,9 @@ import {
   openBackup,
 } from '../sinks/backup/index-db.js';
 import { readChunkRecords, CHUNK_HEADER } from '../sinks/backup/datafile.js';
+import { VERIFY_FULL, VERIFY_QUICK, verifyBackup } from '../sinks/backup/index-db.js';
+import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
+import { readTap } from './helpers/tap.js';
 
 const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
 const atom = (value: string): DlistValue => ({ kind: 'atom', value });
@@ -262,4 +265,59 @@ test('openBackup + BackupAppender: written, indexed, verifiable; torn tail cut o
   bytes[10] ^= 0xff;
   fs.writeFileSync(data, bytes);
   await t.throwsAsync(openBackup(data, { wait: false }), { instanceOf: VerifyError });
+});
+
+function withSources(v: DlistValue): DlistValue {
+  if (v.kind === 'file') {
+    const b = (v.body as MemoryStagedBody).ref;
+    return { ...v, source: () => Readable.from([b]) };
+  }
+  if (v.kind === 'list') return { kind: 'list', items: v.items.map(withSources) };
+  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value) })) };
+  return v;
+}
+
+const WRITTEN = new Set(['MAILBOX', 'UNMAILBOX', 'MESSAGE', 'RESERVE', 'RENAME', 'SEEN', 'SUB', 'UNSUB', 'SIEVE', 'UNSIEVE']);
+
+/** The recorded real sync_client sessions of the fixtures, one chunk each. */
+async function replayFixtures(data: string): Promise<void> {
+  let ts = 1790000000;
+  for (const tap of ['02-full-backupd.tap', '04-incremental-backupd.tap']) {
+    const { client } = readTap(path.join('test', 'fixtures', 'transcripts', tap));
+    const b = (await openBackup(data, { wait: false, create: true }))!;
+    const app = new BackupAppender(b);
+    await app.start(ts++);
+    for (const c of parseCommandLines(client, { sink: memoryBodySink() })) {
+      const [k, v] = c.args;
+      if (c.verb !== 'APPLY' || k?.kind !== 'atom' || v === undefined || !WRITTEN.has(k.value)) continue;
+      await app.append({ key: k.value, value: withSources(v) }, ts++);
+    }
+    await app.close(ts++);
+  }
+}
+
+test('full verification of a replayed real session; each kind of damage is found', async (t) => {
+  const dir = tmp();
+  const data = path.join(dir, 'fixt_AAAAAA');
+  await replayFixtures(data);
+  const b = (await openBackup(data, { wait: false }))!;
+  const good = await verifyBackup(b.lock.fd, b.index, VERIFY_FULL);
+  t.deepEqual(good, { ok: true, problems: [], chunksChecked: 2 });
+  t.is(b.index.mailboxes().length, 8);
+  t.true(b.index.sieve().length === 1 && b.index.subscriptions().length >= 4);
+
+  const db = b.index.db;
+  db.exec("UPDATE mailbox SET last_uid = last_uid + 1 WHERE mboxname = 'user.fixt'");
+  db.exec('UPDATE message SET offset = offset + 1 WHERE id = 1');
+  db.exec('UPDATE mailbox_message SET modseq = modseq + 100 WHERE id = 2');
+  const bad = await verifyBackup(b.lock.fd, b.index, VERIFY_FULL);
+  t.false(bad.ok);
+  t.true(bad.problems.some((p) => /missing mailbox data for .* \(user\.fixt\)/.test(p)));
+  t.true(bad.problems.some((p) => /message [0-9a-f]{40} is not at offset/.test(p)));
+  t.true(bad.problems.some((p) => /missing mailbox_message data/.test(p)));
+  t.true((await verifyBackup(b.lock.fd, b.index, VERIFY_QUICK)).ok, 'the quick level only checks the last checksum');
+  db.exec('UPDATE chunk SET data_sha1 = \'0\' WHERE id = 2');
+  t.deepEqual((await verifyBackup(b.lock.fd, b.index, VERIFY_QUICK)).problems, ['chunk 2: data_sha1 mismatch']);
+  b.index.close();
+  b.lock.release();
 });

@@ -30,6 +30,7 @@ import {
   DATAFILE_MODE,
   checkTail,
   hashPrefix,
+  readChunkRecords,
   truncateTo,
   type FileHash,
   type ChunkEnd,
@@ -1040,4 +1041,99 @@ export class BackupAppender {
       this.backup.lock.release();
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Verification (§7.1)
+
+export const VERIFY_LAST_CHECKSUM = 1;
+export const VERIFY_ALL_CHECKSUMS = 2;
+export const VERIFY_MESSAGE_LINKS = 4;
+export const VERIFY_MAILBOX_LINKS = 8;
+export const VERIFY_MESSAGE_GUIDS = 16;
+export const VERIFY_QUICK = VERIFY_LAST_CHECKSUM;
+export const VERIFY_FULL = 31;
+
+export interface VerifyResult {
+  ok: boolean;
+  /** One plain sentence per problem found (empty when ok). */
+  problems: string[];
+  chunksChecked: number;
+}
+
+function numEq(a: DlistValue | undefined, b: number | bigint | null): boolean {
+  const x = dlistNumber(a) ?? 0;
+  return BigInt(x) === BigInt(b ?? 0);
+}
+
+/**
+ * Checks a backup at the levels of §7.1 (bit flags; VERIFY_FULL is what
+ * `ctl_backups verify` does). Reads the data file through `fd` only.
+ */
+export async function verifyBackup(fd: number, index: BackupIndex, level: number = VERIFY_FULL): Promise<VerifyResult> {
+  const problems: string[] = [];
+  const all = index.chunks();
+  const links = (level & (VERIFY_MESSAGE_LINKS | VERIFY_MAILBOX_LINKS | VERIFY_MESSAGE_GUIDS)) !== 0;
+  const chunks = level & (VERIFY_ALL_CHECKSUMS) || links ? all : all.slice(-1);
+  const checksums = (level & (VERIFY_LAST_CHECKSUM | VERIFY_ALL_CHECKSUMS)) !== 0;
+  let hash: FileHash = { hash: createHash('sha1'), end: 0 };
+  for (const c of chunks) {
+    const checkSums = checksums && ((level & VERIFY_ALL_CHECKSUMS) !== 0 || c.id === all[all.length - 1]!.id);
+    if (checkSums) {
+      if (c.offset < hash.end) hash = { hash: createHash('sha1'), end: 0 };
+      hash = { hash: await hashPrefix(fd, c.offset, hash.hash, hash.end), end: c.offset };
+      if (hash.hash.copy().digest('hex') !== c.file_sha1) problems.push(`chunk ${c.id}: file_sha1 mismatch`);
+    }
+    if (!checkSums && !links) continue;
+    let read: Awaited<ReturnType<typeof readChunkRecords>>;
+    try {
+      read = await readChunkRecords(fd, c.offset);
+    } catch (err) {
+      problems.push(`chunk ${c.id}: ${(err as Error).message}`);
+      continue;
+    }
+    if (checkSums) {
+      if (read.length !== c.length) problems.push(`chunk ${c.id}: data length mismatch: ${read.length} on disk, ${c.length} in index`);
+      if (read.dataSha1 !== c.data_sha1) problems.push(`chunk ${c.id}: data_sha1 mismatch`);
+    }
+    if ((level & (VERIFY_MESSAGE_LINKS | VERIFY_MESSAGE_GUIDS)) !== 0) {
+      const byOffset = new Map(read.records.map((r) => [r.offset, r]));
+      for (const m of index.messagesInChunk(c.id)) {
+        const r = byOffset.get(m.offset ?? -1);
+        const files = r?.item?.key === 'MESSAGE' ? listItems(r.item.value) ?? [] : [];
+        const f = files.find((x) => x.kind === 'file' && x.guid.toLowerCase() === m.guid) as { sha1?: string } | undefined;
+        if (f === undefined) problems.push(`chunk ${c.id}: message ${m.guid} is not at offset ${m.offset}`);
+        else if ((level & VERIFY_MESSAGE_GUIDS) !== 0 && f.sha1 !== m.guid) problems.push(`chunk ${c.id}: message ${m.guid} has the wrong content (SHA-1 ${f.sha1})`);
+      }
+    }
+    if ((level & VERIFY_MAILBOX_LINKS) !== 0) {
+      const mailboxes = read.records.filter((r) => r.item?.key === 'MAILBOX').map((r) => kvItems(r.item!.value) ?? []);
+      for (const mb of index.mailboxesInChunk(c.id)) {
+        const match = mailboxes.some((items) => {
+          const g = (k: string): DlistValue | undefined => findItem(items, k);
+          const txt = (k: string): string | null => dlistText(g(k)) ?? null;
+          return txt('UNIQUEID') === mb.uniqueid && txt('MBOXNAME') === mb.mboxname && txt('PARTITION') === mb.partition &&
+            txt('ACL') === mb.acl && txt('OPTIONS') === mb.options && numEq(g('LAST_UID'), mb.last_uid) &&
+            numEq(g('HIGHESTMODSEQ'), mb.highestmodseq) && numEq(g('RECENTUID'), mb.recentuid) && numEq(g('RECENTTIME'), mb.recenttime) &&
+            numEq(g('LAST_APPENDDATE'), mb.last_appenddate) && numEq(g('UIDVALIDITY'), mb.uidvalidity) &&
+            numEq(g('XCONVMODSEQ'), mb.xconvmodseq) && numEq(g('SYNC_CRC'), mb.sync_crc) && numEq(g('SYNC_CRC_ANNOT'), mb.sync_crc_annot);
+        });
+        if (!match) problems.push(`chunk ${c.id}: missing mailbox data for ${mb.uniqueid} (${mb.mboxname})`);
+      }
+      for (const r of index.recordsInChunk(c.id)) {
+        const match = mailboxes.some((items) => {
+          if (dlistText(findItem(items, 'UNIQUEID')) !== r.mailbox_uniqueid) return false;
+          return (listItems(findItem(items, 'RECORD')) ?? []).some((ri) => {
+            const rec = kvItems(ri);
+            if (!rec) return false;
+            const g = (k: string): DlistValue | undefined => findItem(rec, k);
+            return numEq(g('UID'), r.uid) && numEq(g('MODSEQ'), r.modseq) && numEq(g('LAST_UPDATED'), r.last_updated) &&
+              numEq(g('INTERNALDATE'), r.internaldate) && numEq(g('SIZE'), r.size) && dlistText(g('GUID')) === r.guid;
+          });
+        });
+        if (!match) problems.push(`chunk ${c.id}: missing mailbox_message data for ${r.mailbox_uniqueid} uid ${r.uid}`);
+      }
+    }
+  }
+  return { ok: problems.length === 0, problems, chunksChecked: chunks.length };
 }
