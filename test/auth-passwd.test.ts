@@ -1,6 +1,6 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -358,5 +358,25 @@ sys.exit(os.waitstatus_to_exitcode(status))
     t.false(r.stdout.includes('Zq9secret'));
     const file = join(dir, 'conf', 'cyrsync.passwd');
     t.regex(readFileSync(file, 'utf8'), /^admin:\$scrypt\$N=1024,r=8,p=1\$/);
+  },
+);
+
+const asRoot = process.getuid?.() === 0;
+(asRoot ? test : test.skip)(
+  asRoot ? 'run as root, the password file keeps the owner of its directory or its previous owner' : 'password file ownership (skipped: needs root)',
+  (t) => {
+    const dir = tmp();
+    const conf = join(dir, 'conf');
+    mkdirSync(conf);
+    chownSync(conf, 65534, 65534);
+    const file = join(conf, 'cyrsync.passwd');
+    setPasswordSync(file, 'admin', 'pw', FAST);
+    let st = statSync(file);
+    t.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o600]);
+    // An existing file keeps its own owner even when the directory's differs.
+    chownSync(file, 12345, 23456);
+    setPasswordSync(file, 'bob', 'pw', FAST);
+    st = statSync(file);
+    t.deepEqual([st.uid, st.gid, st.mode & 0o777], [12345, 23456, 0o600]);
   },
 );

@@ -12,6 +12,7 @@ import { randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import {
   closeSync,
   constants as fsConstants,
+  fchownSync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -209,13 +210,34 @@ function withLockSync<T>(file: string, fn: () => T): T {
   }
 }
 
-/** Replace `file` with `content` atomically, mode 0600. */
+/**
+ * Who must own the file: its current owner, or for a new file the owner of
+ * its directory. Run as root (`cyrsync passwd` by an operator), the file
+ * would otherwise become root's and unreadable to a daemon running as the
+ * Cyrus user, which owns the configuration directory.
+ */
+function wantedOwner(file: string, dir: string): { uid: number; gid: number } | null {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
+  for (const p of [file, dir]) {
+    try {
+      const st = statSync(p);
+      return { uid: st.uid, gid: st.gid };
+    } catch {
+      /* try the next */
+    }
+  }
+  return null;
+}
+
+/** Replace `file` with `content` atomically, mode 0600, keeping its owner (see wantedOwner). */
 export function writeFileAtomicSync(file: string, content: string): void {
   const dir = dirname(file);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const owner = wantedOwner(file, dir);
   const tmp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
   try {
+    if (owner) fchownSync(fd, owner.uid, owner.gid);
     const data = Buffer.from(content, 'utf8');
     let off = 0;
     while (off < data.length) off += writeSync(fd, data, off, data.length - off);
