@@ -248,6 +248,8 @@ export interface CreateLoggerOptions {
   env?: NodeJS.ProcessEnv;
   /** Standalone output (default process.stdout). */
   stdout?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** libc syslog binding (tests; null = unavailable). Default: loadLibcSyslog(). */
+  syslogBinding?: SyslogBinding | null;
 }
 
 /** Where records of a mode go, in words (for the startup line). */
@@ -292,7 +294,7 @@ export function createLogger(opts: CreateLoggerOptions): CyrsyncLogger & { reado
     } else {
       const ident = syslogIdent(opts.service ?? 'cyrsync', settings, opts.env);
       const fac = syslogFacility(settings.syslog_facility);
-      const binding = loadLibcSyslog();
+      const binding = opts.syslogBinding === undefined ? loadLibcSyslog() : opts.syslogBinding;
       if (binding) {
         dest = syslogStream({ ident, facility: fac.facility, binding });
         const facName = Object.entries(FACILITIES).find(([, v]) => v === fac.facility)![0];
@@ -321,14 +323,22 @@ export function createLogger(opts: CreateLoggerOptions): CyrsyncLogger & { reado
 }
 
 /**
- * A Cyrus-style session id: `<servername>-<pid>-<time>-<count>-<random>`
- * (imap/global.c session_new_id), used to tie a connection's records together.
+ * A session id as Cyrus makes it (imap/global.c session_new_id):
+ * `<base>-<unix time>-<pid>-<count within this second>-<64-bit random>`,
+ * where base is `syslog_prefix`, else the servername (at most 128 chars).
  */
+let sessionTime = 0;
 let sessionCount = 0;
-export function makeSessionId(servername: string): string {
+export function makeSessionId(base: string | Pick<Settings, 'syslog_prefix' | 'servername'>): string {
+  const b = typeof base === 'string' ? base : (base.syslog_prefix ?? base.servername);
+  const now = Math.floor(Date.now() / 1000);
+  if (now !== sessionTime) {
+    sessionTime = now;
+    sessionCount = 0;
+  }
   sessionCount++;
-  const rand = randomBytes(8).readBigUInt64BE(0);
-  return `${servername.slice(0, 128)}-${process.pid}-${Math.floor(Date.now() / 1000)}-${sessionCount}-${rand}`;
+  const rand = randomBytes(8).readBigUInt64LE(0);
+  return `${b.slice(0, 128)}-${now}-${process.pid}-${sessionCount}-${rand}`;
 }
 
 /** The per-connection child logger's bindings (the session sets `user` after login with `logger.setBindings`). */

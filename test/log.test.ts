@@ -177,8 +177,10 @@ test('stdio mode with a log file writes nothing to stdout or stderr', async (t) 
 test('session helpers', (t) => {
   const a = makeSessionId('replica.example');
   const b = makeSessionId('replica.example');
-  t.regex(a, new RegExp(`^replica\\.example-${process.pid}-\\d+-\\d+-\\d+$`));
+  t.regex(a, new RegExp(`^replica\\.example-\\d{10}-${process.pid}-\\d+-\\d+$`));
   t.not(a, b);
+  t.regex(makeSessionId({ syslog_prefix: 'pfx', servername: 'host' }), /^pfx-/);
+  t.regex(makeSessionId({ syslog_prefix: null, servername: 'host' }), /^host-/);
   t.deepEqual(sessionBindings({ session: a, peer: '[127.0.0.1]:1' }), { session: a, peer: '[127.0.0.1]:1' });
   t.deepEqual(sessionBindings({ session: a, peer: 'p', user: 'admin' }), { session: a, peer: 'p', user: 'admin' });
 });
@@ -268,3 +270,14 @@ while True:
     }
   },
 );
+
+test('master mode without a usable syslog falls back to <configdirectory>/cyrsync.log, never stdout', (t) => {
+  const s = settingsWith();
+  const logger = createLogger({ mode: 'master', settings: s, syslogBinding: null });
+  t.is(logger.target.kind, 'file');
+  t.is(logger.target.detail, join(s.configdirectory, 'cyrsync.log'));
+  logger.error('after fallback');
+  const recs = readFileSync(join(s.configdirectory, 'cyrsync.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.like(recs[0], { level: 40, msg: 'syslog unavailable (libc could not be bound); logging to this file' });
+  t.like(recs[1], { level: 50, msg: 'after fallback' });
+});
