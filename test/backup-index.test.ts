@@ -16,7 +16,7 @@ import {
   openBackup,
 } from '../sinks/backup/index-db.js';
 import { readChunkRecords, CHUNK_HEADER } from '../sinks/backup/datafile.js';
-import { VERIFY_FULL, VERIFY_QUICK, verifyBackup } from '../sinks/backup/index-db.js';
+import { VERIFY_FULL, VERIFY_QUICK, reindexBackup, verifyBackup } from '../sinks/backup/index-db.js';
 import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
 import { readTap } from './helpers/tap.js';
 
@@ -320,4 +320,42 @@ test('full verification of a replayed real session; each kind of damage is found
   t.deepEqual((await verifyBackup(b.lock.fd, b.index, VERIFY_QUICK)).problems, ['chunk 2: data_sha1 mismatch']);
   b.index.close();
   b.lock.release();
+});
+
+test('reindex rebuilds an index that equals the one written live and verifies', async (t) => {
+  const dir = tmp();
+  const data = path.join(dir, 'fixt_BBBBBB');
+  await replayFixtures(data);
+  // An empty chunk (a read-only session) gets no row after a rebuild.
+  const e = (await openBackup(data, { wait: false }))!;
+  const app = new BackupAppender(e);
+  await app.start();
+  await app.close();
+  const live = BackupIndex.open(`${data}.index`, { dataFileSize: 1 });
+  const dump = (idx: BackupIndex): unknown => ({
+    chunks: idx.chunks().filter((c) => c.length! > 29).map(({ offset, length, file_sha1, data_sha1 }) => ({ offset, length, file_sha1, data_sha1 })),
+    mailboxes: idx.mailboxes().map(({ last_chunk_id: _c, ...m }) => m),
+    records: idx.mailboxes().flatMap((m) => idx.mailboxRecords(m.id).map(({ last_chunk_id: _c, ...r }) => r)),
+    messages: idx.messages().map(({ chunk_id: _c, ...m }) => m),
+    seen: idx.seen().map(({ last_chunk_id: _c, ...s }) => s),
+    subs: idx.subscriptions(false).map(({ last_chunk_id: _c, ...s }) => s),
+    sieve: idx.sieve(false).map(({ chunk_id: _c, ...s }) => s),
+  });
+  const before = dump(live);
+  t.is(live.chunks().length, 3);
+  live.close();
+  const r = (await reindexBackup(data, { wait: false }))!;
+  t.deepEqual(r.errors, []);
+  t.is(r.chunks, 2);
+  t.false(fs.readdirSync(dir).some((n) => /\.index\.\d+$/.test(n)), 'the previous index is removed');
+  const rebuilt = BackupIndex.open(`${data}.index`, { dataFileSize: 1 });
+  t.is(rebuilt.chunks().length, 2);
+  t.deepEqual(dump(rebuilt), before);
+  rebuilt.close();
+  const b = (await openBackup(data, { wait: false }))!;
+  t.true((await verifyBackup(b.lock.fd, b.index, VERIFY_FULL)).ok);
+  b.index.close();
+  b.lock.release();
+  await reindexBackup(data, { wait: false, keepPrevious: true });
+  t.true(fs.readdirSync(dir).some((n) => /\.index\.\d+$/.test(n)), 'kept with keepPrevious');
 });
