@@ -19,7 +19,7 @@ import {
   verifyPasswordHash,
   type ScryptParams,
 } from '../src/auth/passwd.js';
-import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin } from '../src/auth/verify.js';
+import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal } from '../src/auth/verify.js';
 import { createSaslExchange } from '../src/auth/sasl.js';
 
 /** Cheap parameters for tests; the format and code path are the same. */
@@ -380,3 +380,22 @@ const asRoot = process.getuid?.() === 0;
     t.deepEqual([st.uid, st.gid, st.mode & 0o777], [12345, 23456, 0o600]);
   },
 );
+
+test('mechanism refusals carry Cyrus SASL reasons, in its order', (t) => {
+  const s = (extra: string): ReturnType<typeof parseConfig>['settings'] => parseConfig(`configdirectory: /x\n${extra}`).settings;
+  const plain = { tls: false };
+  const tls = { tls: true };
+  t.is(mechanismRefusal(s(''), plain, 'PLAIN'), 'NO encryption needed to use mechanism');
+  t.is(mechanismRefusal(s(''), tls, 'plain'), null);
+  t.is(mechanismRefusal(s('allowplaintext: yes\n'), plain, 'LOGIN'), null);
+  t.is(mechanismRefusal(s('allowplaintext: yes\nsasl_mech_list: PLAIN\n'), plain, 'LOGIN'), 'NO no mechanism available');
+  t.is(mechanismRefusal(s('allowplaintext: yes\n'), plain, 'CRAM-MD5'), 'NO no mechanism available');
+  t.is(mechanismRefusal(s('allowplaintext: yes\nsasl_minimum_layer: 1\n'), plain, 'PLAIN'), 'NO mechanism too weak for this user');
+  t.is(mechanismRefusal(s('sasl_minimum_layer: 1\n'), plain, 'PLAIN'), 'NO mechanism too weak for this user');
+  t.is(mechanismRefusal(s('sasl_minimum_layer: 128\n'), { tls: true, tlsBits: 128 }, 'PLAIN'), null);
+  const settings = s('');
+  const ex = createSaslExchange('PLAIN', Buffer.from('\0a\0b').toString('base64'), { refuse: (m) => mechanismRefusal(settings, plain, m) });
+  t.deepEqual(ex.first, { error: { reply: 'NO encryption needed to use mechanism' } });
+  const ok = createSaslExchange('PLAIN', Buffer.from('\0a\0b').toString('base64'), { refuse: (m) => mechanismRefusal(settings, tls, m) });
+  t.true('done' in ok.first);
+});

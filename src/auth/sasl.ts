@@ -70,6 +70,8 @@ export const REPLY_NO_MECHANISM = 'NO no mechanism available';
 export const REPLY_BAD_PROTOCOL = 'NO bad protocol / cancel';
 export const REPLY_INCOMPLETE = 'NO another step is needed in authentication';
 export const REPLY_GENERIC_FAILURE = 'NO generic failure';
+export const REPLY_ENCRYPTION_NEEDED = 'NO encryption needed to use mechanism';
+export const REPLY_TOO_WEAK = 'NO mechanism too weak for this user';
 
 /** The line Cyrus writes when a response line could not be read (EOF, I/O error, overlong line). */
 export function readErrorReply(detail: string): string {
@@ -192,11 +194,14 @@ type State =
  *   null/undefined when the client sent none
  * @param options.mechanisms mechanisms usable on this connection now
  *   (see advertisedMechanisms); others are `NO no mechanism available`
+ * @param options.refuse instead of `mechanisms`: the refusal line for a
+ *   mechanism, or null when it may be used (see mechanismRefusal, which
+ *   gives Cyrus SASL's exact reasons)
  */
 export function createSaslExchange(
   mech: string,
   initial?: string | null,
-  options: { mechanisms?: readonly string[] } = {},
+  options: { mechanisms?: readonly string[]; refuse?: (mechanism: string) => string | null } = {},
 ): SaslExchange {
   let state: State = { kind: 'finished' };
   const finish = (step: SaslStep): SaslStep => {
@@ -207,9 +212,13 @@ export function createSaslExchange(
   const mechanism = mech.toUpperCase();
   const start = (): SaslStep => {
     if (!isAtom(mech)) return { error: { reply: REPLY_INVALID_MECHANISM } };
-    const usable = options.mechanisms ?? SASL_MECHANISMS;
-    if (!(SASL_MECHANISMS as readonly string[]).includes(mechanism) || !usable.some((m) => m.toUpperCase() === mechanism)) {
-      return { error: { reply: REPLY_NO_MECHANISM } };
+    if (!(SASL_MECHANISMS as readonly string[]).includes(mechanism)) return { error: { reply: REPLY_NO_MECHANISM } };
+    if (options.refuse) {
+      const refusal = options.refuse(mechanism);
+      if (refusal !== null) return { error: { reply: refusal } };
+    } else {
+      const usable = options.mechanisms ?? SASL_MECHANISMS;
+      if (!usable.some((m) => m.toUpperCase() === mechanism)) return { error: { reply: REPLY_NO_MECHANISM } };
     }
     let clientin: Buffer | null = null;
     if (initial !== undefined && initial !== null) {

@@ -19,7 +19,14 @@
  */
 import type { Settings } from '../config.js';
 import { canonicalUser, lookupPasswdEntry, PasswdFileError, verifyPasswordHash } from './passwd.js';
-import { REPLY_GENERIC_FAILURE, REPLY_NO_MECHANISM, SASL_MECHANISMS, type SaslCredentials } from './sasl.js';
+import {
+  REPLY_ENCRYPTION_NEEDED,
+  REPLY_GENERIC_FAILURE,
+  REPLY_NO_MECHANISM,
+  REPLY_TOO_WEAK,
+  SASL_MECHANISMS,
+  type SaslCredentials,
+} from './sasl.js';
 import { saslauthdCheck } from './saslauthd.js';
 
 export type CheckResult =
@@ -109,19 +116,36 @@ export function isAdmin(settings: Settings, userid: string): boolean {
   return settings.admins.some((a) => canonicalUser(a, settings.username_tolower) === id);
 }
 
+/** What a connection offers below SASL: TLS, with its cipher strength (`tlsBits`, default 256), or an external layer. */
+export interface ConnectionSecurity {
+  tls: boolean;
+  tlsBits?: number;
+}
+
 /**
- * Mechanisms to list in the `* SASL` greeting line and to accept: PLAIN and
- * LOGIN, restricted by `sasl_mech_list`; none on a connection without TLS
- * unless `allowplaintext` is on (Cyrus sets SASL_SEC_NOPLAINTEXT), and none
- * when `sasl_minimum_layer` exceeds what TLS provides (`tlsBits`, the
- * cipher's strength; 0 or absent without TLS).
+ * Why `mechanism` may not be used on this connection (the reply line), or
+ * null when it may. Cyrus SASL's order and texts (lib/server.c
+ * sasl_server_start, mech_permitted): not in `sasl_mech_list` (or not
+ * implemented) → `NO no mechanism available`; `sasl_minimum_layer` above
+ * what TLS gives → `NO mechanism too weak for this user`; a plaintext
+ * mechanism without TLS while `allowplaintext` is off (Cyrus sets
+ * SASL_SEC_NOPLAINTEXT) → `NO encryption needed to use mechanism`.
  */
-export function advertisedMechanisms(settings: Settings, connection: { tls: boolean; tlsBits?: number }): string[] {
+export function mechanismRefusal(settings: Settings, connection: ConnectionSecurity, mechanism: string): string | null {
+  const m = mechanism.toUpperCase();
+  if (!(SASL_MECHANISMS as readonly string[]).includes(m)) return REPLY_NO_MECHANISM;
+  if (settings.sasl_mech_list !== null && !settings.sasl_mech_list.includes(m)) return REPLY_NO_MECHANISM;
   const external = connection.tls ? (connection.tlsBits ?? 256) : 0;
-  if (settings.sasl_minimum_layer > external) return [];
-  if (!connection.tls && !settings.allowplaintext) return [];
-  const wanted = settings.sasl_mech_list;
-  return SASL_MECHANISMS.filter((m) => wanted === null || wanted.includes(m));
+  // PLAIN and LOGIN provide no layer of their own (max_ssf 0).
+  if (settings.sasl_minimum_layer - external > 0) return REPLY_TOO_WEAK;
+  const plaintextAllowed = settings.allowplaintext || (settings.sasl_minimum_layer <= external && external > 1);
+  if (!plaintextAllowed) return REPLY_ENCRYPTION_NEEDED;
+  return null;
+}
+
+/** Mechanisms to list in the `* SASL` greeting line: those mechanismRefusal lets through, PLAIN first. */
+export function advertisedMechanisms(settings: Settings, connection: ConnectionSecurity): string[] {
+  return SASL_MECHANISMS.filter((m) => mechanismRefusal(settings, connection, m) === null);
 }
 
 export type AuthOutcome =
