@@ -130,6 +130,7 @@ export interface ConnectionSecurity {
  * what TLS gives → `NO mechanism too weak for this user`; a plaintext
  * mechanism without TLS while `allowplaintext` is off (Cyrus sets
  * SASL_SEC_NOPLAINTEXT) → `NO encryption needed to use mechanism`.
+ * (The last two checked against the real 3.6.1 sync_server.)
  */
 export function mechanismRefusal(settings: Settings, connection: ConnectionSecurity, mechanism: string): string | null {
   const m = mechanism.toUpperCase();
