@@ -190,7 +190,12 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
       if (await busy()) continue;
       return null;
     }
-    const fd = fs.openSync(path, flags, opts.mode ?? 0o600);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, flags, opts.mode ?? 0o600);
+    } catch (err) {
+      throw openError(path, err);
+    }
     // Exclusive creation applies to the first open only.
     flags &= ~fs.constants.O_EXCL;
     const st = fs.fstatSync(fd);
@@ -232,6 +237,18 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
       throw new CyrsyncError('IMAP_IOERROR', `${path} was removed while it was being locked`);
     }
   }
+}
+
+/** An open failure as a CyrsyncError that keeps the errno name (`errno`: ENOENT, EEXIST...). */
+export class LockOpenError extends CyrsyncError {
+  constructor(message: string, readonly errno: string | undefined, cause: unknown) {
+    super('IMAP_IOERROR', message, { cause });
+  }
+}
+
+function openError(path: string, err: unknown): LockOpenError {
+  const e = err as NodeJS.ErrnoException;
+  return new LockOpenError(`cannot open ${path}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), e.code, err);
 }
 
 function statOrNull(path: string): fs.Stats | null {
