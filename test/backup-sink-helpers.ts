@@ -182,10 +182,18 @@ export function members(file: Buffer): Member[] {
   let pos = 0;
   while (pos < file.length) {
     // Inflating the raw deflate body alone tells where this member ends.
-    const hdr = gzipHeaderLength(file, pos);
-    const raw = zlib.inflateRawSync(file.subarray(pos + hdr), { info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
-    const end = pos + hdr + raw.engine.bytesWritten + 8;
-    out.push({ offset: pos, end, data: raw.buffer });
+    let end: number;
+    let data: Buffer;
+    try {
+      const hdr = gzipHeaderLength(file, pos);
+      const raw = zlib.inflateRawSync(file.subarray(pos + hdr), { info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+      end = pos + hdr + raw.engine.bytesWritten + 8;
+      data = raw.buffer;
+    } catch {
+      break; // a torn member: nothing after it is readable
+    }
+    if (end > file.length) break;
+    out.push({ offset: pos, end, data });
     pos = end;
   }
   return out;

@@ -391,3 +391,38 @@ test('staging left behind by a dead process is removed when the store opens', as
   await s.sink.close();
   t.false(fs.existsSync(s.sink.staging.dir));
 });
+
+test('shared mailboxes go to the %SHARED backup in hash directory q', async (t) => {
+  const s = await tempBackupStore();
+  const a = openSession(s.sink);
+  const r = await run(a, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid: 'shared1', mboxname: 'shared.news' }) });
+  t.is(r.status, 'OK Success');
+  const reserve = await run(a, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.zed', 'shared.news'], guids: [sha1('x')] });
+  t.is(reserve.status, 'OK Success');
+  await a.end();
+  const files = dataFiles(s.partition).map((f) => path.relative(s.partition, f));
+  t.is(files.length, 2);
+  t.true(files.some((f) => /^q\/%SHARED_[A-Za-z0-9]{6}$/.test(f)), files.join(' '));
+  t.true(files.some((f) => /^z\/zed_[A-Za-z0-9]{6}$/.test(f)), files.join(' '));
+  for (const f of dataFiles(s.partition)) t.deepEqual(checkChunks(f), []);
+  await s.sink.close();
+});
+
+test('a backup unused for more than 300 seconds is released (its chunk ended) when the next command arrives', async (t) => {
+  const s = await tempBackupStore();
+  const a = openSession(s.sink);
+  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
+  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'carol', mboxname: 'user.carol' });
+  const open = (a as unknown as { open: Map<string, { lastUsed: number }> }).open;
+  open.get('bob')!.lastUsed = Date.now() - 301_000;
+  // Any command runs the idle check first.
+  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'carol', mboxname: 'user.carol.x' });
+  const bobFile = dataFiles(s.partition).find((f) => path.basename(f).startsWith('bob_'))!;
+  t.deepEqual(checkChunks(bobFile), [], "bob's chunk is committed while the session goes on");
+  const other = openSession(s.sink);
+  t.is((await run(other, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'OK Success', 'and his backup is free for others');
+  t.is((await run(other, { verb: 'GET', sub: 'USER', userid: 'carol' })).status, 'NO IMAP_MAILBOX_LOCKED Mailbox locked');
+  await other.end();
+  await a.end();
+  await s.sink.close();
+});
