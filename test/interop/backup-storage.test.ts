@@ -317,9 +317,20 @@ test('twoskip files go back and forth between cyrsync and cyr_dbtool', async (t)
   t.false(keys.includes('user0'));
   t.deepEqual(keys.slice(-5), ['zz0', 'zz1', 'zz2', 'zz3', 'zz4']);
   back.set('aaa', 'first');
-  back.close();
   t.regex((await dbtool(['consistent'])).stdout, /Yes, consistent/);
   t.is((await dbtool(['get', 'aaa'])).stdout.trim(), 'first');
+  // The real tool rewrites the file (checkpoint: a new file renamed over the
+  // old one) while our handle stays open; the handle follows the new inode.
+  const inode = fs.statSync(file).ino;
+  for (let i = 0; i < 60 && fs.statSync(file).ino === inode; i++) {
+    t.is((await dbtool(['set', 'user1', `/backups/u/rewritten_${i}`])).code, 0);
+  }
+  t.not(fs.statSync(file).ino, inode, 'cyr_dbtool checkpointed the file');
+  t.regex(back.get('user1')!.toString(), /^\/backups\/u\/rewritten_\d+$/);
+  back.set('zzz', 'last');
+  back.close();
+  t.is((await dbtool(['get', 'zzz'])).stdout.trim(), 'last');
+  t.regex((await dbtool(['consistent'])).stdout, /Yes, consistent/);
 });
 
 test('verification agrees with the real tool; our reindex gives an index the real tool verifies', async (t) => {
