@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
-import { TwoskipDb, compareRaw, isTwoskipFile } from '../sinks/backup/twoskip.js';
+import { SkiplistReader, TwoskipDb, compareRaw, isSkiplistFile, isTwoskipFile } from '../sinks/backup/twoskip.js';
 import { openBackupsDb, backupsDbPath } from '../sinks/backup/backupsdb.js';
 
 /**
@@ -196,7 +196,7 @@ test('backups.db: default path, twoskip default, unsupported backends refused', 
   const dir = tmpdir();
   t.is(backupsDbPath({ configdirectory: dir }), path.join(dir, 'backups.db'));
   t.is(backupsDbPath({ configdirectory: dir, backup_db_path: '/x/y.db' }), '/x/y.db');
-  t.throws(() => openBackupsDb({ configdirectory: dir, backup_db: 'skiplist' }), { message: /skiplist backend is not supported/ });
+  t.throws(() => openBackupsDb({ configdirectory: dir, backup_db: 'zeroskip' }), { message: /zeroskip backend is not supported/ });
   t.throws(() => openBackupsDb({ configdirectory: dir, backup_db: 'nonsense' }), { message: /unknown cyrusdb backend/ });
   const db = openBackupsDb({ configdirectory: dir });
   db.set('bob', '/p/b/bob_AAAAAA');
@@ -222,4 +222,30 @@ test('backups.db getOrCreate: creates once, discards the file when storing fails
   t.throws(() => db.getOrCreate('', () => '/p/x', (p) => discarded.push(p)));
   t.is(made, 1);
   db.close();
+});
+
+/** Written by the real cyr_dbtool with the skiplist backend: the same operations as CYRUS_FILE. */
+const CYRUS_SKIPLIST = Buffer.from('oQKLDXNraXBsaXN0IGZpbGUAAAAAAAABAAAAAgAAABQAAAAFAAAAAwAAASBrCi02AAABAQAAAAAAAAAAAAAAkAAAAJAAAAEoAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAD/////AAAAAQAAAAclU0hBUkVEAAAAABMvYi9xLyVTSEFSRURfQkJCQkJCAAAAAMQAAADE/////wAAAAEAAAAEYW5uZQAAABAvYi9hL2FubmVfQUFBQUFBAAABKAAAASj/////AAAAAQAAAANib2IAAAAADy9iL2IvYm9iX0NDQ0NDQwAAAAAAAAAAAAAAAAD/////AAAABAAAAPAAAAACAAAAA2JvYgAAAAAPL2IvYi9ib2JfRUVFRUVFAAAAAAAAAAAAAAAAAP////8AAAD/', 'base64');
+
+test('skiplist files are read (committed list only); backups.db on skiplist is read only', (t) => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'backups.db');
+  fs.writeFileSync(file, CYRUS_SKIPLIST);
+  t.true(isSkiplistFile(file));
+  t.false(isTwoskipFile(file));
+  t.deepEqual(SkiplistReader.open(file).entries().map(([k, v]) => [s(k), s(v)]), [
+    ['%SHARED', '/b/q/%SHARED_BBBBBB'],
+    ['anne', '/b/a/anne_AAAAAA'],
+    ['bob', '/b/b/bob_EEEEEE'],
+  ]);
+  const db = openBackupsDb({ configdirectory: dir, backup_db: 'skiplist' });
+  t.is(db.get('anne'), '/b/a/anne_AAAAAA');
+  t.deepEqual(db.getOrCreate('bob', () => t.fail() as never, () => t.fail()), { path: '/b/b/bob_EEEEEE', created: false });
+  t.throws(() => db.getOrCreate('newcomer', () => '/x', () => undefined), { message: /does not write them; convert with "cvt_cyrusdb/ });
+  t.throws(() => db.set('x', 'y'));
+  db.close();
+  t.throws(() => openBackupsDb({ configdirectory: dir }), { message: /is a skiplist file: set backup_db: skiplist/ });
+  // A log that does not end in a commit is left to Cyrus's recovery.
+  fs.writeFileSync(file, Buffer.concat([CYRUS_SKIPLIST, Buffer.from([0, 0, 0, 4, 0, 0, 0, 0x30])]));
+  t.throws(() => SkiplistReader.open(file), { message: /not committed/ });
 });

@@ -6,7 +6,8 @@
  */
 import * as path from 'node:path';
 import { CyrsyncError } from '../../transforms/errors.js';
-import { TwoskipDb, type TwoskipTxn } from './twoskip.js';
+import * as fs from 'node:fs';
+import { SkiplistReader, TwoskipDb, isSkiplistFile, isTwoskipFile, type TwoskipTxn } from './twoskip.js';
 
 export interface BackupsDbSettings {
   configdirectory: string;
@@ -35,8 +36,8 @@ export interface BackupsDb {
   close(): void;
 }
 
-/** Backends Cyrus accepts for backup_db, and what cyrsync does with them. */
-const SUPPORTED = new Set(['twoskip']);
+/** Backends Cyrus accepts for backup_db, and what cyrsync does with them (skiplist: read only). */
+const SUPPORTED = new Set(['twoskip', 'skiplist']);
 const KNOWN = new Set(['twoskip', 'skiplist', 'sql', 'zeroskip', 'lmdb', 'flat', 'quotalegacy']);
 
 export function backupsDbPath(settings: BackupsDbSettings): string {
@@ -50,13 +51,68 @@ export function openBackupsDb(settings: BackupsDbSettings): BackupsDb {
   const backend = (settings.backup_db && settings.backup_db.length > 0 ? settings.backup_db : 'twoskip').toLowerCase();
   if (!SUPPORTED.has(backend)) {
     const why = KNOWN.has(backend)
-      ? `the ${backend} backend is not supported by cyrsync (only twoskip, the Cyrus default); convert it with "cvt_cyrusdb <file> ${backend} <new file> twoskip" and set backup_db: twoskip`
+      ? `the ${backend} backend is not supported by cyrsync (twoskip, the Cyrus default, and skiplist read-only); convert it with "cvt_cyrusdb <file> ${backend} <new file> twoskip" and set backup_db: twoskip`
       : `unknown cyrusdb backend ${JSON.stringify(backend)}`;
     throw new CyrsyncError('IMAP_INTERNAL', `backup_db: ${why}`);
   }
   const file = backupsDbPath(settings);
+  if (backend === 'skiplist') {
+    if (fs.existsSync(file) && !isSkiplistFile(file)) throw new CyrsyncError('IMAP_INTERNAL', `backup_db is skiplist but ${file} is not a skiplist file`);
+    return new SkiplistBackupsDb(file);
+  }
+  if (fs.existsSync(file) && fs.statSync(file).size > 0 && !isTwoskipFile(file)) {
+    const what = isSkiplistFile(file) ? 'a skiplist file: set backup_db: skiplist (read only in cyrsync) or convert it with cvt_cyrusdb' : 'not a twoskip file';
+    throw new CyrsyncError('IMAP_INTERNAL', `backup_db is twoskip but ${file} is ${what}`);
+  }
   const db = TwoskipDb.open(file, { create: true });
   return new TwoskipBackupsDb(file, db);
+}
+
+/**
+ * A skiplist backups.db, read only: existing owners resolve, new owners
+ * cannot be registered (the server answers with an error naming the fix).
+ */
+class SkiplistBackupsDb implements BackupsDb {
+  readonly backend = 'skiplist';
+  constructor(readonly path: string) {}
+
+  private reader(): SkiplistReader | null {
+    return fs.existsSync(this.path) ? SkiplistReader.open(this.path) : null;
+  }
+
+  get(owner: string): string | null {
+    const v = this.reader()?.get(key(owner)) ?? null;
+    return v === null ? null : v.toString('latin1');
+  }
+
+  set(owner: string): void {
+    throw readOnly(this.path, owner);
+  }
+
+  delete(owner: string): void {
+    throw readOnly(this.path, owner);
+  }
+
+  list(): [string, string][] {
+    return (this.reader()?.entries() ?? []).map(([k, v]) => [k.toString('latin1'), v.toString('latin1')]);
+  }
+
+  getOrCreate(owner: string): { path: string; created: boolean } {
+    const cur = this.get(owner);
+    if (cur !== null && cur.length > 0) return { path: cur, created: false };
+    throw readOnly(this.path, owner);
+  }
+
+  close(): void {
+    /* nothing held between calls */
+  }
+}
+
+function readOnly(file: string, owner: string): CyrsyncError {
+  return new CyrsyncError(
+    'IMAP_IOERROR',
+    `cannot register ${JSON.stringify(owner)} in ${file}: cyrsync reads skiplist location databases but does not write them; convert with "cvt_cyrusdb ${file} skiplist <new file> twoskip" and set backup_db: twoskip`,
+  );
 }
 
 function key(owner: string): Buffer {
