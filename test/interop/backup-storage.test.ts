@@ -226,6 +226,20 @@ test('cyrsync reads the backups the real backupd wrote: same chunks, checksums a
     idx.close();
     lock.release();
   }
+
+  // The same with backup_db: skiplist (read only in cyrsync).
+  const skiplist = { env: { CYRUS_PEER_BACKUP_DB: 'skiplist' } };
+  await peer.ok(['reset', 'backupd'], skiplist);
+  await peer.ok(['backupd', 'start'], skiplist);
+  const r = await peer.cmd(['sync', 'carol', '--to', 'backupd'], skiplist);
+  t.is(r.code, 0, describe(r));
+  await peer.cmd(['backupd', 'stop'], skiplist);
+  const sl = openBackupsDb({ configdirectory: confdir, backup_db: 'skiplist', backup_db_path: path.join(confdir, 'backups.db') });
+  const slEntries = sl.list();
+  t.deepEqual(slEntries.map(([u]) => u), ['carol']);
+  t.true(fs.existsSync(slEntries[0]![1]));
+  t.throws(() => sl.getOrCreate('dave', () => '/x', () => undefined), { message: /does not write them/ });
+  sl.close();
 });
 
 test('the real ctl_backups lock and cyrsync exclude each other', async (t) => {
