@@ -171,7 +171,7 @@ test('a file literal whose bytes do not hash to its GUID is never stored; MAILBO
     const files = await stage(s, [body], { guids: [fake] });
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), [], 'mismatched staging file removed at once');
     const r = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files });
-    t.is(r.status, 'OK success');
+    t.is(r.status, 'NO Unknown error');
     t.false(existsSync(path.join(st.partitions.default!, 'blobs', fake.slice(0, 2))));
     t.false(existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2))));
     t.false(s.isAvailable(fake));
@@ -182,6 +182,31 @@ test('a file literal whose bytes do not hash to its GUID is never stored; MAILBO
     t.is(r2.status, 'NO Unknown error');
     t.is(st.sink.store.mailboxByName('user.bob'), null, 'nothing half-created');
   });
+});
+
+test('a mismatched file in a batch: the good ones are stored, the command is refused (or accepted when configured)', async (t) => {
+  for (const accept of [false, true]) {
+    const st = await tempStore({ acceptMismatchedUploads: accept });
+    const s = openSession(st.sink);
+    try {
+      const good = [message(41), message(42)];
+      const bad = message(43);
+      const files = [
+        ...(await stage(s, [good[0]!])),
+        ...(await stage(s, [bad], { guids: ['ab'.repeat(20)] })),
+        ...(await stage(s, [good[1]!])),
+      ];
+      const r = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files });
+      t.is(r.status, accept ? 'OK success' : 'NO Unknown error');
+      for (const g of good) t.true(s.isAvailable(sha1(g)));
+      t.false(s.isAvailable('ab'.repeat(20)));
+      const res = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: [], guids: [...good.map(sha1), 'ab'.repeat(20)] });
+      t.is(res.reply.toString(), `* MISSING (${'ab'.repeat(20)})\r\nOK success\r\n`);
+      t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
+    } finally {
+      await st.sink.close();
+    }
+  }
 });
 
 test('abort in the middle of a literal removes the staging file and stores nothing', async (t) => {

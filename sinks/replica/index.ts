@@ -29,6 +29,8 @@ export interface ReplicaSinkOptions {
   defaultDomain?: string | null;
   allowUserMoves?: boolean;
   reportUserflags?: boolean;
+  /** answer OK (as the real sync_server does) instead of NO to an upload whose bytes do not match its GUID */
+  acceptMismatchedUploads?: boolean;
   /** fault injection for tests */
   fs?: ReplicaStoreOptions['fs'];
 }

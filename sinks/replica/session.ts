@@ -141,7 +141,7 @@ export class ReplicaSession implements SinkSession {
     return this.run(async () => {
       if (!Array.isArray(cmd.files)) throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', 'APPLY MESSAGE needs a list');
       const files = cmd.files.filter((f) => f && f.kind === 'file');
-      const stored = await this.store.storeMessages(files);
+      const stored = await this.store.storeMessages(files, (g) => this.staging.set(g, true));
       for (const g of stored) this.staging.set(g, true);
     });
   }

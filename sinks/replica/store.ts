@@ -85,6 +85,12 @@ export interface ReplicaStoreOptions {
   allowUserMoves?: boolean;
   /** emit USERFLAGS in mailbox reports (Cyrus 3.6.1 does not) */
   reportUserflags?: boolean;
+  /**
+   * Answer OK to an APPLY MESSAGE with a file whose bytes do not match its
+   * GUID (the file is dropped either way), as the real sync_server does.
+   * Default false: such an upload is refused.
+   */
+  acceptMismatchedUploads?: boolean;
   /** file-system operations, replaceable in tests to inject faults */
   fs?: BlobFs;
 }
@@ -181,6 +187,7 @@ export class ReplicaStore {
   readonly names: NameOptions;
   readonly allowUserMoves: boolean;
   readonly reportUserflags: boolean;
+  readonly acceptMismatchedUploads: boolean;
   private closed = false;
   private readonly stmts = new Map<string, Statement>();
 
@@ -201,6 +208,7 @@ export class ReplicaStore {
     this.names = { deletedPrefix: opts.deletedPrefix ?? 'DELETED', defaultDomain: opts.defaultDomain ?? null };
     this.allowUserMoves = opts.allowUserMoves ?? false;
     this.reportUserflags = opts.reportUserflags ?? false;
+    this.acceptMismatchedUploads = opts.acceptMismatchedUploads ?? false;
   }
 
   /**
@@ -581,22 +589,35 @@ export class ReplicaStore {
   /**
    * APPLY MESSAGE: moves every verified staged file into the blob store,
    * fsyncs the directories, then records the blobs. Returns the GUIDs now
-   * available. Files whose bytes do not hash to their GUID are dropped (the
-   * GUID stays missing; a later APPLY MAILBOX needing it gets a refusal).
+   * available.
+   *
+   * A file whose bytes do not hash to its GUID is never stored. The good
+   * files of the same command are stored all the same (a retry only needs the
+   * bad one), then the command is refused with IMAP_IOERROR unless
+   * `acceptMismatchedUploads` is set. The real 3.6.1 sync_server (and
+   * replica-semantics §5.2) answer `OK` here and let the APPLY MAILBOX that
+   * needs the GUID fail instead; cyrsync refuses at the upload so the error
+   * is reported where it happened.
    */
-  async storeMessages(files: { guid: string; sha1?: string; size: number; body?: { ref: unknown } | null }[]): Promise<string[]> {
+  async storeMessages(
+    files: { guid: string; sha1?: string; size: number; body?: { ref: unknown } | null }[],
+    onStored?: (guid: string) => void,
+  ): Promise<string[]> {
     const good: { guid: string; ref: StagedRef; size: number }[] = [];
     const drop: StagedRef[] = [];
+    const mismatched: { guid: string; sha1: string }[] = [];
     for (const f of files) {
       const ref = f.body?.ref;
       if (!isStagedRef(ref)) continue;
       const guid = typeof f.guid === 'string' ? f.guid.toLowerCase() : '';
       const sha1 = (f.sha1 ?? ref.sha1 ?? '').toLowerCase();
-      if (!ref.live || ref.kind !== 'file' || !/^[0-9a-f]{40}$/.test(guid) || sha1 !== guid || ref.sha1 !== guid) {
+      if (ref.kind !== 'file' || !/^[0-9a-f]{40}$/.test(guid) || sha1 !== guid || ref.sha1 !== guid) {
         if (ref.live) drop.push(ref);
+        mismatched.push({ guid, sha1 });
         this.log?.warn({ guid, sha1 }, 'message file does not match its GUID; not stored');
         continue;
       }
+      if (!ref.live) throw new CommandError('IMAP_IOERROR', `The staged copy of message ${guid} is gone`);
       good.push({ guid, ref, size: f.size });
     }
     for (const r of drop) await this.blobs.discard(r);
@@ -626,6 +647,16 @@ export class ReplicaStore {
         ins.run(s.guid, s.partition, s.size, now);
       }
     });
+    if (onStored) for (const x of stored) onStored(x.guid);
+    if (mismatched.length > 0 && !this.acceptMismatchedUploads) {
+      const m = mismatched[0]!;
+      throw new CommandError(
+        'IMAP_IOERROR',
+        `Message ${m.guid} was not stored: its bytes hash to ${m.sha1}` +
+          (mismatched.length > 1 ? ` (and ${mismatched.length - 1} more mismatched)` : '') +
+          (stored.length > 0 ? `; the other ${stored.length} messages were stored` : ''),
+      );
+    }
     return stored.map((s) => s.guid);
   }
 
