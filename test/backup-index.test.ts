@@ -265,6 +265,14 @@ test('openBackup + BackupAppender: written, indexed, verifiable; torn tail cut o
   bytes[10] ^= 0xff;
   fs.writeFileSync(data, bytes);
   await t.throwsAsync(openBackup(data, { wait: false }), { instanceOf: VerifyError });
+  // A data file cut shorter than the index says.
+  fs.truncateSync(data, 5);
+  await t.throwsAsync(openBackup(data, { wait: false }), { instanceOf: VerifyError, message: /ended at/ });
+  // ...and the lock was released on the way out.
+  const l = (await openBackup(data, { wait: false, repair: false }))!;
+  t.truthy(l);
+  l.index.close();
+  l.lock.release();
 });
 
 function withSources(v: DlistValue): DlistValue {

@@ -20,7 +20,7 @@
  *   never a fresh empty index.
  */
 import * as fs from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
@@ -951,7 +951,12 @@ export async function openBackup(dataPath: string, opts: OpenBackupOptions): Pro
       if (last !== null && (last.length === null || last.data_sha1 === null)) {
         throw new VerifyError(`${dataPath}: chunk ${last.id} was never finished in the index`);
       }
-      const hash = await hashPrefix(lock.fd, last === null ? 0 : last.offset);
+      let hash: Hash;
+      try {
+        hash = await hashPrefix(lock.fd, last === null ? 0 : last.offset);
+      } catch (err) {
+        throw new VerifyError(`${dataPath}: chunk ${last?.id}: ${(err as Error).message}`);
+      }
       if (last !== null && hash.copy().digest('hex') !== last.file_sha1) {
         throw new VerifyError(`${dataPath}: chunk ${last.id}: file_sha1 does not match the data before offset ${last.offset}`);
       }
