@@ -135,6 +135,9 @@ export function openDatabase(configdirectory: string, fsync: boolean, readonly =
 
 /** Brings a store written by an earlier version up to SCHEMA_VERSION, in one transaction. */
 function migrate(db: DB): void {
+  // Every process serving the store opens it: take the write lock only when there is work.
+  const v = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: string } | undefined;
+  if (v?.value === String(SCHEMA_VERSION)) return;
   db.transaction(() => {
     const cols = (db.prepare('PRAGMA table_info(blob)').all() as { name: string }[]).map((c) => c.name);
     // version 1 -> 2: blob.stored_at (garbage collection age)
