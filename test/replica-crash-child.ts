@@ -7,14 +7,15 @@ import { mailboxCrcs } from '../src/protocol/crc.js';
 import type { RecordIn } from '../src/protocol/types.js';
 
 const dir = process.argv[2]!;
+const user = process.argv[3] ?? 'crash';
 const st = await tempStore({ fsync: true }, dir);
 const s = openSession(st.sink);
 const bodiesOf = (batch: number) => Array.from({ length: 20 }, (_, i) => message(batch * 100 + i, 'y'.repeat(3000)));
 const recordOf = (uid: number, b: Buffer): RecordIn => recordIn(uid, b, { flags: (uid - 1) % 3 ? ['\\Seen'] : [] });
 // Resume after a previous kill from what the store holds.
-const existing = st.sink.store.mailboxByName('user.crash');
+const existing = st.sink.store.mailboxByName(`user.${user}`);
 if (!existing) {
-  await runCommand(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid: 'crash-inbox', mboxname: 'user.crash' }) });
+  await runCommand(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid: `${user}-inbox`, mboxname: `user.${user}` }) });
 }
 const records: RecordIn[] = [];
 const done = existing?.lastUid ?? 0;
@@ -35,7 +36,7 @@ for (let batch = done / 20 + 1; ; batch++) {
     })),
   );
   const m = mailboxIn({
-    uniqueid: 'crash-inbox', mboxname: 'user.crash', highestmodseq: BigInt(records.length + 1), lastUid: records.length,
+    uniqueid: `${user}-inbox`, mboxname: `user.${user}`, highestmodseq: BigInt(records.length + 1), lastUid: records.length,
     syncCrc: crcs.basic, syncCrcAnnot: crcs.annot, records: records.slice(-20),
   });
   const r2 = await runCommand(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: m });

@@ -10,9 +10,9 @@ import { openSession, runCommand, tempStore } from './replica-helpers.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 /** Starts the child, lets it commit at least `atLeast` batches, then SIGKILLs it; returns the last committed count. */
-function runAndKill(dir: string, atLeast: number, extraDelayMs: number): Promise<number> {
+function runAndKill(dir: string, atLeast: number, extraDelayMs: number, user = 'crash'): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import=tsx', path.join(here, 'replica-crash-child.ts'), dir], {
+    const child = spawn(process.execPath, ['--import=tsx', path.join(here, 'replica-crash-child.ts'), dir, user], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let last = 0;
@@ -60,5 +60,23 @@ test('killed mid-apply: reopened store is consistent and holds every acknowledge
     } finally {
       await st.sink.close();
     }
+  }
+});
+
+test('two processes apply to one store at once, both are killed: each user is consistent', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cyrsync-crash2-'));
+  const [a, b] = await Promise.all([runAndKill(dir, 60, 5, 'alpha'), runAndKill(dir, 60, 11, 'beta')]);
+  const st = await tempStore({ fsync: true }, dir);
+  try {
+    t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), [], 'staging of both dead writers removed');
+    for (const [user, acked] of [['alpha', a], ['beta', b]] as const) {
+      const store = st.sink.store;
+      const mb = store.mailboxByName(`user.${user}`)!;
+      t.true(mb.lastUid >= acked, `${user}: last_uid ${mb.lastUid} >= acknowledged ${acked}`);
+      t.is(mb.lastUid % 20, 0);
+      t.deepEqual(store.recomputeCrcs(`user.${user}`), { basic: mb.crcBasic, annot: (mb.crcAnnot ^ 12345678) >>> 0 });
+    }
+  } finally {
+    await st.sink.close();
   }
 });
