@@ -341,6 +341,18 @@ export interface LoadOptions {
   need?: 'partition' | 'backuppartition';
 }
 
+/** The raw-option lookup (Config.get) of each Settings object, for code handed only the Settings. */
+const OPTION_LOOKUP = new WeakMap<Settings, (key: string) => string | undefined>();
+
+/**
+ * Raw imapd.conf lookup for options outside Settings (e.g. the `sasl_*`
+ * options Cyrus passes to SASL plugins), with `<ident>_` overrides: the
+ * same as Config.get of the Config these Settings came from.
+ */
+export function rawOption(settings: Settings, key: string): string | undefined {
+  return OPTION_LOOKUP.get(settings)?.(key);
+}
+
 interface Entry {
   value: string;
   file: string;
@@ -638,6 +650,7 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     }
     return raw.get(k);
   };
+  OPTION_LOOKUP.set(settings, get);
   return { file, ident, settings, get, raw, warnings: reader.warnings };
 }
 

@@ -3,3 +3,4 @@ export * from './sasl.js';
 export * from './saslauthd.js';
 export * from './passwd.js';
 export * from './verify.js';
+export * from './cyrus-sasl.js';

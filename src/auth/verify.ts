@@ -17,7 +17,8 @@
  * another user through a PLAIN authzid; cyrsync refuses any authzid other
  * than the login name (replication clients never send one).
  */
-import type { Settings } from '../config.js';
+import { rawOption, type Settings } from '../config.js';
+import { loadCyrusSasl, SASL_BADAUTH, SASL_NOUSER, SASL_OK } from './cyrus-sasl.js';
 import { canonicalUser, lookupPasswdEntry, PasswdFileError, verifyPasswordHash } from './passwd.js';
 import {
   REPLY_ENCRYPTION_NEEDED,
@@ -34,7 +35,7 @@ export type CheckResult =
   | { result: 'badauth'; detail: string }
   | { result: 'nouser'; detail: string }
   /** The verifier could not answer (file unreadable, saslauthd down): not the client's fault. */
-  | { result: 'unavailable'; detail: string }
+  | { result: 'unavailable'; detail: string; reply?: string }
   | { result: 'nomech'; detail: string };
 
 export interface PasswordChecker {
@@ -51,15 +52,27 @@ export const KNOWN_PWCHECK_METHODS = ['auxprop', 'saslauthd'] as const;
 /**
  * The verifier chain of `sasl_pwcheck_method`, tried in order until one
  * accepts (Cyrus SASL _sasl_checkpass): `auxprop` = the cyrsync password
- * file, `saslauthd` = saslauthd at `sasl_saslauthd_path` with service
- * `csync` and an empty realm. The result is that of the last verifier tried.
+ * file, then — for users not in it — the system's Cyrus SASL auxprop
+ * plugins configured as for Cyrus (sasldb at `sasl_sasldb_path`, default
+ * /etc/sasldb2); `saslauthd` = saslauthd at `sasl_saslauthd_path` with
+ * service `csync` and an empty realm. The result is that of the last
+ * verifier tried.
  */
 export function createPasswordChecker(
   settings: Settings,
-  options: { saslauthdTimeoutMs?: number } = {},
+  options: {
+    saslauthdTimeoutMs?: number;
+    /** Consult libsasl2's auxprop plugins for users not in the password file (default: when libsasl2 loads). */
+    cyrusSasl?: boolean;
+    /** Raw imapd.conf lookup for `sasl_*` plugin options (default: rawOption(settings, key)). */
+    option?: (key: string) => string | undefined;
+  } = {},
 ): PasswordChecker {
   const methods = settings.sasl_pwcheck_method.filter((m) => (KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
   const unknownMethods = settings.sasl_pwcheck_method.filter((m) => !(KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
+
+  const cyrusSasl = options.cyrusSasl === false ? null : loadCyrusSasl();
+  const option = options.option ?? ((key: string) => rawOption(settings, key));
 
   const auxprop = async (user: string, password: Buffer): Promise<CheckResult> => {
     let hash: string | null;
@@ -69,7 +82,17 @@ export function createPasswordChecker(
       const detail = err instanceof PasswdFileError ? err.message : String(err);
       return { result: 'unavailable', detail };
     }
-    if (hash === null) return { result: 'nouser', detail: `${user} is not in ${settings.cyrsync_passwd_file}` };
+    if (hash === null) {
+      const notInFile = `${user} is not in ${settings.cyrsync_passwd_file}`;
+      if (!cyrusSasl) return { result: 'nouser', detail: notInFile };
+      // Not ours: ask the auxprop plugins a Cyrus installation uses (its sasldb by default).
+      const r = await cyrusSasl.checkpass(settings.servername, option, user, password);
+      if (r.code === SASL_OK) return { result: 'ok' };
+      const detail = `${notInFile}; Cyrus SASL auxprop: ${r.detail || r.text}`;
+      if (r.code === SASL_NOUSER) return { result: 'nouser', detail };
+      if (r.code === SASL_BADAUTH) return { result: 'badauth', detail };
+      return { result: 'unavailable', detail, reply: `NO ${r.text}` };
+    }
     if (password.length === 0) return { result: 'badauth', detail: 'empty password' };
     try {
       return (await verifyPasswordHash(hash, password))
@@ -182,7 +205,7 @@ export async function authenticate(creds: SaslCredentials, settings: Settings, c
     case 'nouser':
       return fail('NO user not found', r.detail);
     case 'unavailable':
-      return fail(REPLY_GENERIC_FAILURE, r.detail);
+      return fail(r.reply ?? REPLY_GENERIC_FAILURE, r.detail);
     case 'nomech':
       return fail(REPLY_NO_MECHANISM, r.detail);
   }
