@@ -26,11 +26,12 @@ import {
   type SaslStep,
 } from './auth/index.js';
 import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config, type Settings } from './config.js';
-import { createDaemonLogger, syslogIdent, syslogOnce, type LogMode } from './daemon-log.js';
+import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, syslogFacility, syslogIdent, type LogMode } from './log.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Profile } from './router.js';
 import type { SessionFactory } from './server.js';
 import type { Authenticator } from './session.js';
+import { DeferredSink } from './deferred-sink.js';
 import { TelemetryLog } from './telemetry.js';
 import { VERSION } from './version.js';
 
@@ -116,6 +117,11 @@ export interface AuthenticatorOptions {
   externalSsf?: number;
   /** Already authenticated by the transport (UNIX socket): always an administrator, as in Cyrus. */
   preauthUser?: string;
+  /**
+   * Awaited before a login succeeds (the store must be open before the first
+   * command can reach it); a rejection fails the session.
+   */
+  beforeSuccess?: () => Promise<void>;
 }
 
 /**
@@ -145,6 +151,7 @@ export function createAuthenticator(settings: Settings, o: AuthenticatorOptions 
         if (settings.failedloginpause > 0) await new Promise((r) => setTimeout(r, settings.failedloginpause * 1000));
         return { ok: false, reply: outcome.reply };
       }
+      await o.beforeSuccess?.();
       return { ok: true, user: outcome.userid };
     },
     isAdmin: (user) => (o.preauthUser !== undefined && user === o.preauthUser) || isAdmin(settings, user),
@@ -205,10 +212,14 @@ function earlyError(mode: LogMode, profile: Profile, text: string, config?: Conf
     process.stderr.write(`cyrsync: ${text}\n`);
     return;
   }
-  const ident = serviceIdent(profile);
   const s = config?.settings;
-  syslogOnce(syslogIdent(ident, s?.syslog_prefix ?? null), s?.syslog_facility ?? null, 'err', `Fatal error: ${text}`);
+  const sys = loadLibcSyslog();
+  if (!sys) return; // no syslog and no terminal: the exit status is all master gets
+  // Cyrus's own wording for fatal() lines, under the service's ident.
+  sys.openlog(syslogIdent(serviceIdent(profile), { syslog_prefix: s?.syslog_prefix ?? null }), LOG_PID, syslogFacility(s?.syslog_facility).facility);
+  sys.syslog(LOG_ERR, `Fatal error: ${text}`);
 }
+
 
 /** `-D`: debug_command formatted with argv[0], pid and service, as service.c does. */
 export function formatDebugCommand(template: string, argv0: string, pid: number, service: string): string {
@@ -241,14 +252,8 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
   const ident = serviceIdent(profile);
   let log: Logger;
   try {
-    log = createDaemonLogger({
-      mode,
-      level: settings.cyrsync_log_level,
-      ident,
-      syslogPrefix: settings.syslog_prefix,
-      syslogFacility: settings.syslog_facility,
-      file: settings.cyrsync_log_file,
-    });
+    // The extra `notice` level is not part of the plain Logger type the session and stores take.
+    log = createLogger({ mode, settings, service: ident }) as unknown as Logger;
   } catch (err) {
     earlyError(mode, profile, `cannot open the log: ${(err as Error).message}`, config);
     return EX_CONFIG;
@@ -271,13 +276,25 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
   });
   if (tlsContext === null) return finish(mode, log, EX_CONFIG);
 
+  const storeName = profile === 'sync' ? 'replica' : 'backup';
   let sink: Sink;
-  try {
-    sink = await openSink(profile, settings, log);
-  } catch (err) {
-    log.fatal({ err }, `cannot open the ${profile === 'sync' ? 'replica' : 'backup'} store`);
-    return finish(mode, log, EX_SOFTWARE);
+  let deferred: DeferredSink | null = null;
+  if (mode === 'standalone') {
+    try {
+      sink = await openSink(profile, settings, log);
+    } catch (err) {
+      log.fatal({ err }, `cannot open the ${storeName} store`);
+      return finish(mode, log, EX_SOFTWARE);
+    }
+  } else {
+    // A process per connection: the greeting goes out while the store opens.
+    const opening = openSink(profile, settings, log);
+    opening.catch((err: unknown) => log.fatal({ err }, `cannot open the ${storeName} store`));
+    sink = deferred = new DeferredSink(profile, opening);
   }
+  const storeReady = async (): Promise<void> => {
+    if (deferred) await deferred.ready;
+  };
 
   const cyrusUser = config.get('cyrus_user') || 'cyrus';
   const factory: SessionFactory = (conn, peer) => {
@@ -289,7 +306,7 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
     return {
       profile,
       sink,
-      auth: createAuthenticator(settings, { externalSsf: args.externalSsf, preauthUser }),
+      auth: createAuthenticator(settings, { externalSsf: args.externalSsf, preauthUser, beforeSuccess: storeReady }),
       servername: settings.servername,
       version: VERSION,
       log,
@@ -319,7 +336,13 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
       await serveListener(addr, factory, log);
     } else if (mode === 'master') {
       const { serveMaster } = await import('./master-service.js');
-      const why = await serveMaster(factory, { maxUses: args.maxUses, reuseTimeout: args.reuseTimeout, log });
+      const why = await serveMaster(factory, {
+        maxUses: args.maxUses,
+        reuseTimeout: args.reuseTimeout,
+        log,
+        // A store that cannot be opened: no point serving more connections.
+        shouldExit: () => deferred?.failed != null,
+      });
       log.debug({ reason: why }, 'service exiting');
     } else {
       const { serveStdio } = await import('./server.js');
@@ -331,6 +354,7 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
   } finally {
     await sink.close().catch((err: unknown) => log.error({ err }, 'closing the store failed'));
   }
+  if (code === 0 && deferred?.failed) code = EX_SOFTWARE;
   return finish(mode, log, code);
 }
 

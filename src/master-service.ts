@@ -262,10 +262,12 @@ export interface MasterServiceOptions {
   random?: () => number;
   /** Where the notify messages go (default: fd 3). */
   notify?: (message: MasterMessage) => void;
+  /** Checked after each connection: true ends the process (e.g. its store cannot be opened). */
+  shouldExit?: () => boolean;
 }
 
 /** Why the service loop ended. */
-export type ServiceExit = 'uses' | 'timeout' | 'signal';
+export type ServiceExit = 'uses' | 'timeout' | 'signal' | 'failure';
 
 /** service.c: `reuse_timeout + rand() % reuse_timeout`, i.e. in [T, 2T). */
 export function reuseTimeoutSeconds(t: number, random: () => number = Math.random): number {
@@ -329,6 +331,7 @@ export async function serveMaster(factory: SessionFactory, opts: MasterServiceOp
       await serveConnection(fd, factory, log, (s) => (current = s));
       current = null;
       if (signalled) return 'signal';
+      if (opts.shouldExit?.()) return 'failure';
       if (uses >= maxUses) return 'uses';
       notify(MASTER_SERVICE_AVAILABLE);
     }
