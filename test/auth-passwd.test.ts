@@ -399,3 +399,11 @@ test('mechanism refusals carry Cyrus SASL reasons, in its order', (t) => {
   const ok = createSaslExchange('PLAIN', Buffer.from('\0a\0b').toString('base64'), { refuse: (m) => mechanismRefusal(settings, tls, m) });
   t.true('done' in ok.first);
 });
+
+test('hashes demanding too much memory are refused', (t) => {
+  const salt = 'AAAAAAAAAAAAAAAAAAAAAA==';
+  const key = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+  t.truthy(parseHash(`$scrypt$N=262144,r=8,p=1$${salt}$${key}`));
+  t.is(parseHash(`$scrypt$N=1048576,r=32,p=1$${salt}$${key}`), null);
+  t.is(parseHash(`$scrypt$N=524288,r=8,p=1$${salt}$${key}`), null);
+});

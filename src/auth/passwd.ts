@@ -40,6 +40,8 @@ const KEY_BYTES = 32;
 const MAX_N = 1 << 20;
 const MAX_R = 32;
 const MAX_P = 16;
+/** scrypt needs 128·N·r octets; one check must not take more than this. */
+const MAX_SCRYPT_MEMORY = 256 * 1024 * 1024;
 
 const maxmem = (p: ScryptParams): number => 128 * p.N * p.r * 2 + 1024 * 1024;
 
@@ -76,6 +78,7 @@ export function parseHash(hash: string): ParsedHash | null {
   const params = { N: Number(m[1]), r: Number(m[2]), p: Number(m[3]) };
   if (params.N < 2 || params.N > MAX_N || (params.N & (params.N - 1)) !== 0) return null;
   if (params.r < 1 || params.r > MAX_R || params.p < 1 || params.p > MAX_P) return null;
+  if (128 * params.N * params.r > MAX_SCRYPT_MEMORY) return null;
   const salt = Buffer.from(m[4]!, 'base64');
   const key = Buffer.from(m[5]!, 'base64');
   if (salt.length < 8 || key.length < 16 || key.length > 64) return null;
