@@ -8,8 +8,8 @@
  * | outcome | reply |
  * |---|---|
  * | wrong password (or empty password) | `NO authentication failure` |
- * | no such user in the password file | `NO user not found` |
- * | empty login name, verifier unreachable | `NO generic failure` |
+ * | no such user (password file, Cyrus SASL auxprop) | `NO user not found` |
+ * | empty login name, verifier unreachable | `NO generic failure` (or Cyrus SASL's own text) |
  * | no usable verifier configured | `NO no mechanism available` |
  * | authzid neither empty nor the login name | `NO authorization failure` |
  *
