@@ -93,6 +93,8 @@ export class Session {
   ) {
     this.log = opts.log.child({ session: this.id, peer: opts.peer });
     this.input = conn;
+    // Socket errors (reset, EPIPE) end the session through 'close'; they are not crashes.
+    conn.on('error', (err) => this.log.debug({ err }, 'connection error'));
     this.sinkSession = opts.sink.openSession({ authUser: opts.preauthUser ?? '', peer: opts.peer });
     this.reader = new CommandReader({ limits: opts.limits, sink: null });
     // Failures surface as rejections of nextCommand(); the listener keeps them from being unhandled.
@@ -221,18 +223,22 @@ export class Session {
         await this.compress(cmd.algorithm);
         return false;
       case 'RESTORE':
-        if (!this.mayRun()) return this.refuseState();
+        if (!this.admin) return this.refuseState();
         await w.status('NO IMAP_PROTOCOL_ERROR Protocol error');
         return false;
       case 'GET':
       case 'APPLY':
-        if (!this.mayRun()) return this.refuseState();
+        if (!this.admin) return this.refuseState();
         await router.run(cmd, line.bodies);
         return false;
     }
   }
 
-  /** Authenticated non-admins may do nothing at all (Cyrus: `goto noperm` before any verb). */
+  /**
+   * Session verbs (NOOP, RESTART, EXIT, COMPRESS) work before login; an
+   * authenticated non-admin may do nothing at all (Cyrus: `goto noperm` before
+   * any verb). GET/APPLY/RESTORE need an administrator.
+   */
   private mayRun(): boolean {
     return this.user === null ? true : this.admin;
   }
