@@ -632,3 +632,36 @@ test('connection loss while a command runs: the command completes and commits, t
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
   });
 });
+
+test('staging a big literal: the writer asks the producer to wait, buffers a bounded amount, stores exact bytes', async (t) => {
+  await withStore(async (st, s) => {
+    const chunk = Buffer.alloc(256 * 1024, 0x41);
+    const n = 80; // 20 MiB
+    const { createHash } = await import('node:crypto');
+    const h = createHash('sha1');
+    const body: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const c = Buffer.from(chunk);
+      c.writeUInt32BE(i, 0);
+      body.push(c);
+      h.update(c);
+    }
+    const guid = h.digest('hex');
+    const w = s.bodySink.open({ kind: 'file', partition: 'default', guid, size: n * chunk.length })!;
+    let waits = 0;
+    for (const c of body) {
+      if (!w.write(c)) {
+        waits++;
+        await new Promise<void>((r) => w.onDrain(r));
+      }
+    }
+    const staged = w.end(guid);
+    await staged.done;
+    t.true(waits > 0, 'backpressure was signalled');
+    const r = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: [{ kind: 'file', partition: 'default', guid, size: n * chunk.length, sha1: guid, body: staged }] });
+    t.is(r.status, 'OK success');
+    const stored = readFileSync(path.join(st.partitions.default!, 'blobs', guid.slice(0, 2), guid.slice(2, 4), guid));
+    t.is(stored.length, n * chunk.length);
+    t.is(createHash('sha1').update(stored).digest('hex'), guid);
+  });
+});

@@ -80,6 +80,9 @@ export interface BlobStoreOptions {
 
 let tmpCounter = 0;
 
+/** Bytes a staging writer buffers while a write is in flight before it asks the producer to wait. */
+const HIGH_WATER = 1 << 20;
+
 /** How many blob renames / directory syncs run at once. */
 export const IO_CONCURRENCY = 16;
 
@@ -284,15 +287,19 @@ class StagingWriter implements BodyWriter {
     }
   }
 
+  /** Bytes accepted but not yet handed to a write: at most ~HIGH_WATER plus one chunk. */
+  private queued = 0;
+
   write(chunk: Buffer): boolean {
     if (this.error || this.aborted || this.fd === null) return true;
     this.queue.push(chunk);
+    this.queued += chunk.length;
     this.pump();
-    return !this.inflight;
+    return this.queued < HIGH_WATER;
   }
 
   onDrain(cb: () => void): void {
-    if (!this.inflight || this.error || this.aborted) {
+    if (this.queued < HIGH_WATER || this.error || this.aborted) {
       queueMicrotask(cb);
       return;
     }
@@ -303,6 +310,11 @@ class StagingWriter implements BodyWriter {
     if (this.inflight || this.fd === null) return;
     const buf = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue);
     this.queue = [];
+    this.queued = 0;
+    // While this write runs the producer may fill the queue again (one write in flight, one batch waiting).
+    const cbs = this.drainCbs;
+    this.drainCbs = [];
+    for (const cb of cbs) queueMicrotask(cb);
     if (buf.length === 0) {
       this.flushed();
       return;
@@ -346,6 +358,7 @@ class StagingWriter implements BodyWriter {
     if (this.error) return;
     this.error = err;
     this.queue = [];
+    this.queued = 0;
     this.closeAndRemove();
     this.flushed();
   }
@@ -394,6 +407,7 @@ class StagingWriter implements BodyWriter {
     if (this.aborted) return;
     this.aborted = true;
     this.queue = [];
+    this.queued = 0;
     const cbs = this.drainCbs;
     this.drainCbs = [];
     if (this.inflight) {
