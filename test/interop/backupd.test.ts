@@ -358,6 +358,23 @@ test('bad input: GUID mismatch, unknown APPLY and path-like user ids are refused
   t.false(dump.stdout.includes(sha1(body)));
 });
 
+test('the real restore reads a cyrsync backup back into a real replica', async (t) => {
+  const c = t.context;
+  await c.peer.startReplica();
+  const conf = path.join(c.ours.dir, 'restore.conf');
+  await fsp.writeFile(conf, `${await fsp.readFile(c.ours.conf, 'utf8')}sync_authname: ${ADMIN}\nsync_password: ${ADMIN_PASSWORD}\nsync_try_imap: no\n`);
+  await run('chown', ['cyrus:mail', conf]);
+  const r = await tool(c, conf, 'restore', '-v', c.peer.replicaTarget, '-u', 'plain', '-a', '-X');
+  t.is(r.code, 0, describe(r));
+  // Restored messages are new messages there (new UIDs, modseqs, uidvalidity);
+  // their octets, internal dates and flags are what the master has.
+  const messages = (d: string): string[] =>
+    d.split('\n').filter((l) => l.startsWith('msg ')).map((l) => l.replace(/ uid=\d+ modseq=\d+/, '')).sort();
+  const restored = messages(await c.peer.replicaDump('plain'));
+  t.true(restored.length > 0);
+  t.deepEqual(restored, messages(await c.peer.masterDump('plain')));
+});
+
 test('kill -9 in the middle of a full sync: the next sync converges and verifies', async (t) => {
   const c = t.context;
   await c.peer.populate('crashy', 30, '1M', true);
