@@ -477,16 +477,21 @@ for (const w of WIRES) {
     }
   });
 
-  test.serial(`${w.name}: literals over the size limit are refused at the header`, async (t) => {
+  test.serial(`${w.name}: values over the size limits are refused, literals at the header`, async (t) => {
     t.timeout(2 * 60_000);
     const before = w.dataDir ? (await listFiles(w.dataDir(t))).length : 0;
     const guid = sha1(`never sent ${randomUUID()}`);
-    // Each header announces more than the protocol allows (file literal: u32;
-    // literal: 2^31-1). The reply must come with no body byte sent. Cyrus
-    // answers `* Fatal error: num too big` and closes.
+    // Each literal header announces more than the protocol allows (file
+    // literal: u32; literal: 2^31-1): the reply must come with no body byte
+    // sent. Cyrus answers `* Fatal error: num too big` and closes. Atoms and
+    // quoted strings over maxword / maxquoted (default 131072) end the same
+    // way (`* Fatal error: [TOOBIG] ...`).
+    const long = `user.bob.${'x'.repeat(200_000)}`;
     const oversized = [
       ['file literal of 2^32 octets', `APPLY MESSAGE (%{default ${guid} 4294967296}\r\n`],
       ['literal of 2^31 octets', 'APPLY SIEVE %(USERID bob FILENAME big.script LAST_UPDATE 1767225600 CONTENT {2147483648+}\r\n'],
+      ['atom over maxword', `APPLY SUB %(USERID bob MBOXNAME ${long})\r\n`],
+      ['quoted string over maxquoted', `APPLY SUB %(USERID bob MBOXNAME "${long}")\r\n`],
     ] as const;
     for (const [what, header] of oversized) {
       const c = await adminSession(w.port(t));
@@ -502,8 +507,9 @@ for (const w of WIRES) {
     const a = await adminSession(w.port(t));
     try {
       t.deepEqual((await missing(a, 'user.bob', [guid])).missing, [guid], 'nothing stored under that GUID');
-      const sieve = (await a.command('GET USER bob')).data.filter((l) => l.includes('big.script'));
-      t.deepEqual(sieve, [], 'no sieve script was stored');
+      const user = (await a.command('GET USER bob')).data;
+      t.deepEqual(user.filter((l) => l.includes('big.script')), [], 'no sieve script was stored');
+      t.deepEqual(user.filter((l) => l.includes('xxxxxxxxxx')), [], 'no subscription was stored');
     } finally {
       await a.close();
     }
