@@ -175,7 +175,7 @@ test('a big file literal streams through with flat memory and the right checksum
 });
 
 test('the reader parses records, {N} and {N+} literals, comments, and locates each record', async (t) => {
-  const { file, lock } = await freshFile();
+  const { lock } = await freshFile();
   const body = Buffer.from('Subject: x\r\n\r\ny\r\n');
   const content = Buffer.concat([
     CHUNK_HEADER,

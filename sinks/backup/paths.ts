@@ -175,10 +175,32 @@ export function createDataFile(settings: PathSettings, owner: string): string {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw new CyrsyncError('IMAP_IOERROR', `cannot create ${p}: ${(err as Error).message}`, { cause: err });
     }
-    fs.closeSync(fd);
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    syncDirectory(dir);
     return p;
   }
   throw new CyrsyncError('IMAP_IOERROR', `no free data file name for ${owner} in ${dir}`);
+}
+
+/** Makes a new directory entry durable (the name outlives a crash). */
+function syncDirectory(dir: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  } catch {
+    return;
+  }
+  try {
+    fs.fsyncSync(fd);
+  } catch {
+    /* some filesystems refuse fsync on directories; the file itself is synced */
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** `<P>.index` */
