@@ -14,6 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { formatWithOptions } from 'node:util';
 import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import {
@@ -229,6 +230,18 @@ export function formatDebugCommand(template: string, argv0: string, pid: number,
 }
 
 export async function runDaemon(profile: Profile, argv: string[]): Promise<number> {
+  const state: { mode: LogMode } = { mode: argv.includes('--listen') ? 'standalone' : 'stdio' };
+  try {
+    return await runDaemonIn(profile, argv, (m) => (state.mode = m));
+  } catch (err) {
+    // Whatever escaped: reported where this mode may write, never on the protocol stream.
+    earlyError(state.mode, profile, `unexpected failure: ${(err as Error)?.stack ?? String(err)}`);
+    if (state.mode === 'master') process.exit(EX_SOFTWARE);
+    return EX_SOFTWARE;
+  }
+}
+
+async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMode) => void): Promise<number> {
   let args: DaemonArgs;
   try {
     args = parseDaemonArgs(argv);
@@ -238,6 +251,7 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
     return EX_USAGE;
   }
   const mode = await chooseFrontEnd(args);
+  setMode(mode);
   let config: Config;
   try {
     config = loadDaemonConfig(args, profile);
@@ -258,6 +272,7 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
     earlyError(mode, profile, `cannot open the log: ${(err as Error).message}`, config);
     return EX_CONFIG;
   }
+  if (mode !== 'standalone') keepOffStdio(log);
   if (args.ignored.length > 0) log.debug({ options: args.ignored }, 'options accepted for compatibility, no effect');
 
   if (args.debugger) {
@@ -356,6 +371,34 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
   }
   if (code === 0 && deferred?.failed) code = EX_SOFTWARE;
   return finish(mode, log, code);
+}
+
+/**
+ * Master and stdin/stdout modes: fds 0-2 are never written, whatever happens.
+ * Node's own warnings, uncaught errors and any console output go to the log
+ * instead of stderr/stdout.
+ */
+export function keepOffStdio(log: Logger): void {
+  // The default 'warning' listener prints to stderr.
+  process.removeAllListeners('warning');
+  process.on('warning', (w) => log.warn({ err: w }, `node warning: ${w.message}`));
+  const die = (what: string) => (err: unknown) => {
+    log.fatal({ err }, what);
+    log.flush?.();
+    process.exit(EX_SOFTWARE);
+  };
+  process.on('uncaughtException', die('uncaught exception'));
+  process.on('unhandledRejection', die('unhandled promise rejection'));
+  const toLog =
+    (level: 'info' | 'warn' | 'error' | 'debug') =>
+    (...a: unknown[]) =>
+      log[level]({ console: true }, formatWithOptions({ breakLength: Infinity }, ...a));
+  console.log = toLog('info');
+  console.info = toLog('info');
+  console.warn = toLog('warn');
+  console.error = toLog('error');
+  console.debug = toLog('debug');
+  console.trace = toLog('debug');
 }
 
 /**

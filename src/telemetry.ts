@@ -60,6 +60,8 @@ export class TelemetryLog {
   private fd: number | null;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** When the first gathered reply byte was produced: the stamp of its `>T>` record. */
+  private pendingSince = 0;
   private readonly now: () => Date;
 
   private constructor(
@@ -104,6 +106,7 @@ export class TelemetryLog {
   /** Bytes for the client (before deflate and TLS). */
   output(chunk: Buffer): void {
     if (this.fd === null || chunk.length === 0) return;
+    if (this.pendingBytes === 0) this.pendingSince = this.seconds();
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     if (this.pendingBytes >= FLUSH_AT) this.flushOutput();
@@ -131,7 +134,7 @@ export class TelemetryLog {
     const parts = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
-    this.put(Buffer.from(`>${this.seconds()}>`, 'latin1'), ...parts);
+    this.put(Buffer.from(`>${this.pendingSince}>`, 'latin1'), ...parts);
   }
 
   private seconds(): number {

@@ -379,3 +379,23 @@ test('stdin/stdout mode: without fds 3 and 4 one session runs on stdin/stdout, l
   t.is(err, '');
   t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /connection closed/);
 });
+
+test('master mode: a store that cannot be opened still greets, fails the login, ends the process; nothing on fds 0-2', async (t) => {
+  const s = makeStore();
+  await setPassword(s, 'admin', 'adminpw');
+  // The partition is a regular file: the replica store cannot be created there.
+  const conf = fs.readFileSync(s.conf, 'utf8').replace(/^partition-default: .*$/m, `partition-default: ${s.conf}`);
+  fs.writeFileSync(s.conf, conf);
+  const svc = await startService(s, []);
+  t.teardown(svc.stop);
+  const c = await Client.connect(svc.port);
+  checkGreeting(t, await c.greeting());
+  c.send(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
+  const r = await c.reply();
+  t.false(r.some((l) => l.startsWith('OK')), r.join('|'));
+  await c.closed();
+  const [code] = await svc.exited;
+  t.not(code, 0);
+  t.is(svc.stdio(), '');
+  t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /cannot open the replica store/);
+});
