@@ -109,7 +109,13 @@ export function isAtom(word: string): boolean {
   return true;
 }
 
-const B64 = /^[A-Za-z0-9+/]$/;
+/** Value of each base64 octet, -1 for others. */
+const B64 = (() => {
+  const t = new Int8Array(128).fill(-1);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  for (let i = 0; i < alphabet.length; i++) t[alphabet.charCodeAt(i)] = i;
+  return t;
+})();
 
 type Decoded = { ok: Buffer } | { fail: 'badprot' | 'fail' | 'incomplete'; partial?: Buffer };
 
@@ -119,7 +125,10 @@ export function saslDecode64(input: string): Decoded {
   const out: number[] = [];
   let i = 0;
   let sawEqual = false;
-  const v = (ch: string): number => (B64.test(ch) ? 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.indexOf(ch) : -1);
+  const v = (ch: string): number => {
+    const c = ch.charCodeAt(0);
+    return c < 128 ? B64[c]! : -1;
+  };
   while (input.length - i > 3) {
     if (sawEqual) return { fail: 'badprot' };
     const c0 = input[i]!, c1 = input[i + 1]!, c2 = input[i + 2]!, c3 = input[i + 3]!;
