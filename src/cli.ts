@@ -8,6 +8,7 @@
  */
 import { runPasswd } from './auth/index.js';
 import { runDaemon, EX_USAGE } from './daemon.js';
+import { runDump } from './dump-cli.js';
 import { VERSION } from './version.js';
 
 const USAGE = `usage: cyrsync <command> [options]
@@ -19,7 +20,7 @@ commands:
         --embedded: ignore /etc/imapd.conf and use the built-in configuration under ./var
   passwd -C FILE USER
         set USER's password in the password file FILE (read from stdin when it is not a terminal)
-  dump [-C imapd.conf] USER
+  dump [-C imapd.conf] [--embedded] USER
         print what the replica holds for USER (same form as cyrus-peer dump)
   version
 `;
@@ -32,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
       return runDaemon('sync', rest);
     case 'passwd':
       return runPasswd(rest);
+    case 'dump':
+      return runDump(rest);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);
