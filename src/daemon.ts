@@ -168,7 +168,8 @@ export async function openSink(profile: Profile, settings: Settings, log: Logger
       logger: log,
     });
   }
-  throw new UsageError('the backup store is not available in this build');
+  const { createBackupSink } = await import('../sinks/backup/index.js');
+  return createBackupSink({ settings, logger: log });
 }
 
 async function loadTls(settings: Settings): Promise<SecureContext | undefined> {
@@ -188,9 +189,9 @@ export function serviceIdent(profile: Profile, env: NodeJS.ProcessEnv = process.
 
 export function loadDaemonConfig(args: DaemonArgs, profile: Profile = 'sync', env: NodeJS.ProcessEnv = process.env): Config {
   const base = process.cwd();
-  const options = { ident: serviceIdent(profile, env), env };
+  const options = { ident: serviceIdent(profile, env), env, need: profile === 'sync' ? ('partition' as const) : ('backuppartition' as const) };
   // --embedded (npm start) ignores /etc/imapd.conf: a trial run must not pick up a system Cyrus set-up.
-  if (args.embedded && args.configFile === undefined) return embeddedDefaultConfig(base, { ident: options.ident });
+  if (args.embedded && args.configFile === undefined) return embeddedDefaultConfig(base, { ident: options.ident, need: options.need });
   return loadConfigOrEmbedded(args.configFile, base, options);
 }
 

@@ -1,9 +1,19 @@
 import test from 'ava';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, EX_CONFIG } from '../src/config.js';
 import { UsageError, formatDebugCommand, loadDaemonConfig, parseDaemonArgs, serviceIdent } from '../src/daemon.js';
+
+const made: string[] = [];
+test.after.always(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'cyrsync-daemon-'));
+  made.push(d);
+  return d;
+}
 
 test('defaults: -U 250, -T 60, no external layer', (t) => {
   const a = parseDaemonArgs([]);
@@ -57,7 +67,7 @@ test('debug_command is formatted with argv[0], pid and service', (t) => {
 });
 
 test('a bad imapd.conf names the file, the line and the key; exit status EX_CONFIG', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cyrsync-daemon-'));
+  const dir = tempDir();
   const conf = join(dir, 'imapd.conf');
   writeFileSync(conf, `configdirectory: ${dir}\npartition-default: ${dir}/spool\nsync_timeout: soon\n`);
   const err = t.throws(() => loadDaemonConfig(parseDaemonArgs(['-C', conf]), 'sync', {}), { instanceOf: ConfigError });
@@ -69,7 +79,7 @@ test('a bad imapd.conf names the file, the line and the key; exit status EX_CONF
 });
 
 test('<service>_<key> overrides follow $CYRUS_SERVICE', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cyrsync-daemon-'));
+  const dir = tempDir();
   const conf = join(dir, 'imapd.conf');
   writeFileSync(conf, `configdirectory: ${dir}\npartition-default: ${dir}/spool\nservername: plain\nrep2_servername: special\n`);
   t.is(loadDaemonConfig(parseDaemonArgs(['-C', conf]), 'sync', { CYRUS_SERVICE: 'rep2' }).settings.servername, 'special');

@@ -30,8 +30,14 @@ interface Store {
   configDir: string;
 }
 
+const made: string[] = [];
+test.after.always(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function makeStore(extra: string[] = []): Store {
   const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-master-'));
+  made.push(dir);
   const configDir = path.join(dir, 'conf');
   for (const d of [configDir, path.join(dir, 'spool'), path.join(dir, 'tmp')]) fs.mkdirSync(d, { recursive: true });
   const conf = path.join(dir, 'imapd.conf');

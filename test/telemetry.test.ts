@@ -8,6 +8,16 @@ import { ResponseWriter } from '../transforms/serializer.js';
 import { createCompressDeflate } from '../transforms/deflate.js';
 import { TelemetryLog, ctime, tapPlaintext, telemetryFile } from '../src/telemetry.js';
 
+const made: string[] = [];
+test.after.always(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  made.push(d);
+  return d;
+}
+
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'transcripts');
 
 function withTZ<T>(tz: string, f: () => T): T {
@@ -32,7 +42,7 @@ test('ctime(3) form, local time, day padded with a space', (t) => {
 test('the header is the one the real 3.6.1 sync_server wrote (recorded telemetry, same instant, UTC)', (t) => {
   const recorded = fs.readFileSync(path.join(FIXTURES, '01-full-replica.telemetry'), 'latin1');
   const firstStamp = Number(/<(\d+)</.exec(recorded)![1]);
-  const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  const dir = tempDir();
   fs.mkdirSync(path.join(dir, 'log', 'admin'), { recursive: true });
   withTZ('UTC', () => {
     const log = TelemetryLog.open({ configdirectory: dir, user: 'admin', ident: 'syncserver', pid: 8581, now: () => new Date(firstStamp * 1000) })!;
@@ -49,7 +59,7 @@ function openLog(dir: string, clock: { now: number }): TelemetryLog {
 }
 
 test('records: <T< for what was read, >T> for what was sent, replies gathered until the client speaks', (t) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  const dir = tempDir();
   const clock = { now: 1795357013 };
   const log = openLog(dir, clock);
   t.is(log.file, path.join(dir, 'log', 'admin', 'syncserver-77'));
@@ -68,7 +78,7 @@ test('records: <T< for what was read, >T> for what was sent, replies gathered un
 });
 
 test('records: a long reply is cut into records of 4 KiB or more, none lost', (t) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  const dir = tempDir();
   const log = openLog(dir, { now: 5 });
   const line = Buffer.from('* ' + 'x'.repeat(998) + '\r\n');
   for (let i = 0; i < 10; i++) log.output(line);
@@ -79,7 +89,7 @@ test('records: a long reply is cut into records of 4 KiB or more, none lost', (t
 });
 
 test('appends: a second session of the same process adds its own header', (t) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  const dir = tempDir();
   const a = openLog(dir, { now: 1 });
   a.input(Buffer.from('NOOP\r\n'));
   a.close();
@@ -92,7 +102,7 @@ test('appends: a second session of the same process adds its own header', (t) =>
 });
 
 test('no telemetry without <configdirectory>/log/<user>/, nor for names that would leave it', (t) => {
-  const dir = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-telemetry-'));
+  const dir = tempDir();
   t.is(TelemetryLog.open({ configdirectory: dir, user: 'admin', ident: 'syncserver' }), null);
   fs.mkdirSync(path.join(dir, 'log', 'admin'), { recursive: true });
   for (const user of ['', '..', '.', 'admin/../x', 'a\0b']) t.is(TelemetryLog.open({ configdirectory: dir, user, ident: 'syncserver' }), null, JSON.stringify(user));
