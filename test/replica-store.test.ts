@@ -137,7 +137,11 @@ test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH 
     const wrongUid = await getc(s, {
       verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition: 'default', uniqueid: 'inbox-uid', guid: sha1(bodies[1]!), uid: 1,
     });
-    t.is(wrongUid.status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox');
+    t.is(wrongUid.reply.toString(), '* MESSAGE NIL\r\nOK success\r\n', 'another GUID at that UID: NIL, as the real sync_server');
+    for (const [uniqueid, partition, uid] of [['nope', 'default', 2], ['inbox-uid', 'other', 2], ['inbox-uid', 'default', 9]] as const) {
+      const r = await getc(s, { verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition, uniqueid, guid: sha1(bodies[1]!), uid });
+      t.is(r.status, 'NO IMAP_MAILBOX_NONEXISTENT No Such Mailbox', `${uniqueid} ${partition} ${uid}`);
+    }
     const badGuid = await getc(s, {
       verb: 'GET', sub: 'FETCH', mboxname: 'user.bob', partition: 'default', uniqueid: 'inbox-uid', guid: '../../etc', uid: 1,
     });

@@ -527,15 +527,22 @@ export class ReplicaStore {
     const guid = validateGuid(req.guid);
     const notFound = (): CommandError =>
       new CommandError('IMAP_MAILBOX_NONEXISTENT', `No message ${guid} at UID ${req.uid} of ${req.mboxname}`);
-    let mb = this.mailboxByUniqueid(req.uniqueid);
-    if (!mb || mb.state !== LIVE) mb = this.mailboxByName(req.mboxname);
-    if (!mb || mb.state !== LIVE) throw notFound();
+    // As the real 3.6.1 sync_server, which reads the file at (PARTITION, UNIQUEID, UID):
+    // the mailbox is found by UNIQUEID on that partition (MBOXNAME is not consulted), a
+    // missing message is NONEXISTENT, and a message whose GUID differs from the one asked
+    // for is answered `* MESSAGE NIL` (its printfile() refuses the mismatched file).
+    const mb = this.mailboxByUniqueid(req.uniqueid);
+    if (!mb || mb.state !== LIVE || mb.partition !== req.partition) throw notFound();
     const row = this.q('SELECT * FROM record WHERE mailbox_id = ? AND uid = ?').get(mb.id, req.uid) as
       | Record<string, unknown>
       | undefined;
     if (!row) throw notFound();
     const rec = recordFromRow(row);
-    if (rec.guid !== guid || !rec.hasBlob) throw notFound();
+    if (!rec.hasBlob) throw notFound();
+    if (rec.guid !== guid) {
+      await out(item('MESSAGE', { kind: 'nil' }));
+      return;
+    }
     const blob = await this.locateBlob(guid);
     if (!blob || blob.size !== rec.size) throw notFound();
     const file = blob.path;
