@@ -464,9 +464,6 @@ export function bodyHeader(b: BodyPart, mode: SerializeMode = 'server'): Buffer 
   return Buffer.concat(e.finish() as Buffer[]);
 }
 
-/** @deprecated name kept for callers of the first version; see bodyHeader. */
-export const fileLiteralHeader = (f: DlistFile, mode: SerializeMode = 'server'): Buffer => bodyHeader(f, mode);
-
 // ---------------------------------------------------------------------------
 // Pure entry points
 

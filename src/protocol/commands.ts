@@ -47,7 +47,7 @@ export interface DecodeOptions {
    */
   sieveMailbox?: boolean;
   /**
-   * Whether STARTTLS is on offer (TLS configured). Both real servers treat
+   * Whether TLS is configured (STARTTLS usable at all). Both real servers treat
    * STARTTLS as an unknown command when it is not; when omitted the verb is
    * returned for the session to decide.
    */
