@@ -78,10 +78,10 @@ export function decodeCommand(line: CommandLine, opts: DecodeOptions): Command {
       case 'AUTHENTICATE':
         return decodeAuthenticate(line);
       case 'STARTTLS':
+        // Without TLS configured both servers know no such verb. With it,
+        // sync_server checks for arguments; backupd answers `NO command not
+        // implemented` whatever follows (the session writes that).
         if (opts.starttls === false) break;
-        // backupd answers `NO command not implemented` without looking at
-        // arguments; whether TLS is configured (else: unknown command) is
-        // the session's call.
         if (profile === 'sync' && (line.error || line.args.length > 0)) return extraArgs(verb);
         return { verb: 'STARTTLS' };
       case 'COMPRESS':
