@@ -1,4 +1,5 @@
 import test from 'ava';
+import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -281,5 +282,59 @@ test('file_sha1 stays right when the file changed between chunks (carried hash i
   t.is(c3.offset, c1.compressedLength - 1);
   t.is(c3.fileSha1, sha1(fs.readFileSync(file).subarray(0, c3.offset)));
   await w.abort();
+  lock.release();
+});
+
+test('members with optional gzip header fields (FEXTRA, FNAME, FCOMMENT, FHCRC) are read', async (t) => {
+  const { lock } = await freshFile();
+  const content = Buffer.concat([CHUNK_HEADER, Buffer.from('9 APPLY UNMAILBOX z\r\n')]);
+  const raw = zlib.deflateRawSync(content);
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(zlib.crc32(content), 0);
+  trailer.writeUInt32LE(content.length, 4);
+  const header = Buffer.concat([
+    Buffer.from([0x1f, 0x8b, 8, 4 | 8 | 16 | 2, 0, 0, 0, 0, 0, 3]),
+    Buffer.from([3, 0, 1, 2, 3]),
+    Buffer.from('name\0comment\0', 'latin1'),
+    Buffer.from([0xaa, 0xbb]),
+  ]);
+  const member = Buffer.concat([header, raw, trailer]);
+  fs.writeSync(lock.fd, Buffer.concat([member, member]));
+  const r = await readChunkRecords(lock.fd, 0);
+  t.is(r.end, member.length);
+  t.deepEqual(r.records.map((x) => [x.ts, x.item?.key]), [[9, 'UNMAILBOX']]);
+  t.is((await scanMembers(lock.fd)).members.length, 2);
+  lock.release();
+});
+
+test('any string survives the canonical {N} output and the reader (property)', async (t) => {
+  const { lock } = await freshFile();
+  const w = new ChunkWriter(lock.fd);
+  await w.start(1);
+  const values: string[] = [];
+  const samples = fc.sample(
+    fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.uint8Array({ maxLength: 60 }).map((a) => Buffer.from(a).toString('latin1')),
+      fc.constantFrom('NIL', '', '\\Drafts', '"q"', '%x', '(a)', 'a b', 'x'.repeat(1500), '{5}', 'tab\there'),
+    ),
+    { numRuns: 300, seed: 4242 },
+  );
+  for (const raw of samples) {
+    const v = Buffer.from(raw, 'utf8').length === raw.length ? raw : Buffer.from(raw, 'utf8').toString('latin1');
+    values.push(v);
+    await w.append({ key: 'SEEN', value: kv([['SEENUIDS', { kind: 'string', value: v }], ['N', atom('1')]]) }, 2);
+  }
+  await w.end(3);
+  const r = await readChunkRecords(lock.fd, 0);
+  t.is(r.records.length, values.length);
+  const text = zlib.gunzipSync(fs.readFileSync(lock.path)).toString('latin1');
+  t.false(text.includes('+}'));
+  r.records.forEach((rec, i) => {
+    const items = (rec.item!.value as { items: DlistItem[] }).items;
+    const got = items[0]!.value;
+    const s = got.kind === 'literal' ? got.value.toString('latin1') : got.kind === 'nil' ? null : (got as { value: string }).value;
+    t.is(s, values[i]!, `value ${i}`);
+  });
   lock.release();
 });
