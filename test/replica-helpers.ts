@@ -70,10 +70,10 @@ export function serverResponses(server: Buffer): Buffer[] {
     const nl = server.indexOf('\n', pos);
     const end = nl < 0 ? server.length : nl + 1;
     const seg = server.subarray(pos, end).toString('latin1');
-    const lit = /\{(\d+)\+?\}\r\n$/.exec(seg);
+    const lit = /(?:\{(\d+)\+?\}|%\{\S+ \S+ (\d+)\})\r\n$/.exec(seg);
     if (lit) {
-      // the logical line goes on after the literal's octets
-      pos = end + Number(lit[1]);
+      // the logical line goes on after the literal's octets (plain or file literal)
+      pos = end + Number(lit[1] ?? lit[2]);
       continue;
     }
     const line = server.subarray(lineStart, end).toString('latin1');
