@@ -19,7 +19,7 @@ import {
   verifyPasswordHash,
   type ScryptParams,
 } from '../src/auth/passwd.js';
-import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal } from '../src/auth/verify.js';
+import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal, unixGroupsOf } from '../src/auth/verify.js';
 import { createSaslExchange } from '../src/auth/sasl.js';
 
 /** Cheap parameters for tests; the format and code path are the same. */
@@ -172,7 +172,7 @@ test('passwd without -C: the default file when it exists, else the built-in conf
 
 test('ensureAdminPassword creates a random password once', async (t) => {
   const dir = tmp();
-  const s = parseConfig(`configdirectory: ${dir}/conf\nadmins: Admin other\n`).settings;
+  const s = parseConfig(`configdirectory: ${dir}/conf\nadmins: anyone group:wheel Upper admin other\n`).settings;
   const first = ensureAdminPassword(s, FAST);
   t.true(first.created);
   t.is(first.user, 'admin');
@@ -232,15 +232,27 @@ test('authenticate: success, wrong password, unknown user, authzid rules, admin 
   t.deepEqual(r2.ok ? null : r2.reply, 'NO no mechanism available');
 });
 
-test('isAdmin splits on white space only, as Cyrus', (t) => {
-  const s = parseConfig('configdirectory: /x\nadmins: Admin\trepl  a,b\n').settings;
+test('isAdmin as Cyrus: white space separated, exact entries, anyone, group:', (t) => {
+  const s = parseConfig('configdirectory: /x\nadmins: admin\trepl  a,b Upper group:wheel\n').settings;
   t.true(isAdmin(s, 'admin'));
+  // The login name is canonicalised (lower case); list entries are compared as written.
   t.true(isAdmin(s, 'ADMIN'));
+  t.false(isAdmin(s, 'upper'));
   t.true(isAdmin(s, 'repl'));
   t.true(isAdmin(s, 'a,b'));
   t.false(isAdmin(s, 'a'));
   t.false(isAdmin(s, 'bob'));
   t.false(isAdmin(s, ''));
+  const system = {
+    passwd: 'root:x:0:0::/root:/bin/sh\ncarol:x:1001:10::/home/carol:/bin/sh\ndan:x:1002:1002::/home/dan:/bin/sh\n',
+    group: 'root:x:0:\nwheel:x:10:\nstaff:x:50:dan,erin\n',
+  };
+  t.true(isAdmin(s, 'carol', system));
+  t.false(isAdmin(s, 'dan', system));
+  t.deepEqual([...unixGroupsOf('dan', system)], ['staff']);
+  t.deepEqual([...unixGroupsOf('carol', system)], ['wheel']);
+  const everyone = parseConfig('configdirectory: /x\nadmins: anyone\n').settings;
+  t.true(isAdmin(everyone, 'whoever'));
 });
 
 test('advertised mechanisms follow allowplaintext, TLS, sasl_mech_list and sasl_minimum_layer', (t) => {

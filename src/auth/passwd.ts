@@ -284,14 +284,14 @@ export function setPasswordSync(file: string, user: string, password: Buffer | s
 }
 
 /**
- * First-run helper for `npm start`: when none of the `admins` has an entry
+ * First-run helper for `npm start`: when none of the `admins` users has an entry
  * in the password file, give the first one a random password and return it
  * (to be shown once). Does nothing when `admins` is empty.
  */
 export function ensureAdminPassword(settings: Settings, params: ScryptParams = DEFAULT_SCRYPT): { created: boolean; user?: string; password?: string } {
-  const admins = settings.admins
-    .map((a) => canonicalUser(a, settings.username_tolower))
-    .filter((a): a is string => a !== null);
+  // Only entries naming one user as it logs in can be given a password (not `anyone`, `group:...`,
+  // nor an entry in upper case that no canonical login name can equal).
+  const admins = settings.admins.filter((a) => a !== 'anyone' && !a.startsWith('group:') && canonicalUser(a, settings.username_tolower) === a);
   if (admins.length === 0) return { created: false };
   const file = settings.cyrsync_passwd_file;
   const present = readLinesSync(file).some((l) => l.user !== undefined && admins.includes(l.user));

@@ -17,6 +17,7 @@
  * another user through a PLAIN authzid; cyrsync refuses any authzid other
  * than the login name (replication clients never send one).
  */
+import { readFileSync } from 'node:fs';
 import { rawOption, type Settings } from '../config.js';
 import { loadCyrusSasl, SASL_BADAUTH, SASL_NOUSER, SASL_OK } from './cyrus-sasl.js';
 import { canonicalUser, lookupPasswdEntry, PasswdFileError, verifyPasswordHash } from './passwd.js';
@@ -129,14 +130,49 @@ export function createPasswordChecker(
 }
 
 /**
- * Whether `userid` (canonical) is listed in `admins`. Cyrus splits the list
- * on white space only (imap/global.c global_authisa), and canonicalises the
- * entries like login names. `group:` entries are not supported.
+ * Whether `userid` is an administrator, as Cyrus decides with its default
+ * `auth_mech: unix` (imap/global.c global_authisa, lib/auth_unix.c): the
+ * `admins` list is split on white space only; an entry matches when it
+ * equals the canonical user id exactly (entries are not case-folded),
+ * `anyone` matches every user, and `group:NAME` matches members of the
+ * UNIX group NAME (primary group from /etc/passwd, supplementary ones from
+ * /etc/group).
  */
-export function isAdmin(settings: Settings, userid: string): boolean {
+export function isAdmin(settings: Settings, userid: string, system: { passwd?: string; group?: string } = {}): boolean {
   const id = canonicalUser(userid, settings.username_tolower);
   if (id === null) return false;
-  return settings.admins.some((a) => canonicalUser(a, settings.username_tolower) === id);
+  let groups: Set<string> | undefined;
+  for (const entry of settings.admins) {
+    if (entry === 'anyone' || entry === id) return true;
+    if (entry.startsWith('group:')) {
+      groups ??= unixGroupsOf(id, system);
+      if (groups.has(entry.slice(6))) return true;
+    }
+  }
+  return false;
+}
+
+/** Names of the UNIX groups `user` belongs to (empty when the files cannot be read). */
+export function unixGroupsOf(user: string, system: { passwd?: string; group?: string } = {}): Set<string> {
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const out = new Set<string>();
+  let primary: string | undefined;
+  for (const line of (system.passwd ?? read('/etc/passwd')).split('\n')) {
+    const f = line.split(':');
+    if (f[0] === user && f.length >= 4) primary = f[3];
+  }
+  for (const line of (system.group ?? read('/etc/group')).split('\n')) {
+    const f = line.split(':');
+    if (f.length < 4) continue;
+    if (f[2] === primary || f[3]!.split(',').includes(user)) out.add(f[0]!);
+  }
+  return out;
 }
 
 /** What a connection offers below SASL: TLS, with its cipher strength (`tlsBits`, default 256), or an external layer. */
