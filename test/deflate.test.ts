@@ -149,3 +149,18 @@ test('insertCompression over one Duplex', async (t) => {
   await until(() => inflatePrefix(Buffer.concat(written)).length >= 12);
   t.is(inflatePrefix(Buffer.concat(written)).toString(), 'OK success\r\n');
 });
+
+test('ResponseWriter with compression: destroying it releases a writer waiting on backpressure', async (t) => {
+  const { randomBytes } = await import('node:crypto');
+  const w = new ResponseWriter({ highWaterMark: 1024 });
+  w.on('error', () => undefined);
+  w.startCompression(createCompressDeflate());
+  // Nobody reads: incompressible octets fill the deflater and the writer.
+  const pending = w.data({ key: 'X', value: { kind: 'literal', value: randomBytes(4 * 1024 * 1024) } });
+  let settled = false;
+  pending.catch(() => undefined).finally(() => (settled = true));
+  await new Promise((r) => setImmediate(r));
+  t.false(settled, 'held by backpressure');
+  w.destroy();
+  await t.throwsAsync(pending);
+});

@@ -766,7 +766,7 @@ export class DlistWriter extends Readable {
     if (this.failure) throw this.failure;
     const c = this.compressor;
     if (c) {
-      if (!c.write(b)) await new Promise<void>((resolve) => c.once('drain', resolve));
+      if (!c.write(b)) await waitDrain(c);
       return;
     }
     if (!this.push(b)) await new Promise<void>((resolve) => this.readWaiters.push(resolve));
