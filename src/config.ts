@@ -15,7 +15,9 @@
  * is judged by its first octet(s) (`0`,`n*`,`of*`,`f*` are off; `1`,`y*`,
  * `on*`,`t*` are on; upper case is refused), integers are C `strtol(.., 0)`
  * (so `0x10` is 16 and `010` is 8), durations are `[-]N[dhms]...` with a
- * per-key default unit.
+ * per-key default unit, and numbers wrap at 32 bits as in Cyrus (each such
+ * value is reported in `Config.warnings`). This agreement is checked by a
+ * differential test against the real Cyrus reader (test/config-cyrus.test.ts).
  *
  * Every error is a ConfigError naming the file, the line and the key; the
  * command line turns it into exit status EX_CONFIG (78), as Cyrus's
