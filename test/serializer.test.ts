@@ -400,3 +400,48 @@ test('CommandWriter helpers: GET, APPLY, APPLY MESSAGE bounds', async (t) => {
   await w.finish();
   t.is((await all).toString('latin1'), `GET USER fixt\r\nAPPLY FORCE %()\r\nAPPLY MESSAGE (%{default ${f.guid} 1}\r\nx)\r\n`);
 });
+
+test('ResponseWriter: a large file literal streams with bounded buffering behind a slow reader', async (t) => {
+  const SIZE = 64 * 1024 * 1024;
+  const CHUNK = 256 * 1024;
+  const block = Buffer.alloc(CHUNK, 0x61);
+  const hash = createHash('sha1');
+  for (let n = 0; n < SIZE; n += CHUNK) hash.update(block);
+  let produced = 0;
+  const f: DlistFile = {
+    kind: 'file',
+    partition: 'default',
+    guid: hash.digest('hex'),
+    size: SIZE,
+    source: () =>
+      new Readable({
+        highWaterMark: CHUNK,
+        read() {
+          if (produced >= SIZE) this.push(null);
+          else {
+            produced += CHUNK;
+            this.push(block);
+          }
+        },
+      }),
+  };
+  const w = new ResponseWriter({ highWaterMark: 64 * 1024 });
+  let consumed = 0;
+  let maxAhead = 0;
+  const sink = new Writable({
+    highWaterMark: 64 * 1024,
+    write(c: Buffer, _e, cb) {
+      consumed += c.length;
+      maxAhead = Math.max(maxAhead, produced - consumed);
+      setImmediate(cb);
+    },
+  });
+  w.pipe(sink);
+  await w.data({ key: 'MESSAGE', value: f });
+  await w.status('OK success');
+  await w.finish();
+  await new Promise((r) => sink.on('finish', r));
+  const header = `* MESSAGE %{default ${f.guid} ${SIZE}}\r\n`.length;
+  t.is(consumed, header + SIZE + 2 + 'OK success\r\n'.length);
+  t.true(maxAhead < 2 * 1024 * 1024, `source ran ${maxAhead} octets ahead of the reader`);
+});
