@@ -132,7 +132,8 @@ export interface AuthenticatorOptions {
  * under TLS is accepted after STARTTLS.
  */
 export function createAuthenticator(settings: Settings, o: AuthenticatorOptions = {}): Authenticator {
-  const checker = createPasswordChecker(settings);
+  // Made on the first login, not before the greeting: it may bind libsasl2.
+  let checker: ReturnType<typeof createPasswordChecker> | undefined;
   const ssf = o.externalSsf ?? 0;
   let tlsActive = false;
   const connection = (tls: boolean) => (tls ? { tls: true } : ssf > 1 ? { tls: true, tlsBits: ssf } : { tls: false });
@@ -147,7 +148,7 @@ export function createAuthenticator(settings: Settings, o: AuthenticatorOptions 
       let step: SaslStep = exchange.first;
       while ('challenge' in step) step = exchange.respond(await challenge(step.challenge));
       if ('error' in step) return { ok: false, reply: step.error.reply };
-      const outcome = await verifyCredentials(step.done, settings, checker);
+      const outcome = await verifyCredentials(step.done, settings, (checker ??= createPasswordChecker(settings)));
       if (!outcome.ok) {
         if (settings.failedloginpause > 0) await new Promise((r) => setTimeout(r, settings.failedloginpause * 1000));
         return { ok: false, reply: outcome.reply };
@@ -293,6 +294,8 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   if (tlsContext === null) return finish(mode, log, EX_CONFIG);
 
   const storeName = profile === 'sync' ? 'replica' : 'backup';
+  /** Called when a session is being created (before its greeting is written). */
+  let startStore: () => void = () => undefined;
   let sink: Sink;
   let deferred: DeferredSink | null = null;
   if (mode === 'standalone') {
@@ -303,10 +306,16 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
       return finish(mode, log, EX_SOFTWARE);
     }
   } else {
-    // A process per connection: the greeting goes out while the store opens.
-    const opening = openSink(profile, settings, log);
+    // A process per connection: the store opens once the greeting is on its
+    // way (or after a short idle wait, for a process that waits for its client).
+    let kick: () => void = () => undefined;
+    const opening = new Promise<Sink>((resolve) => {
+      kick = () => resolve(openSink(profile, settings, log));
+    });
     opening.catch((err: unknown) => log.fatal({ err }, `cannot open the ${storeName} store`));
     sink = deferred = new DeferredSink(profile, opening);
+    startStore = () => setImmediate(kick);
+    setTimeout(kick, 100).unref();
   }
   const storeReady = async (): Promise<void> => {
     if (deferred) await deferred.ready;
@@ -316,6 +325,8 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   const factory: SessionFactory = (conn, peer) => {
     // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
     const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
+    // Runs after the greeting's writes (they are queued in this turn's microtasks).
+    startStore();
     let telemetry: TelemetryLog | null = null;
     // The last reply (EXIT's) is out before the connection closes.
     conn.once('close', () => telemetry?.close());
@@ -358,6 +369,10 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
         log,
         // A store that cannot be opened: no point serving more connections.
         shouldExit: () => deferred?.failed != null,
+        beforePreauthSession: async () => {
+          startStore();
+          await storeReady();
+        },
       });
       log.debug({ reason: why }, 'service exiting');
     } else {

@@ -264,6 +264,12 @@ export interface MasterServiceOptions {
   notify?: (message: MasterMessage) => void;
   /** Checked after each connection: true ends the process (e.g. its store cannot be opened). */
   shouldExit?: () => boolean;
+  /**
+   * Awaited before a UNIX-domain connection's session is created: such a
+   * client is logged in from the start, so its commands may reach the store
+   * at once.
+   */
+  beforePreauthSession?: () => Promise<unknown>;
 }
 
 /** Why the service loop ended. */
@@ -328,7 +334,7 @@ export async function serveMaster(factory: SessionFactory, opts: MasterServiceOp
       log.debug('accepted connection');
       notify(MASTER_SERVICE_CONNECTION);
       uses++;
-      await serveConnection(fd, factory, log, (s) => (current = s));
+      await serveConnection(fd, factory, log, (s) => (current = s), opts.beforePreauthSession);
       current = null;
       if (signalled) return 'signal';
       if (opts.shouldExit?.()) return 'failure';
@@ -377,7 +383,13 @@ function errnoName(errno: number): string {
 }
 
 /** One connection on an accepted descriptor, to the end of its session. */
-async function serveConnection(fd: number, factory: SessionFactory, log: Logger, setCurrent: (s: Session) => void): Promise<void> {
+async function serveConnection(
+  fd: number,
+  factory: SessionFactory,
+  log: Logger,
+  setCurrent: (s: Session) => void,
+  beforePreauth?: () => Promise<unknown>,
+): Promise<void> {
   let socket: net.Socket;
   try {
     socket = new net.Socket({ fd, readable: true, writable: true });
@@ -394,6 +406,7 @@ async function serveConnection(fd: number, factory: SessionFactory, log: Logger,
   const peer = unix ? 'unix socket' : `${socket.remoteAddress}:${socket.remotePort ?? '?'}`;
   let session: Session;
   try {
+    if (unix) await beforePreauth?.();
     session = new Session(socket, factory(socket, peer));
   } catch (err) {
     log.error({ err, peer }, 'cannot start a session');

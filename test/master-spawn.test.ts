@@ -87,15 +87,16 @@ interface Service {
   stop: () => void;
 }
 
-async function startService(s: Store, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Service> {
+async function startService(s: Store, args: string[], env: NodeJS.ProcessEnv = {}, unixPath?: string): Promise<Service> {
   const fifo = path.join(s.dir, `status-${Date.now()}-${Math.random().toString(16).slice(2)}.fifo`);
   execFileSync('mkfifo', [fifo]);
   const rfd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   const wfd = fs.openSync(fifo, 'w');
   const listener = net.createServer();
-  listener.listen(0, '127.0.0.1');
+  if (unixPath) listener.listen(unixPath);
+  else listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');
-  const port = (listener.address() as net.AddressInfo).port;
+  const port = unixPath ? 0 : (listener.address() as net.AddressInfo).port;
   const lfd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
   const stdin = await socketPair();
   const child = spawn(process.execPath, [...NODE_ARGS, 'sync-server', '-C', s.conf, ...args], {
@@ -106,7 +107,13 @@ async function startService(s: Store, args: string[], env: NodeJS.ProcessEnv = {
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   // The child holds its own copies now; this process must not accept on the socket.
   fs.closeSync(wfd);
+  // Closing a UNIX-domain server removes its path: keep a second name for the socket the child holds.
+  if (unixPath) fs.linkSync(unixPath, `${unixPath}.keep`);
   listener.close();
+  if (unixPath) {
+    await once(listener, 'close');
+    fs.renameSync(`${unixPath}.keep`, unixPath);
+  }
   let written = '';
   child.stdout!.on('data', (b: Buffer) => (written += b.toString('latin1')));
   child.stderr!.on('data', (b: Buffer) => (written += b.toString('latin1')));
@@ -160,8 +167,8 @@ class Client {
     });
     sock.on('error', () => undefined);
   }
-  static async connect(port: number): Promise<Client> {
-    const s = net.connect(port, '127.0.0.1');
+  static async connect(port: number | string): Promise<Client> {
+    const s = typeof port === 'string' ? net.connect(port) : net.connect(port, '127.0.0.1');
     await once(s, 'connect');
     return new Client(s);
   }
@@ -404,4 +411,23 @@ test('master mode: a store that cannot be opened still greets, fails the login, 
   t.not(code, 0);
   t.is(svc.stdio(), '');
   t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /cannot open the replica store/);
+});
+
+test('master mode on a UNIX socket: the client is the Cyrus user, an administrator, without AUTHENTICATE (as sync_server)', async (t) => {
+  const s = makeStore(['cyrus_user: mailsrv']);
+  const sock = path.join(s.dir, 'csync.sock');
+  const svc = await startService(s, ['-U', '1'], {}, sock);
+  t.teardown(svc.stop);
+  const c = await Client.connect(sock);
+  // Already logged in: no capability lines, just the OK.
+  t.deepEqual((await c.greeting()).map((l) => l.replace(/ \S+$/, '')), ['* OK master-test Cyrus sync server']);
+  c.send('GET USER nobody');
+  const r = await c.reply();
+  t.is(r.at(-1), 'OK success', r.join('|'));
+  await exitSession(c);
+  const [code] = await svc.exited;
+  t.is(code, 0);
+  t.deepEqual(svc.messages.map((m) => m.message), [U, C]);
+  t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /"user":"mailsrv"/);
+  t.is(svc.stdio(), '');
 });
