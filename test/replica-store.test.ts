@@ -156,7 +156,7 @@ test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH 
 });
 
 test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing', async (t) => {
-  await withStore(async (_st, s) => {
+  await withStore(async (st, s) => {
     const { bodies } = await seedInbox(s);
     const unknown = 'ab'.repeat(20);
     const r = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [sha1(bodies[0]!), unknown] });
@@ -165,6 +165,15 @@ test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing',
     t.is(r2.reply.toString(), 'OK success\r\n');
     const bad = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: ['xyz'] });
     t.is(bad.status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
+    // a blob file lost from the disk is asked for again (a new session: staging is per connection)
+    const g = sha1(bodies[1]!);
+    const { unlinkSync } = await import('node:fs');
+    unlinkSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g));
+    const s2 = openSession(st.sink);
+    const r3 = await apply(s2, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [g] });
+    t.is(r3.reply.toString(), `* MISSING (${g})\r\nOK success\r\n`);
+    t.is((await apply(s2, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s2, [bodies[1]!]) })).status, 'OK success');
+    t.true(existsSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g)));
   });
 });
 

@@ -675,13 +675,26 @@ export class ReplicaStore {
   reserve(guids: string[]): { available: string[]; missing: string[] } {
     const available: string[] = [];
     const missing: string[] = [];
-    for (const g of guids) (this.blobKnown(g) ? available : missing).push(g);
-    if (available.length > 0) {
+    const lost: string[] = [];
+    for (const g of guids) {
+      const known = this.blobKnown(g);
+      // A row whose file has gone (removed by hand, lost disk) is forgotten, so the client uploads it again.
+      if (known && this.blobs.partitions[known.partition] !== undefined && !fs.existsSync(this.blobs.blobPath(known.partition, g))) {
+        lost.push(g);
+        missing.push(g);
+        continue;
+      }
+      (known ? available : missing).push(g);
+    }
+    if (available.length > 0 || lost.length > 0) {
       const now = Math.floor(Date.now() / 1000);
       this.tx(() => {
         const touch = this.q('UPDATE blob SET stored_at = ? WHERE guid = ?');
         for (const g of available) touch.run(now, g);
+        const forget = this.q('DELETE FROM blob WHERE guid = ?');
+        for (const g of lost) forget.run(g);
       });
+      if (lost.length > 0) this.log?.warn({ guids: lost }, 'blob files missing from the store; asking for them again');
     }
     return { available, missing };
   }
