@@ -468,3 +468,56 @@ test('a line that failed to parse is refused even when its verb is known', (t) =
   t.is(reply(c), 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line');
   t.is(c.verb === 'REFUSED' ? c.error?.code : null, 'IMAP_PROTOCOL_ERROR');
 });
+
+// ---------------------------------------------------------------------------
+// Robustness: any line decodes to a command or a refusal, never an exception
+
+import fc from 'fast-check';
+import type { CommandLine, DlistValue } from '../transforms/dlist-types.js';
+
+const word = fc.constantFrom('GET', 'APPLY', 'RESTORE', 'get', 'Apply', 'NOOP', 'AUTHENTICATE', 'COMPRESS', 'EXIT', 'C01', 'STARTTLS', 'X');
+const sub = fc.constantFrom(
+  'USER', 'META', 'MAILBOXES', 'UNIQUEIDS', 'FULLMAILBOX', 'QUOTA', 'ANNOTATION', 'FETCH', 'FETCH_SIEVE', 'RESERVE', 'MESSAGE',
+  'MAILBOX', 'LOCAL_MAILBOX', 'UNMAILBOX', 'RENAME', 'EXPUNGE', 'UNQUOTA', 'SUB', 'UNSUB', 'SEEN', 'UNANNOTATION', 'SIEVE',
+  'UNSIEVE', 'ACTIVATE_SIEVE', 'UNACTIVATE_SIEVE', 'UNUSER', 'FORCE', 'CAPABILITIES', 'CAPABILITY', 'mailbox',
+);
+const keyName = fc.constantFrom(
+  'UNIQUEID', 'MBOXNAME', 'MBOXTYPE', 'HIGHESTMODSEQ', 'PARTITION', 'LAST_UID', 'RECENTUID', 'RECENTTIME', 'LAST_APPENDDATE',
+  'POP3_LAST_LOGIN', 'UIDVALIDITY', 'ACL', 'OPTIONS', 'RECORD', 'ANNOTATIONS', 'UID', 'MODSEQ', 'FLAGS', 'GUID', 'SIZE',
+  'INTERNALDATE', 'LAST_UPDATED', 'ENTRY', 'USERID', 'VALUE', 'ROOT', 'LIMIT', 'FILENAME', 'CONTENT', 'OLDMBOXNAME',
+  'NEWMBOXNAME', 'SYNC_CRC', 'QUOTAROOT', 'USERFLAGS', 'LASTREAD', 'LASTUID', 'LASTCHANGE', 'SEENUIDS', 'LAST_UPDATE',
+);
+const text = fc.oneof(
+  fc.constantFrom('0', '1', '4294967295', '4294967296', '18446744073709551616', 'i', 'f', 'd', 'NIL', '', '-1', '0123456789abcdef0123456789abcdef01234567'),
+  fc.string({ maxLength: 8 }),
+);
+const anyValue: fc.Arbitrary<DlistValue> = fc.letrec<{ v: DlistValue }>((tie) => ({
+  v: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    text.map((value) => ({ kind: 'atom', value }) as DlistValue),
+    text.map((value) => ({ kind: 'quoted', value }) as DlistValue),
+    text.map((s) => ({ kind: 'literal', value: Buffer.from(s, 'latin1') }) as DlistValue),
+    fc.constant<DlistValue>({ kind: 'nil' }),
+    fc.constant<DlistValue>({ kind: 'flag', value: '\\Seen' }),
+    fc.constant<DlistValue>({ kind: 'bigliteral', size: 5, sha1: 'a'.repeat(40), body: null }),
+    fc.constant<DlistValue>({ kind: 'file', partition: 'p', guid: 'a'.repeat(40), size: 1, sha1: 'b'.repeat(40), body: null }),
+    fc.array(tie('v'), { maxLength: 4 }).map((items) => ({ kind: 'list', items }) as DlistValue),
+    fc.array(fc.tuple(keyName, tie('v')), { maxLength: 6 }).map((kv) => ({ kind: 'kvlist', items: kv.map(([key, value]) => ({ key, value })) }) as DlistValue),
+  ),
+})).v;
+
+test('property: every line decodes to a typed command or a refusal line', (t) => {
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(word, fc.option(sub, { nil: undefined }), fc.array(anyValue, { maxLength: 3 }), fc.constantFrom<'sync' | 'backup'>('sync', 'backup'), (verb, s, rest, profile) => {
+        const args: DlistValue[] = s === undefined ? rest : [{ kind: 'atom', value: s }, ...rest];
+        const line: CommandLine = { verb, args, bodies: [] };
+        const c = decodeCommand(line, { profile });
+        // IMAP_INTERNAL would mean the decoder threw and was caught.
+        if (c.verb === 'REFUSED') return /^(\S+ )?(BAD|NO) \S/.test(c.reply) && c.error !== undefined && c.error.code !== 'IMAP_INTERNAL';
+        return typeof c.verb === 'string';
+      }),
+      { numRuns: 5000 },
+    ),
+  );
+});

@@ -266,6 +266,7 @@ const GUID_RE = /^[0-9a-fA-F]{40}$/;
 function parseU64(v: DlistValue | undefined): bigint | null {
   if (!v) return null;
   if (v.kind === 'num') {
+    if (typeof v.value === 'number' && !Number.isSafeInteger(v.value)) return null;
     const b = BigInt(v.value);
     return b >= 0n && b <= U64_MAX ? b : null;
   }
