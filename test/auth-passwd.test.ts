@@ -85,7 +85,10 @@ test('canonical user names', (t) => {
   t.is(canonicalUser('Admin'), 'admin');
   t.is(canonicalUser('Admin', false), 'Admin');
   t.is(canonicalUser('a:b'), null);
-  t.is(canonicalUser('a b'), null);
+  // Cyrus's unix canonicalisation allows a space, refuses % & * / : ? control and 8-bit octets.
+  t.is(canonicalUser('a b'), 'a b');
+  for (const bad of ['a%b', 'a&b', 'a*b', 'a/b', 'a?b', 'a\x7fb', 'a\x01b', 'é']) t.is(canonicalUser(bad), null, bad);
+  t.is(canonicalUser('x'.repeat(80)), 'x'.repeat(80));
   t.is(canonicalUser(''), null);
   t.is(canonicalUser('x'.repeat(81)), null);
   t.is(canonicalUser('bob@example.com'), 'bob@example.com');
@@ -146,6 +149,7 @@ test('passwd errors: usage, config, empty password, bad user, broken file', asyn
   t.is(empty.code, 1);
   t.regex(empty.err, /empty password refused/);
   t.is((await passwd(['-C', conf, 'a:b'], 'pw')).code, 65);
+  t.is((await passwd(['-C', conf, '#x'], 'pw')).code, 65);
 
   const file = join(dir, 'conf', 'cyrsync.passwd');
   t.is((await passwd(['-C', conf, 'a'], 'pw')).code, 0);
@@ -210,6 +214,11 @@ test('authenticate: success, wrong password, unknown user, authzid rules, admin 
   t.deepEqual(await run('PLAIN', '\0admin\0'), { ok: false, reply: 'NO authentication failure' });
   t.deepEqual(await run('PLAIN', '\0ghost\0x'), { ok: false, reply: 'NO user not found' });
   t.deepEqual(await run('PLAIN', '\0\0x'), { ok: false, reply: 'NO generic failure' });
+  // Replies of the real sync_server for odd login names:
+  t.deepEqual(await run('PLAIN', '\0ad min\0x'), { ok: false, reply: 'NO user not found' });
+  t.deepEqual(await run('PLAIN', `\0${'a'.repeat(100)}\0x`), { ok: false, reply: 'NO authentication failure' });
+  t.deepEqual(await run('PLAIN', '\0ad\x01min\0x'), { ok: false, reply: 'NO authentication failure' });
+  t.deepEqual(await run('PLAIN', 'ADMIN\0admin\0adminpw'), { ok: true, userid: 'admin', admin: true });
   t.deepEqual(await run('PLAIN', 'bob\0admin\0adminpw'), { ok: false, reply: 'NO authorization failure' });
   // Wrong password with a foreign authzid: the password check comes first.
   t.deepEqual(await run('PLAIN', 'bob\0admin\0nope'), { ok: false, reply: 'NO authentication failure' });

@@ -113,15 +113,16 @@ export function verifyPasswordHash(hash: string, password: Buffer | string): Pro
 }
 
 /**
- * A user name as stored and looked up: what Cyrus's canonicalisation keeps
- * (lower-cased when `username_tolower` is on, at most 80 octets) and what
- * the file format can hold (no `:`, no white space or control characters).
- * Returns null for a name that can never log in.
+ * A login name canonicalised as Cyrus's `auth_mech: unix` does
+ * (lib/auth_unix.c mycanonifyid): at most 80 octets, none of them a control
+ * character, 8-bit, or one of `% & * / : ? DEL`; ASCII upper case folded
+ * when `username_tolower` is on. Returns null for a name Cyrus refuses
+ * (the login then fails with `NO authentication failure`).
  */
 export function canonicalUser(name: string, usernameTolower = true): string | null {
-  if (name.length === 0 || Buffer.byteLength(name) > 80) return null;
+  if (name.length === 0 || name.length > 80) return null;
   // eslint-disable-next-line no-control-regex
-  if (/[\x00-\x20\x7f:]/.test(name)) return null;
+  if (/[\x00-\x1f%&*/:?\x7f-\uffff]/.test(name)) return null;
   return usernameTolower ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
 }
 
@@ -454,8 +455,9 @@ export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<numb
     throw err;
   }
   const user = canonicalUser(rest[0]!, settings.username_tolower);
-  if (user === null) {
-    stderr.write(`cyrsync passwd: invalid user name "${rest[0]}" (1 to 80 octets, no ':', spaces or control characters)\n`);
+  // A leading '#' or blank would read back as a comment or a different name.
+  if (user === null || /^[#\s]/.test(user)) {
+    stderr.write(`cyrsync passwd: invalid user name "${rest[0]}" (1 to 80 ASCII characters, none of % & * / : ? or control characters, not starting with '#' or a blank)\n`);
     return EX_DATAERR;
   }
   const file = settings.cyrsync_passwd_file;
