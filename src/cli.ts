@@ -3,13 +3,15 @@
  * The `cyrsync` command.
  *
  *   cyrsync sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
- *   cyrsync passwd -C FILE USER
- *   cyrsync dump -C imapd.conf USER
+ *   cyrsync passwd -C imapd.conf USER
+ *   cyrsync dump [-C imapd.conf] USER
+ *   cyrsync bench-client --connect HOST:PORT ...
  */
-import { runPasswd } from './auth/index.js';
-import { runDaemon, EX_USAGE } from './daemon.js';
-import { runDump } from './dump-cli.js';
 import { VERSION } from './version.js';
+
+// Subcommands are imported when used: a daemon started per connection by
+// master(8) must reach its greeting fast.
+const EX_USAGE = 64;
 
 const USAGE = `usage: cyrsync <command> [options]
 
@@ -18,10 +20,12 @@ commands:
         the replica (Cyrus sync_server). With --listen: a standalone listener;
         without: one session on stdin/stdout (inetd, socat).
         --embedded: ignore /etc/imapd.conf and use the built-in configuration under ./var
-  passwd -C FILE USER
-        set USER's password in the password file FILE (read from stdin when it is not a terminal)
+  passwd -C imapd.conf USER
+        set USER's password in the password file (cyrsync_passwd_file); read from stdin when it is not a terminal
   dump [-C imapd.conf] [--embedded] USER
         print what the replica holds for USER (same form as cyrus-peer dump)
+  bench-client --connect HOST:PORT [options]
+        stream a generated replication workload to a csync server (cyrsync bench-client --help)
   version
 `;
 
@@ -30,11 +34,13 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'sync-server':
     case 'sync_server':
-      return runDaemon('sync', rest);
+      return (await import('./daemon.js')).runDaemon('sync', rest);
     case 'passwd':
-      return runPasswd(rest);
+      return (await import('./auth/index.js')).runPasswd(rest);
     case 'dump':
-      return runDump(rest);
+      return (await import('./dump-cli.js')).runDump(rest);
+    case 'bench-client':
+      return (await import('./bench-client.js')).runBenchClient(rest);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);
