@@ -445,3 +445,19 @@ test('ResponseWriter: a large file literal streams with bounded buffering behind
   t.is(consumed, header + SIZE + 2 + 'OK success\r\n'.length);
   t.true(maxAhead < 2 * 1024 * 1024, `source ran ${maxAhead} octets ahead of the reader`);
 });
+
+test('ResponseWriter: onReplyEnd runs once per status line, after its octets', async (t) => {
+  const w = new ResponseWriter();
+  const seen: string[] = [];
+  let pushedAtHook = -1;
+  w.onReplyEnd = () => {
+    pushedAtHook = w.readableLength;
+    seen.push('end');
+  };
+  await w.rawLine('* SASL PLAIN');
+  t.deepEqual(seen, [], 'a greeting line does not end a reply');
+  await w.data({ key: 'LSUB', value: { kind: 'list', items: [str('user.a')] } });
+  await w.status('OK success');
+  t.deepEqual(seen, ['end']);
+  t.is(pushedAtHook, Buffer.byteLength('* SASL PLAIN\r\n* LSUB (user.a)\r\nOK success\r\n'));
+});
