@@ -85,3 +85,25 @@ test('<service>_<key> overrides follow $CYRUS_SERVICE', (t) => {
   t.is(loadDaemonConfig(parseDaemonArgs(['-C', conf]), 'sync', { CYRUS_SERVICE: 'rep2' }).settings.servername, 'special');
   t.is(loadDaemonConfig(parseDaemonArgs(['-C', conf]), 'sync', {}).settings.servername, 'plain');
 });
+
+test('-p ssf: an external layer above 1 allows the plaintext mechanisms, as TLS does', async (t) => {
+  const dir = tempDir();
+  const { parseConfig } = await import('../src/config.js');
+  const { createAuthenticator } = await import('../src/daemon.js');
+  const settings = parseConfig(`configdirectory: ${dir}\npartition-default: ${dir}/spool\nallowplaintext: no\n`, 'x.conf').settings;
+  t.deepEqual(createAuthenticator(settings).mechanisms(false), []);
+  t.deepEqual(createAuthenticator(settings, { externalSsf: 1 }).mechanisms(false), []);
+  const withLayer = createAuthenticator(settings, { externalSsf: 256 }).mechanisms(false);
+  t.true(withLayer.includes('PLAIN'), withLayer.join(' '));
+  t.deepEqual(createAuthenticator(settings).mechanisms(true), withLayer);
+});
+
+test('a UNIX-socket client (the Cyrus user) is an administrator without being listed in admins', async (t) => {
+  const dir = tempDir();
+  const { parseConfig } = await import('../src/config.js');
+  const { createAuthenticator } = await import('../src/daemon.js');
+  const settings = parseConfig(`configdirectory: ${dir}\npartition-default: ${dir}/spool\nadmins: admin\n`, 'x.conf').settings;
+  t.true(createAuthenticator(settings, { preauthUser: 'cyrus' }).isAdmin('cyrus'));
+  t.false(createAuthenticator(settings).isAdmin('cyrus'));
+  t.true(createAuthenticator(settings).isAdmin('admin'));
+});
