@@ -56,18 +56,18 @@ export class Router {
   private refusal(cmd: GetCommand | ApplyCommand, err: unknown): string {
     const what = `${cmd.verb} ${cmd.sub}`;
     if (err instanceof CyrsyncError) {
-      const line = noFromError(err);
+      const line = noFromError(err, this.profile);
       this.log.info({ command: what, code: err.code, reason: err.message }, `refused: ${line}`);
       return line;
     }
     const e = err as NodeJS.ErrnoException;
     if (e && (e.code === 'ENOSPC' || e.code === 'EDQUOT')) {
-      const line = noFromError(new CommandError('IMAP_NOSPACE', 'No space left on the replica disk'));
+      const line = noFromError(new CommandError('IMAP_NOSPACE', 'No space left on the disk'), this.profile);
       this.log.error({ command: what, err }, `refused: ${line}`);
       return line;
     }
     this.log.error({ command: what, err }, 'command failed unexpectedly');
-    return noFromError(new CommandError('IMAP_INTERNAL', String(e?.message ?? err)));
+    return noFromError(new CommandError('IMAP_INTERNAL', String(e?.message ?? err)), this.profile);
   }
 
   private async dispatch(cmd: GetCommand | ApplyCommand, out: ReplyOut): Promise<void> {

@@ -186,7 +186,11 @@ export class Session {
 
   /** Returns true when the connection must end. */
   private async handle(line: CommandLine, router: Router): Promise<boolean> {
-    const cmd: Command = decodeCommand(line, { profile: this.opts.profile });
+    const cmd: Command = decodeCommand(line, {
+      profile: this.opts.profile,
+      sieveMailbox: this.sinkSession.sieveMailboxMode,
+      starttls: this.opts.tlsContext !== undefined,
+    });
     const w = this.writer;
     switch (cmd.verb) {
       case 'REFUSED':
