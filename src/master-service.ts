@@ -139,6 +139,8 @@ export const systemProbe: FdProbe = {
 interface Libc {
   /** SO_ACCEPTCONN of fd (false when fd is no socket). */
   acceptConn(fd: number): boolean;
+  /** True when fd is a UNIX-domain socket (getsockname family AF_UNIX). */
+  isUnixSocket(fd: number): boolean;
   /** Sets O_NONBLOCK on fd's open file description. */
   setNonBlocking(fd: number): void;
   /**
@@ -161,6 +163,7 @@ const O_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const O_CLOEXEC = 0o2000000;
 const POLLIN = 0x001;
+const AF_UNIX = 1;
 
 let libcCache: Libc | undefined;
 
@@ -177,12 +180,19 @@ function libc(): Libc {
   const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
   const getsockopt = lib.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)');
   const closeFn = lib.func('int close(int fd)');
+  const getsockname = lib.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)');
   libcCache = {
     acceptConn(fd) {
       const value = [0];
       const len = [4];
       if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, value, len) !== 0) return false;
       return value[0] !== 0;
+    },
+    isUnixSocket(fd) {
+      const addr = Buffer.alloc(128);
+      const len = [addr.length];
+      if (getsockname(fd, addr, len) !== 0) throw errnoError('getsockname', koffi.errno());
+      return addr.readUInt16LE(0) === AF_UNIX;
     },
     setNonBlocking(fd) {
       const flags = fcntl(fd, F_GETFL) as number;
@@ -303,6 +313,8 @@ export async function serveMaster(factory: SessionFactory, opts: MasterServiceOp
   // Sibling processes of the same service poll the same socket: whoever loses
   // the race must get EAGAIN, not block in accept().
   sys.setNonBlocking(LISTEN_FD);
+  // Decided by the listening socket, never by a peer address that may be gone.
+  const unix = sys.isUnixSocket(LISTEN_FD);
   const maxUses = Math.max(0, opts.maxUses);
   const reuse = reuseTimeoutSeconds(opts.reuseTimeout, opts.random);
 
@@ -334,7 +346,7 @@ export async function serveMaster(factory: SessionFactory, opts: MasterServiceOp
       log.debug('accepted connection');
       notify(MASTER_SERVICE_CONNECTION);
       uses++;
-      await serveConnection(fd, factory, log, (s) => (current = s), opts.beforePreauthSession);
+      await serveConnection(fd, unix, factory, log, (s) => (current = s), opts.beforePreauthSession);
       current = null;
       if (signalled) return 'signal';
       if (opts.shouldExit?.()) return 'failure';
@@ -385,6 +397,7 @@ function errnoName(errno: number): string {
 /** One connection on an accepted descriptor, to the end of its session. */
 async function serveConnection(
   fd: number,
+  unix: boolean,
   factory: SessionFactory,
   log: Logger,
   setCurrent: (s: Session) => void,
@@ -400,8 +413,7 @@ async function serveConnection(
   }
   socket.on('error', () => undefined); // surfaced through the session's streams
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  // A UNIX-domain connection has no remote address (and is preauthenticated, as in Cyrus).
-  const unix = socket.remoteAddress === undefined;
+  // A UNIX-domain client is preauthenticated, as in Cyrus.
   if (!unix) socket.setNoDelay(true);
   const peer = unix ? 'unix socket' : `${socket.remoteAddress}:${socket.remotePort ?? '?'}`;
   let session: Session;
