@@ -14,6 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import { formatWithOptions } from 'node:util';
 import type { SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
@@ -26,7 +27,16 @@ import {
   isAdmin,
   type SaslStep,
 } from './auth/index.js';
-import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config, type Settings } from './config.js';
+import {
+  ConfigError,
+  EX_CONFIG,
+  embeddedDefaultConfig,
+  loadConfigOrEmbedded,
+  parseDuration,
+  parseSwitch,
+  type Config,
+  type Settings,
+} from './config.js';
 import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, syslogFacility, syslogIdent, type LogMode } from './log.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Profile } from './router.js';
@@ -183,6 +193,19 @@ async function loadTls(settings: Settings): Promise<SecureContext | undefined> {
   return createSecureContext({ cert, key });
 }
 
+/**
+ * `tcp_keepalive` / `tcp_keepalive_idle` as Cyrus's tcp_enable_keepalive
+ * (idle 0 = the system default). `tcp_keepalive_cnt` and `_intvl` have no
+ * Node API: the system defaults apply.
+ */
+export function tcpKeepalive(config: Pick<Config, 'get'>): { idleMs: number } | null {
+  const on = config.get('tcp_keepalive');
+  if (on === undefined || parseSwitch(on) !== 1) return null;
+  const idle = config.get('tcp_keepalive_idle');
+  const d = idle === undefined ? null : parseDuration(idle, 's');
+  return { idleMs: d && d.ok && d.seconds > 0 ? d.seconds * 1000 : 0 };
+}
+
 /** Cyrus config_ident: the cyrus.conf service name under master, else the program's usual one. */
 export function serviceIdent(profile: Profile, env: NodeJS.ProcessEnv = process.env): string {
   return env.CYRUS_SERVICE || (profile === 'sync' ? 'syncserver' : 'backupd');
@@ -322,11 +345,13 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   };
 
   const cyrusUser = config.get('cyrus_user') || 'cyrus';
+  const keepalive = tcpKeepalive(config);
   const factory: SessionFactory = (conn, peer) => {
     // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
     const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
     // Runs after the greeting's writes (they are queued in this turn's microtasks).
     startStore();
+    if (keepalive && conn instanceof Socket && peer !== 'unix socket') conn.setKeepAlive(true, keepalive.idleMs);
     let telemetry: TelemetryLog | null = null;
     // The last reply (EXIT's) is out before the connection closes.
     conn.once('close', () => telemetry?.close());

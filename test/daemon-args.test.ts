@@ -107,3 +107,13 @@ test('a UNIX-socket client (the Cyrus user) is an administrator without being li
   t.false(createAuthenticator(settings).isAdmin('cyrus'));
   t.true(createAuthenticator(settings).isAdmin('admin'));
 });
+
+test('tcp_keepalive and tcp_keepalive_idle as Cyrus reads them', async (t) => {
+  const { tcpKeepalive } = await import('../src/daemon.js');
+  const conf = (kv: Record<string, string>) => ({ get: (k: string) => kv[k] });
+  t.is(tcpKeepalive(conf({})), null);
+  t.is(tcpKeepalive(conf({ tcp_keepalive: 'no' })), null);
+  t.deepEqual(tcpKeepalive(conf({ tcp_keepalive: 'yes' })), { idleMs: 0 });
+  t.deepEqual(tcpKeepalive(conf({ tcp_keepalive: 'on', tcp_keepalive_idle: '2m' })), { idleMs: 120_000 });
+  t.deepEqual(tcpKeepalive(conf({ tcp_keepalive: '1', tcp_keepalive_idle: '45' })), { idleMs: 45_000 });
+});
