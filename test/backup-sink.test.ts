@@ -6,7 +6,8 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { TRANSCRIPTS, tapStreams, serverResponses } from './replica-helpers.js';
+import { fileURLToPath } from 'node:url';
+import { tapStreams, serverResponses } from './replica-helpers.js';
 import {
   checkChunks,
   dataFiles,
@@ -25,6 +26,7 @@ import {
 } from './backup-sink-helpers.js';
 
 const PROTOCOL_ERROR = 'NO IMAP_PROTOCOL_ERROR Protocol error';
+const TRANSCRIPTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'transcripts');
 
 test('a full session: appended records, index rows, checksums, and GET answers from the index', async (t) => {
   const s = await tempBackupStore();
