@@ -4,6 +4,10 @@
  */
 const SUITES: Record<string, () => Promise<{ run: (args: string[]) => Promise<void> }>> = {
   parser: () => import('./parser.js'),
+  e2e: () => import('./e2e.js'),
+  load: () => import('./load.js'),
+  coldstart: () => import('./coldstart.js'),
+  report: () => import('./report.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
