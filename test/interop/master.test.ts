@@ -36,6 +36,7 @@ import {
 const CYRBIN = '/usr/lib/cyrus/bin';
 const SYSLOGD = path.join(INTEROP_DIR, 'peer', 'lib', 'peer_syslogd.py');
 const NODE = process.execPath;
+const REPO = path.resolve(INTEROP_DIR, '..', '..');
 const SYNCS = 300;
 const USES = 250;
 
@@ -76,6 +77,9 @@ class MasterRun {
   readonly syslogFile: string;
   readonly pidFile: string;
   private syslogd: ChildProcess | undefined;
+  /** node and cli.js as the cyrus user runs them (a copy when the checkout is not readable by it). */
+  node = NODE;
+  cli = CLI;
 
   constructor(
     dir: string,
@@ -106,8 +110,35 @@ class MasterRun {
     while (ports.size < 3) ports.add(await freePort());
     const [port, badPort, recyclePort] = [...ports] as [number, number, number];
     const m = new MasterRun(await makeRunDir('cyrsync-interop-master-'), port, badPort, recyclePort);
+    await m.reachableByCyrus();
     await m.prepare();
     return m;
+  }
+
+  /**
+   * Services run as the cyrus user: when it cannot run this checkout (a clone
+   * under /root, node from a private prefix), run a copy of node, dist/ and
+   * node_modules/ from the run directory instead.
+   */
+  private async reachableByCyrus(): Promise<void> {
+    const asCyrus = (node: string, cli: string) => run('runuser', ['-u', 'cyrus', '--', node, cli, 'version']);
+    // CYRSYNC_INTEROP_COPY_APP=1 takes the copy path even when the checkout is readable.
+    if (!process.env['CYRSYNC_INTEROP_COPY_APP'] && (await asCyrus(this.node, this.cli)).code === 0) return;
+    const app = path.join(this.dir, 'app');
+    await fsp.mkdir(app, { recursive: true });
+    for (const part of ['dist', 'node_modules', 'package.json']) {
+      const r = await run('cp', ['-a', path.join(REPO, part), app]);
+      if (r.code !== 0) throw new Error(`copying ${part} for the cyrus user failed\n${describe(r)}`);
+    }
+    this.cli = path.join(app, path.relative(REPO, CLI));
+    if ((await asCyrus(this.node, this.cli)).code !== 0) {
+      await fsp.copyFile(NODE, path.join(app, 'node'));
+      await fsp.chmod(path.join(app, 'node'), 0o755);
+      this.node = path.join(app, 'node');
+    }
+    await run('chmod', ['-R', 'a+rX', app]);
+    const r = await asCyrus(this.node, this.cli);
+    if (r.code !== 0) throw new Error(`the cyrus user cannot run cyrsync even from ${app}\n${describe(r)}`);
   }
 
   private async prepare(): Promise<void> {
@@ -146,7 +177,7 @@ class MasterRun {
         `partition-default: ${d}/spool`,
       ].join('\n') + '\n',
     );
-    const cmd = (conf: string, extra: string) => `${NODE} ${CLI} sync-server -C ${conf}${extra}`;
+    const cmd = (conf: string, extra: string) => `${this.node} ${this.cli} sync-server -C ${conf}${extra}`;
     await fsp.writeFile(
       this.cyrusConf,
       [
@@ -203,7 +234,7 @@ class MasterRun {
     const r = await run('ps', ['-o', 'pid=,args=', '--ppid', String(master)]);
     return r.stdout
       .split('\n')
-      .filter((l) => l.includes(CLI) && (l.includes(this.conf) || l.includes(this.badConf)))
+      .filter((l) => l.includes(this.cli) && (l.includes(this.conf) || l.includes(this.badConf)))
       .map((l) => Number(l.trim().split(/\s+/)[0]))
       .filter((n) => n > 0);
   }
