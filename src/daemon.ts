@@ -219,10 +219,22 @@ export function loadDaemonConfig(args: DaemonArgs, profile: Profile = 'sync', en
   return loadConfigOrEmbedded(args.configFile, base, options);
 }
 
+/**
+ * systemd socket activation (sd_listen_fds(3)): the first passed socket, fd 3,
+ * when LISTEN_PID names this process. With `Accept=no` it is a listening
+ * socket served like `--listen`.
+ */
+export function systemdListenFd(env: NodeJS.ProcessEnv = process.env, pid = process.pid): number | null {
+  if (env.LISTEN_PID !== String(pid)) return null;
+  const n = Number(env.LISTEN_FDS);
+  return Number.isInteger(n) && n >= 1 ? 3 : null;
+}
+
 /** Where the front-end will be: decides where errors may be written before a logger exists. */
-export async function chooseFrontEnd(args: DaemonArgs): Promise<LogMode> {
+export async function chooseFrontEnd(args: DaemonArgs, env: NodeJS.ProcessEnv = process.env): Promise<LogMode> {
   if (args.listen !== undefined) return 'standalone';
   if (args.stdio) return 'stdio';
+  if (systemdListenFd(env) !== null) return 'standalone';
   const { detectFrontEnd } = await import('./master-service.js');
   return detectFrontEnd();
 }
@@ -383,9 +395,13 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   try {
     if (mode === 'standalone') {
       const { parseListen, serveListener } = await import('./server.js');
-      const addr = parseListen(args.listen!);
-      if (args.embedded) announceEmbedded(config, addr.host, addr.port);
-      await serveListener(addr, factory, log);
+      if (args.listen !== undefined) {
+        const addr = parseListen(args.listen);
+        if (args.embedded) announceEmbedded(config, addr.host, addr.port);
+        await serveListener(addr, factory, log);
+      } else {
+        await serveListener({ fd: systemdListenFd()! }, factory, log);
+      }
     } else if (mode === 'master') {
       const { serveMaster } = await import('./master-service.js');
       const why = await serveMaster(factory, {

@@ -16,6 +16,11 @@ export interface ListenAddress {
   port: number;
 }
 
+/** A listening socket handed over by the supervisor (systemd socket activation). */
+export interface InheritedListener {
+  fd: number;
+}
+
 export function parseListen(spec: string): ListenAddress {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(spec) ?? /^()()(\d+)$/.exec(spec);
   if (!m) throw new Error(`--listen wants HOST:PORT (or PORT), got "${spec}"`);
@@ -29,7 +34,7 @@ export function parseListen(spec: string): ListenAddress {
  * finish its current command (then BYE), close, resolve.
  */
 export async function serveListener(
-  addr: ListenAddress,
+  addr: ListenAddress | InheritedListener,
   factory: SessionFactory,
   log: Logger,
   onListening?: (address: net.AddressInfo) => void,
@@ -55,10 +60,12 @@ export async function serveListener(
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(addr.port, addr.host, () => {
+    const listening = () => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if ('fd' in addr) server.listen({ fd: addr.fd }, listening);
+    else server.listen(addr.port, addr.host, listening);
   });
   const bound = server.address() as net.AddressInfo;
   log.info({ host: bound.address, port: bound.port }, 'listening');

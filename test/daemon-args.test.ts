@@ -117,3 +117,11 @@ test('tcp_keepalive and tcp_keepalive_idle as Cyrus reads them', async (t) => {
   t.deepEqual(tcpKeepalive(conf({ tcp_keepalive: 'on', tcp_keepalive_idle: '2m' })), { idleMs: 120_000 });
   t.deepEqual(tcpKeepalive(conf({ tcp_keepalive: '1', tcp_keepalive_idle: '45' })), { idleMs: 45_000 });
 });
+
+test('systemd socket activation is recognised only for this process', async (t) => {
+  const { systemdListenFd } = await import('../src/daemon.js');
+  t.is(systemdListenFd({ LISTEN_PID: '42', LISTEN_FDS: '1' }, 42), 3);
+  t.is(systemdListenFd({ LISTEN_PID: '43', LISTEN_FDS: '1' }, 42), null);
+  t.is(systemdListenFd({ LISTEN_PID: '42', LISTEN_FDS: '0' }, 42), null);
+  t.is(systemdListenFd({}, 42), null);
+});

@@ -431,3 +431,37 @@ test('master mode on a UNIX socket: the client is the Cyrus user, an administrat
   t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /"user":"mailsrv"/);
   t.is(svc.stdio(), '');
 });
+
+test('systemd socket activation (LISTEN_PID/LISTEN_FDS, Accept=no): the passed socket is served like --listen', async (t) => {
+  const s = makeStore();
+  const listener = net.createServer();
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const port = (listener.address() as net.AddressInfo).port;
+  const lfd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
+  // exec keeps the shell's pid: LISTEN_PID names the node process, as systemd does.
+  const script = `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`;
+  const child = spawn('/bin/sh', ['-c', script, process.execPath, ...NODE_ARGS, 'sync-server', '-C', s.conf], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe', lfd],
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  listener.close();
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString('utf8')));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString('utf8')));
+  const exited = once(child, 'exit');
+  while (!out.includes('"listening"')) {
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const clients = await Promise.all([Client.connect(port), Client.connect(port)]);
+  for (const c of clients) checkGreeting(t, await c.greeting());
+  for (const c of clients) await exitSession(c);
+  child.kill('SIGTERM');
+  const [code] = (await exited) as [number];
+  t.is(code, 0);
+  // Standalone logging: JSON lines on stdout.
+  for (const line of out.trim().split('\n')) t.notThrows(() => JSON.parse(line), line);
+  t.regex(out, /"msg":"listening"/);
+});
