@@ -222,7 +222,7 @@ export function loadDaemonConfig(args: DaemonArgs, profile: Profile = 'sync', en
 /**
  * systemd socket activation (sd_listen_fds(3)): the first passed socket, fd 3,
  * when LISTEN_PID names this process. With `Accept=no` it is a listening
- * socket served like `--listen`.
+ * socket served like `--listen` (with `Accept=yes` it is the connection).
  */
 export function systemdListenFd(env: NodeJS.ProcessEnv = process.env, pid = process.pid): number | null {
   if (env.LISTEN_PID !== String(pid)) return null;
@@ -234,8 +234,10 @@ export function systemdListenFd(env: NodeJS.ProcessEnv = process.env, pid = proc
 export async function chooseFrontEnd(args: DaemonArgs, env: NodeJS.ProcessEnv = process.env): Promise<LogMode> {
   if (args.listen !== undefined) return 'standalone';
   if (args.stdio) return 'stdio';
-  if (systemdListenFd(env) !== null) return 'standalone';
-  const { detectFrontEnd } = await import('./master-service.js');
+  const { detectFrontEnd, systemProbe } = await import('./master-service.js');
+  // With Accept=yes systemd passes the connection itself as fd 3: that one is served on stdin/stdout.
+  const sd = systemdListenFd(env);
+  if (sd !== null && systemProbe.kind(sd) === 'socket' && systemProbe.listening(sd)) return 'standalone';
   return detectFrontEnd();
 }
 

@@ -465,3 +465,26 @@ test('systemd socket activation (LISTEN_PID/LISTEN_FDS, Accept=no): the passed s
   for (const line of out.trim().split('\n')) t.notThrows(() => JSON.parse(line), line);
   t.regex(out, /"msg":"listening"/);
 });
+
+test('systemd Accept=yes (the connection itself on fd 3 and stdin/stdout): one session on stdin/stdout', async (t) => {
+  const s = makeStore();
+  const pair = await socketPair();
+  const script = `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`;
+  const child = spawn('/bin/sh', ['-c', script, process.execPath, ...NODE_ARGS, 'sync-server', '-C', s.conf], {
+    cwd: ROOT,
+    stdio: [pair.inner, pair.inner, 'pipe', pair.inner],
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString('utf8')));
+  const c = new Client(pair.outer);
+  checkGreeting(t, await c.greeting());
+  c.send('NOOP');
+  t.deepEqual(await c.reply(), ['OK Noop completed']);
+  c.send('EXIT');
+  t.deepEqual(await c.reply(), ['OK Finished']);
+  const [code] = (await once(child, 'exit')) as [number];
+  t.is(code, 0);
+  t.is(err, '');
+  pair.close();
+});
