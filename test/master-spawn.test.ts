@@ -87,7 +87,13 @@ interface Service {
   stop: () => void;
 }
 
-async function startService(s: Store, args: string[], env: NodeJS.ProcessEnv = {}, unixPath?: string): Promise<Service> {
+async function startService(
+  s: Store,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  unixPath?: string,
+  command: string[] = [...NODE_ARGS, 'sync-server'],
+): Promise<Service> {
   const fifo = path.join(s.dir, `status-${Date.now()}-${Math.random().toString(16).slice(2)}.fifo`);
   execFileSync('mkfifo', [fifo]);
   const rfd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
@@ -99,7 +105,7 @@ async function startService(s: Store, args: string[], env: NodeJS.ProcessEnv = {
   const port = unixPath ? 0 : (listener.address() as net.AddressInfo).port;
   const lfd = (listener as unknown as { _handle: { fd: number } })._handle.fd;
   const stdin = await socketPair();
-  const child = spawn(process.execPath, [...NODE_ARGS, 'sync-server', '-C', s.conf, ...args], {
+  const child = spawn(process.execPath, [...command, '-C', s.conf, ...args], {
     cwd: ROOT,
     stdio: [stdin.inner, 'pipe', 'pipe', wfd, lfd],
     env: { ...process.env, CYRUS_SERVICE: 'syncserver', CYRUS_ID: '0', ...env },
@@ -487,4 +493,22 @@ test('systemd Accept=yes (the connection itself on fd 3 and stdin/stdout): one s
   t.is(code, 0);
   t.is(err, '');
   pair.close();
+});
+
+test('master mode, backup profile (backupd): the backupd greeting and the same service protocol', async (t) => {
+  const s = makeStore();
+  fs.appendFileSync(s.conf, `backuppartition-default: ${s.dir}/backups\nbackup_staging_path: ${s.dir}/staging\n`);
+  // What `cyrsync backupd` runs: the daemon with the backup profile.
+  const script = `import(${JSON.stringify(path.join(ROOT, 'src', 'daemon.ts'))}).then((m) => m.runDaemon('backup', process.argv.slice(1))).then((c) => { process.exitCode = c; })`;
+  const svc = await startService(s, ['-U', '1'], { CYRUS_SERVICE: 'backupd' }, undefined, ['--import', 'tsx', '-e', script, '--']);
+  t.teardown(svc.stop);
+  const c = await Client.connect(svc.port);
+  const g = await c.greeting();
+  t.regex(g.at(-1)!, /^\* OK master-test Cyrus backup server \S+$/);
+  t.false(g.includes('* SIEVE-MAILBOX'));
+  await exitSession(c);
+  const [code] = await svc.exited;
+  t.is(code, 0);
+  t.deepEqual(svc.messages.map((m) => m.message), [U, C]);
+  t.is(svc.stdio(), '');
 });
