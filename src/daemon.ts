@@ -37,7 +37,7 @@ import {
   type Config,
   type Settings,
 } from './config.js';
-import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, syslogFacility, syslogIdent, type LogMode } from './log.js';
+import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, makeSessionId, syslogFacility, syslogIdent, type LogMode } from './log.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Profile } from './router.js';
 import type { SessionFactory } from './server.js';
@@ -360,6 +360,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
 
   const cyrusUser = config.get('cyrus_user') || 'cyrus';
   const keepalive = tcpKeepalive(config);
+  const bySessionId = parseSwitch(config.get('telemetry_bysessionid') ?? '0') === 1;
   const factory: SessionFactory = (conn, peer) => {
     // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
     const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
@@ -384,7 +385,13 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
         // Only an AUTHENTICATE opens telemetry in Cyrus (not the UNIX-socket login).
         if (user === preauthUser) return;
         telemetry?.close();
-        telemetry = TelemetryLog.open({ configdirectory: settings.configdirectory, user, ident, log });
+        telemetry = TelemetryLog.open({
+          configdirectory: settings.configdirectory,
+          user,
+          ident,
+          log,
+          sessionId: bySessionId ? makeSessionId(settings) : undefined,
+        });
         if (telemetry) log.debug({ file: telemetry.file }, 'telemetry log opened');
       },
       telemetry(direction, chunk) {

@@ -4,7 +4,8 @@
  *
  *  - only when `<configdirectory>/log/<authuser>/` exists; the file is
  *    `<that dir>/<ident>-<pid>` (ident: the service name, $CYRUS_SERVICE
- *    under master), opened O_CREAT|O_APPEND, mode 0644;
+ *    under master; `<ident>-<session id>` with `telemetry_bysessionid`),
+ *    opened O_CREAT|O_APPEND, mode 0644;
  *  - it starts with `---------- <user> <ctime(3) of now>` followed by an
  *    empty line (ctime's own newline plus the header's);
  *  - every read from the client is appended as `<UNIXTIME<` + bytes, every
@@ -41,9 +42,9 @@ export function telemetryDir(configdirectory: string, user: string): string {
   return join(configdirectory, 'log', user);
 }
 
-/** `<configdirectory>/log/<user>/<ident>-<pid>` */
-export function telemetryFile(configdirectory: string, user: string, ident: string, pid: number): string {
-  return join(telemetryDir(configdirectory, user), `${ident}-${pid}`);
+/** `<configdirectory>/log/<user>/<ident>-<pid>` (or `-<session id>` with `telemetry_bysessionid`) */
+export function telemetryFile(configdirectory: string, user: string, ident: string, id: number | string): string {
+  return join(telemetryDir(configdirectory, user), `${ident}-${id}`);
 }
 
 export interface TelemetryOpenOptions {
@@ -52,6 +53,8 @@ export interface TelemetryOpenOptions {
   /** Service name (Cyrus config_ident). */
   ident: string;
   pid?: number;
+  /** `telemetry_bysessionid`: name the file after this session id instead of the pid. */
+  sessionId?: string;
   now?: () => Date;
   log?: Logger;
 }
@@ -81,7 +84,8 @@ export class TelemetryLog {
    */
   static open(o: TelemetryOpenOptions): TelemetryLog | null {
     if (o.user === '' || o.user.includes('/') || o.user === '.' || o.user === '..' || o.user.includes('\0')) return null;
-    const file = telemetryFile(o.configdirectory, o.user, o.ident, o.pid ?? process.pid);
+    if (o.sessionId !== undefined && (o.sessionId === '' || o.sessionId.includes('/'))) return null;
+    const file = telemetryFile(o.configdirectory, o.user, o.ident, o.sessionId ?? o.pid ?? process.pid);
     let fd: number;
     try {
       fd = fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_APPEND | fs.constants.O_WRONLY, 0o644);

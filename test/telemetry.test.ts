@@ -139,3 +139,12 @@ test('tap: the plaintext protocol, whatever feeds the reader and even with the w
   t.true(sent.subarray(0, 19).equals(Buffer.from('OK Noop completed\r\n')));
   t.false(sent.includes(Buffer.from('OK after compression')));
 });
+
+test('telemetry_bysessionid: the file is named after the session id', (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, 'log', 'admin'), { recursive: true });
+  const log = TelemetryLog.open({ configdirectory: dir, user: 'admin', ident: 'syncserver', sessionId: 'replica-1795357013-77-1-123' })!;
+  log.close();
+  t.deepEqual(fs.readdirSync(path.join(dir, 'log', 'admin')), ['syncserver-replica-1795357013-77-1-123']);
+  t.is(TelemetryLog.open({ configdirectory: dir, user: 'admin', ident: 'syncserver', sessionId: '../x' }), null);
+});
