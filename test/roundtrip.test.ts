@@ -59,7 +59,7 @@ function keyText(v: DlistValue): string {
   return v.value;
 }
 
-async function reserializeClient(lines: CommandLine[], mode: 'client' | 'backup'): Promise<Buffer> {
+async function reserializeClient(lines: CommandLine[], mode: 'client' | 'canonical-client'): Promise<Buffer> {
   const w = new CommandWriter({ mode });
   const out = drain(w);
   for (const l of lines) {
@@ -85,9 +85,9 @@ for (const name of taps) {
     const again = await reserializeClient(lines, 'client');
     t.is(again.length, client.length);
     t.true(again.equals(client), 'identical octets');
-    // sync_client prints canonically, so the canonical (backup file) form,
-    // which re-derives every string's form, gives the same octets.
-    const canonical = await reserializeClient(lines, 'backup');
+    // sync_client prints canonically, so the canonical form, which
+    // re-derives every string's form, gives the same octets.
+    const canonical = await reserializeClient(lines, 'canonical-client');
     t.true(canonical.equals(client), 'canonical form identical');
   });
 

@@ -28,7 +28,7 @@ import type { DlistBigLiteral, DlistFile, DlistValue } from '../transforms/dlist
 import { CyrsyncError } from '../transforms/errors.js';
 
 const str = (value: string | Buffer | null): DlistValue => ({ kind: 'string', value });
-const out = (v: DlistValue, mode: 'server' | 'client' | 'backup' = 'server'): string =>
+const out = (v: DlistValue, mode: 'server' | 'client' | 'backup' | 'canonical-client' = 'server'): string =>
   serializeValue(v, mode).toString('latin1');
 
 test('string rules: NIL, empty, atom, quoted, literal', (t) => {
@@ -103,7 +103,8 @@ test('parsed forms are kept outside canonical mode and canonicalised in backup m
   t.is(out(l), '{3}\r\nabc');
   t.is(out(l, 'client'), '{3+}\r\nabc');
   t.is(out(l, 'backup'), 'abc');
-  t.is(out({ kind: 'literal', value: Buffer.from('a\0b') }, 'backup'), '{3+}\r\na\0b');
+  t.is(out({ kind: 'literal', value: Buffer.from('a\0b') }, 'backup'), '{3}\r\na\0b', 'backup files use synchronizing literals');
+  t.is(out({ kind: 'literal', value: Buffer.from('a\0b') }, 'canonical-client'), '{3+}\r\na\0b');
   t.is(out({ kind: 'quoted', value: 'a"b\\c' }), '"a\\"b\\\\c"', 'escapes keep a quoted value parseable');
   t.is(out({ kind: 'quoted', value: 'a\r\nb' }), '{4}\r\na\r\nb');
   t.is(out({ kind: 'atom', value: 'a*b' }), 'a*b', 'atoms are written raw');

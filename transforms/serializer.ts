@@ -36,15 +36,20 @@ import type { DlistBigLiteral, DlistFile, DlistItem, DlistValue } from './dlist-
  *   3.6.5+ do. Clients 3.4.8+/3.6.5+/3.8.3+/3.10+ reject `{N+}` and every
  *   client accepts `{N}`, so a server writes `{N}` (csync-wire §1.5, §8.1).
  * - `client`: `{N+}` literals (clients never wait for a continuation).
- * - `backup`: `{N+}` literals and canonical output (backup-format §5.4):
- *   parsed atoms, quoted strings and literals are re-emitted by the string
- *   rules, as Cyrus does after parsing them into DL_ATOM / DL_BUF.
+ * - `backup`: canonical output (backup-format §5.4) with synchronizing
+ *   `{N}` literals, the form of cyrsync's backup data files: parsed atoms,
+ *   quoted strings and literals are re-emitted by the string rules, as Cyrus
+ *   does after parsing them into DL_ATOM / DL_BUF. Cyrus's own backupd writes
+ *   `{N+}` there, but the Cyrus 3.6.1 tools stop at the first `{N+}` that is
+ *   not a file literal, so its backups of users with such values fail
+ *   `ctl_backups verify`; written with `{N}` they verify.
+ * - `canonical-client`: canonical output with `{N+}` (how sync_client prints).
  *
  * Outside canonical mode a parsed `quoted` stays quoted and a parsed
  * `literal` stays a literal, so re-serializing what a real Cyrus peer sent
  * gives back its bytes.
  */
-export type SerializeMode = 'server' | 'client' | 'backup' | SerializeOptions;
+export type SerializeMode = 'server' | 'client' | 'backup' | 'canonical-client' | SerializeOptions;
 
 export interface SerializeOptions {
   /** `sync` => `{N}`, `nonsync` => `{N+}` */
@@ -61,6 +66,8 @@ export function resolveMode(mode: SerializeMode): SerializeOptions {
       return CLIENT;
     case 'backup':
       return BACKUP;
+    case 'canonical-client':
+      return CANONICAL_CLIENT;
     default:
       return mode;
   }
@@ -68,7 +75,8 @@ export function resolveMode(mode: SerializeMode): SerializeOptions {
 
 const SERVER: SerializeOptions = Object.freeze({ literal: 'sync', canonical: false });
 const CLIENT: SerializeOptions = Object.freeze({ literal: 'nonsync', canonical: false });
-const BACKUP: SerializeOptions = Object.freeze({ literal: 'nonsync', canonical: true });
+const BACKUP: SerializeOptions = Object.freeze({ literal: 'sync', canonical: true });
+const CANONICAL_CLIENT: SerializeOptions = Object.freeze({ literal: 'nonsync', canonical: true });
 
 /** A body to stream after its header: a file literal or a big literal with a source. */
 export type BodyPart = DlistFile | DlistBigLiteral;

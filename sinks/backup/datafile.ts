@@ -35,7 +35,7 @@ import { Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { CyrsyncError } from '../../transforms/errors.js';
 import { DlistParserCore } from '../../transforms/dlist-parser.js';
-import { iterateLineParts, streamBody, type SerializeOptions } from '../../transforms/serializer.js';
+import { iterateLineParts, resolveMode, streamBody, type SerializeOptions } from '../../transforms/serializer.js';
 import type { BodySink, CommandLine, DlistItem, DlistValue } from '../../transforms/dlist-types.js';
 import type { Limits } from '../../transforms/limits.js';
 
@@ -44,12 +44,8 @@ export const CHUNK_HEADER = Buffer.from('# cyrus backup: chunk start\r\n', 'lati
 /** SHA-1 of nothing: the file_sha1 of a chunk at offset 0. */
 export const EMPTY_SHA1 = 'da39a3ee5e6b4b0d3255bfef95601890afd80709';
 
-/**
- * Canonical dlist output (§5.4) with synchronizing literals: see the file
- * comment. The serializer's 'backup' mode writes `{N+}`; this is that mode
- * with `{N}`.
- */
-export const DATAFILE_MODE: SerializeOptions = Object.freeze({ literal: 'sync', canonical: true });
+/** Canonical dlist output (§5.4) with synchronizing `{N}` literals: see the file comment. */
+export const DATAFILE_MODE: SerializeOptions = resolveMode('backup');
 
 const READ_SIZE = 256 * 1024;
 
