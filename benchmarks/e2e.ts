@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- e2e [--runs N] [--quick] [--datasets 4k,20M,1G] [--modes deflate,plain]`
+ * `npm run bench -- e2e [--runs N] [--quick] [--datasets 4k,20M,1G] [--modes deflate,plain] [--budget MINUTES]`
  *
  * The real Cyrus 3.6.1 sync_client on the real master pushes one user, full
  * (`sync_client -u USER`), to the real sync_server and to cyrsync, alternating
@@ -10,6 +10,10 @@
  * "deflate" is sync_client's default against a server offering COMPRESS
  * DEFLATE (both do); "plain" puts cyrus-peer's relay in front of the server to
  * hide that offer, for both servers alike.
+ *
+ * Runs go in rounds (every data set and mode once per round); a round is
+ * started only when it is expected to end within --budget (default 27 min,
+ * populating a fresh master included), so the suite stays under 30 min.
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -39,12 +43,14 @@ export const DATASETS: Dataset[] = [
 
 interface Options {
   runs: number;
+  budgetSeconds: number;
   datasets: Dataset[];
   modes: boolean[];
 }
 
 function parseArgs(args: string[]): Options {
   let runs = 3;
+  let budgetSeconds = 27 * 60;
   let datasets = DATASETS;
   let modes = [true, false];
   for (let i = 0; i < args.length; i++) {
@@ -56,15 +62,16 @@ function parseArgs(args: string[]): Options {
     };
     if (a === '--runs') runs = Number(val());
     else if (a === '--quick') runs = 1;
+    else if (a === '--budget') budgetSeconds = Number(val()) * 60;
     else if (a === '--datasets') {
       const want = val().split(',');
       datasets = DATASETS.filter((d) => want.includes(d.name) || want.includes(d.size));
       if (datasets.length !== want.length) throw new Error(`--datasets: known are ${DATASETS.map((d) => d.size).join(', ')}`);
     } else if (a === '--modes') modes = val().split(',').map((m) => m === 'deflate');
-    else throw new Error(`e2e: unknown option ${a} (--runs N, --quick, --datasets 4k,20M,1G, --modes deflate,plain)`);
+    else throw new Error(`e2e: unknown option ${a} (--runs N, --quick, --datasets 4k,20M,1G, --modes deflate,plain, --budget MINUTES)`);
   }
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs wants a positive integer');
-  return { runs, datasets, modes };
+  return { runs, budgetSeconds, datasets, modes };
 }
 
 function benchArgs(user: string, target: string, serverPid: number, compress: boolean): string[] {
@@ -98,6 +105,8 @@ function sampleFrom(
     clientCpuSeconds: client.clientCpuSeconds,
   };
 }
+
+const datasetRank = (s: Sample): number => DATASETS.findIndex((d) => d.name === s.dataset) * 2 + (s.compress ? 0 : 1);
 
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
 
@@ -136,9 +145,22 @@ export async function run(args: string[]): Promise<void> {
   const m = machine();
   const stream = path.join(RESULTS_DIR, `e2e-${m.date.replace(/[:.]/g, '-')}.jsonl`);
   const samples: Sample[] = [];
-  for (const d of populated) {
-    for (const compress of o.modes) {
-      for (let i = 1; i <= o.runs; i++) {
+  // Rounds: each round is one run of every (data set, mode) on both servers.
+  // A round starts only while the projected end stays within the budget, so
+  // the suite ends in time on a slow or busy machine with fewer runs, never
+  // with a half-measured data set.
+  const roundTimes: number[] = [];
+  let rounds = 0;
+  for (let i = 1; i <= o.runs; i++) {
+    const elapsed = (performance.now() - t0) / 1000;
+    const perRound = roundTimes.length ? Math.max(...roundTimes) : 0;
+    if (i > 1 && elapsed + perRound > o.budgetSeconds) {
+      log(`stopping after ${rounds} of ${o.runs} rounds: another would end past the ${(o.budgetSeconds / 60).toFixed(0)} min budget (--budget)`);
+      break;
+    }
+    const r0 = performance.now();
+    for (const d of populated) {
+      for (const compress of o.modes) {
         // alternate which server goes first, so neither always meets a warm page cache
         const order: ServerName[] = i % 2 ? ['cyrus', 'cyrsync'] : ['cyrsync', 'cyrus'];
         for (const server of order) {
@@ -153,10 +175,15 @@ export async function run(args: string[]): Promise<void> {
         }
       }
     }
+    roundTimes.push((performance.now() - r0) / 1000);
+    rounds = i;
   }
+  // samples of data sets compared in input order, not round order
+  samples.sort((a, b) => datasetRank(a) - datasetRank(b));
   const comparisons = compare(samples);
   const totalSeconds = (performance.now() - t0) / 1000;
-  const file = writeResult({ suite: 'e2e', machine: m, options: { ...o, datasets: o.datasets.map((d) => d.name) }, totalSeconds, comparisons, samples });
+  const options = { runs: o.runs, roundsDone: rounds, budgetMinutes: o.budgetSeconds / 60, modes: o.modes.map((c) => (c ? 'deflate' : 'plain')), datasets: o.datasets.map((d) => d.name) };
+  const file = writeResult({ suite: 'e2e', machine: m, options, totalSeconds, comparisons, samples });
   refreshReport();
   console.log(table(comparisons));
   console.log(`\ne2e: ${samples.length} runs in ${totalSeconds.toFixed(0)} s; results ${path.relative(process.cwd(), file)}; per-run lines ${path.relative(process.cwd(), stream)}`);

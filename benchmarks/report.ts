@@ -289,7 +289,18 @@ export function readmeBlock(): string {
   const results = ['e2e', 'load', 'coldstart'].map(readLatest).filter((r): r is SuiteResult => r !== undefined);
   const comps = results.flatMap((r) => r.comparisons);
   const cold = results.flatMap((r) => r.coldStart ?? []);
-  const lines: string[] = [README_START, ''];
+  const lines: string[] = [
+    README_START,
+    '',
+    '`npm run bench -- e2e [--quick] [--runs N] [--datasets 4k,20M,1G] [--modes deflate,plain]`: the real Cyrus 3.6.1 ' +
+      '`sync_client` pushes the same user (10,000 × 4 KB; 20 × 20 MB; 1 × 1 GiB) from a real master to the real ' +
+      '`sync_server` and to cyrsync, alternating, each run on a fresh target, with COMPRESS DEFLATE and without. ' +
+      '`npm run bench -- load [--total 5G] [--size 20M]`: `cyrsync bench-client` streams 5 GB to each. ' +
+      '`npm run bench -- coldstart`: spawn to greeting. `npm run bench -- profile --datasets 4k`: a `--cpu-prof` ' +
+      'run of cyrsync with its hot spots. `npm run bench -- report` re-renders this block and the chart from ' +
+      '`benchmarks/results/*-latest.json`.',
+    '',
+  ];
   if (results.length === 0) {
     lines.push('No benchmark results yet: `npm run bench -- e2e`, `npm run bench -- load`, `npm run bench -- coldstart`.');
   } else {
@@ -331,7 +342,15 @@ export function refreshReport(): void {
   const block = readmeBlock();
   const a = text.indexOf(README_START);
   const b = text.indexOf(README_END);
-  const next = a >= 0 && b > a ? text.slice(0, a) + block + text.slice(b + README_END.length) : `${text.replace(/\n*$/, '\n')}\n## Benchmarks\n\n${block}\n`;
+  let next: string;
+  if (a >= 0 && b > a) next = text.slice(0, a) + block + text.slice(b + README_END.length);
+  else if (/^## Benchmarks$/m.test(text)) {
+    // first run: the block goes at the end of the existing section
+    const h = text.search(/^## Benchmarks$/m);
+    const after = text.slice(h + 1).search(/^## /m);
+    const end = after < 0 ? text.length : h + 1 + after;
+    next = `${text.slice(0, end).replace(/\n*$/, '\n')}\n${block}\n${after < 0 ? '' : '\n'}${text.slice(end)}`;
+  } else next = `${text.replace(/\n*$/, '\n')}\n## Benchmarks\n\n${block}\n`;
   if (next !== text) fs.writeFileSync(readme, next);
 }
 

@@ -8,6 +8,7 @@ const SUITES: Record<string, () => Promise<{ run: (args: string[]) => Promise<vo
   load: () => import('./load.js'),
   coldstart: () => import('./coldstart.js'),
   report: () => import('./report.js'),
+  profile: () => import('./lib/profile.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
