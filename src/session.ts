@@ -301,11 +301,13 @@ export class Session {
       await w.status('BAD Already did a successful Starttls');
       return false;
     }
-    await w.status('OK Begin TLS negotiation now');
-    await this.outputDrained();
     // Bytes the client pipelined after STARTTLS are discarded (csync-wire §3.2).
+    // The reader lets go of the connection before the OK goes out, so the
+    // client's TLS handshake can only reach the TLS layer.
     this.input.unpipe(this.reader);
     this.reader.detachRemainder();
+    await w.status('OK Begin TLS negotiation now');
+    await this.outputDrained();
     this.writer.unpipe(this.conn);
     const secure = new tls.TLSSocket(this.conn, { isServer: true, secureContext: ctx });
     try {
@@ -333,12 +335,16 @@ export class Session {
       await w.status(`NO Unknown compression algorithm: ${algorithm}`);
       return;
     }
+    // Detach the reader before the OK goes out: every byte the client sends
+    // after reading it is deflated and must reach the inflater, never the
+    // reader directly (a chunk arriving in between would otherwise sit in the
+    // reader's write queue as plain text).
+    this.input.unpipe(this.reader);
+    const pending = this.reader.detachRemainder();
     // The OK line travels uncompressed; everything after it is raw deflate.
     await w.status(`OK ${algorithm} active`);
     this.writer.startCompression(createCompressDeflate());
     const inflate = createCompressInflate();
-    this.input.unpipe(this.reader);
-    const pending = this.reader.detachRemainder();
     this.input.pipe(inflate);
     if (pending.length > 0) inflate.write(pending);
     inflate.pipe(this.reader);
