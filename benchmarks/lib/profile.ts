@@ -9,8 +9,10 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Cyrsync } from '../../test/interop/harness.js';
-import { REPO, RESULTS_DIR, ensureBuilt, ensureDataset, ensureMaster, log, parseClientLine, peer } from './common.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Cyrsync, portOpen, waitFor } from '../../test/interop/harness.js';
+import { CLI, REPO, RESULTS_DIR, ensureBuilt, ensureDataset, ensureMaster, log, parseClientLine, peer } from './common.js';
 import { DATASETS } from '../e2e.js';
 
 interface ProfileNode {
@@ -67,22 +69,22 @@ export async function run(args: string[]): Promise<void> {
   for (const d of DATASETS.filter((x) => want.includes(x.size) || want.includes(x.name))) {
     const pd = await ensureDataset(d);
     const profDir = await fsp.mkdtemp(path.join('/tmp', 'cyrsync-bench-prof-'));
-    const prev = process.env['NODE_OPTIONS'];
-    process.env['NODE_OPTIONS'] = `${prev ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`.trim();
-    let c: Cyrsync;
+    // the harness writes the configuration and passwords; the profiled server
+    // then runs on the same configuration and port (--cpu-prof is refused in NODE_OPTIONS)
+    const c = await Cyrsync.start();
+    await c.stop();
+    const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, CLI, 'sync-server', '-C', c.conf, '--listen', c.target], {
+      stdio: 'ignore',
+    });
+    const exited = once(child, 'exit');
     try {
-      c = await Cyrsync.start();
-    } finally {
-      if (prev === undefined) delete process.env['NODE_OPTIONS'];
-      else process.env['NODE_OPTIONS'] = prev;
-    }
-    try {
-      const r = await peer(['bench', d.user, '--to', c.target, '--server-pid', String(c.pid), ...(compress ? [] : ['--no-compress'])]);
+      if (!(await waitFor(() => portOpen(c.port), 30_000, 50))) throw new Error('profiled cyrsync did not listen');
+      const r = await peer(['bench', d.user, '--to', c.target, '--server-pid', String(child.pid), ...(compress ? [] : ['--no-compress'])]);
       const cl = parseClientLine(r.output);
       log(`${d.name} ${compress ? 'deflate' : 'plain'}: wall ${cl.wallSeconds} s; ${/^server side.*$/m.exec(r.output)?.[0] ?? ''}`);
-      await c.stop();
     } finally {
-      await c.stop();
+      child.kill('SIGTERM');
+      await exited;
       await c.remove();
     }
     const files = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
