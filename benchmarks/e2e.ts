@@ -33,7 +33,7 @@ import {
   type Dataset,
   type PopulatedDataset,
 } from './lib/common.js';
-import { appendSample, compare, refreshReport, table, writeResult, type Sample, type ServerName } from './report.js';
+import { appendSample, compare, goalLines, refreshReport, table, writeResult, type Sample, type ServerName } from './report.js';
 
 export const DATASETS: Dataset[] = [
   { name: '10000x4k', user: 'small4k', count: 10_000, size: '4k' },
@@ -186,5 +186,6 @@ export async function run(args: string[]): Promise<void> {
   const file = writeResult({ suite: 'e2e', machine: m, options, totalSeconds, comparisons, samples });
   refreshReport();
   console.log(table(comparisons));
+  console.log(goalLines(comparisons).join('\n'));
   console.log(`\ne2e: ${samples.length} runs in ${totalSeconds.toFixed(0)} s; results ${path.relative(process.cwd(), file)}; per-run lines ${path.relative(process.cwd(), stream)}`);
 }

@@ -28,7 +28,7 @@ import {
   machine,
   peer,
 } from './lib/common.js';
-import { appendSample, compare, refreshReport, table, writeResult, type Sample, type ServerName } from './report.js';
+import { appendSample, compare, goalLines, refreshReport, table, writeResult, type Sample, type ServerName } from './report.js';
 
 interface Workload {
   size: string;
@@ -174,5 +174,6 @@ export async function run(args: string[]): Promise<void> {
   const file = writeResult({ suite: 'load', machine: m, options: { ...o }, totalSeconds, comparisons, samples });
   refreshReport();
   console.log(table(comparisons));
+  console.log(goalLines(comparisons).join('\n'));
   console.log(`\nload: ${samples.length} runs in ${totalSeconds.toFixed(0)} s; results ${path.relative(process.cwd(), file)}`);
 }

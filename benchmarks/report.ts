@@ -284,6 +284,20 @@ function mdTable(rows: string[][]): string {
   ].join('\n');
 }
 
+/** The issue's goals per comparison: wall <= 0.8 x Cyrus, peak RSS <= 100 MB, CPU/MB below Cyrus. */
+export function goalLines(comps: Comparison[]): string[] {
+  const miss = (pred: (c: Comparison) => boolean): string =>
+    comps
+      .filter(pred)
+      .map((c) => `${c.suite} ${c.dataset} ${c.compress ? 'deflate' : 'plain'}`)
+      .join(', ') || 'none';
+  return [
+    `Goals missed: wall time > 0.8 × Cyrus: ${miss((c) => !(c.ratio.wall <= 0.8))}; ` +
+      `peak RSS > 100 MB: ${miss((c) => !(c.cyrsync.peakRssKiB * 1024 <= 100e6))}; ` +
+      `CPU per MB not below Cyrus: ${miss((c) => !(c.ratio.cpuPerMB < 1))}.`,
+  ];
+}
+
 /** The README block from the latest e2e, load and coldstart results. */
 export function readmeBlock(): string {
   const results = ['e2e', 'load', 'coldstart'].map(readLatest).filter((r): r is SuiteResult => r !== undefined);
@@ -312,7 +326,7 @@ export function readmeBlock(): string {
         `Peak RSS is the highest VmHWM of one server process (the sync_server child; the cyrsync process).`,
       '',
     );
-    if (comps.length) lines.push(mdTable([HEADER, ...comps.map(rowOf)]), '');
+    if (comps.length) lines.push(mdTable([HEADER, ...comps.map(rowOf)]), '', ...goalLines(comps), '');
     if (cold.length) {
       lines.push(
         mdTable([
@@ -358,7 +372,7 @@ export async function run(_args: string[]): Promise<void> {
   refreshReport();
   for (const s of ['e2e', 'load']) {
     const r = readLatest(s);
-    if (r) console.log(table(r.comparisons) + '\n');
+    if (r) console.log(`${table(r.comparisons)}\n${goalLines(r.comparisons).join('\n')}\n`);
   }
   const c = readLatest('coldstart');
   if (c?.coldStart) console.log(coldTable(c.coldStart));
