@@ -535,7 +535,8 @@ bigTest('a 1 GiB message: stored, SHA-1 right, flat server memory', async (t) =>
   try {
     const pid = server.pid;
     t.truthy(pid);
-    const bench = await c.peer.cmd(['bench', 'huge', '--to', server.target, '--server-pid', String(pid)], { timeoutMs: 20 * 60_000 });
+    const long = { CYRUS_PEER_SYNC_DEADLINE: '1800' };
+    const bench = await c.peer.cmd(['bench', 'huge', '--to', server.target, '--server-pid', String(pid)], { timeoutMs: 20 * 60_000, env: long });
     t.is(bench.code, 0, describe(bench));
     const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
     t.log(`cyrsync: ${tail(bench.stdout, 2)}`);
@@ -545,7 +546,7 @@ bigTest('a 1 GiB message: stored, SHA-1 right, flat server memory', async (t) =>
     t.is(await sha1OfToolOutput(c, server.conf, 'cyr_backup', '-u', 'huge', 'dump', 'message', guids[0]!), guids[0]);
     // the take-over test stopped the real backupd
     await c.peer.ok(['backupd', 'start']);
-    const ref = await c.peer.cmd(['bench', 'huge', '--to', refTarget(c)], { timeoutMs: 25 * 60_000 });
+    const ref = await c.peer.cmd(['bench', 'huge', '--to', refTarget(c)], { timeoutMs: 25 * 60_000, env: long });
     t.log(`real backupd: ${tail(ref.stdout, 2)}`);
   } finally {
     await server.stop();
