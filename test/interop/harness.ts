@@ -219,9 +219,9 @@ export async function filesStartingWith(dir: string, prefix: Buffer): Promise<st
   return hits;
 }
 
-/** Files below `dir` whose name contains `needle` (e.g. a GUID). */
+/** Files below `dir` whose path below `dir` contains `needle` (e.g. a GUID as a file or directory name). */
 export async function filesNamed(dir: string, needle: string): Promise<string[]> {
-  return (await listFiles(dir)).filter((f) => path.basename(f).includes(needle) || f.includes(`/${needle}`));
+  return (await listFiles(dir)).filter((f) => path.relative(dir, f).includes(needle));
 }
 
 export function sha1(buf: Buffer | string): string {

@@ -302,14 +302,13 @@ const WIRES: Wire[] = [
   { name: 'cyrsync', port: (t) => server(t).port, dataDir: (t) => server(t).dir },
 ];
 
-/** The names sync_client would list: every mailbox the target reports for USER. */
+/** Internal names of the mailboxes the target reports for USER in GET USER. */
 async function mailboxNames(c: CsyncClient, user: string): Promise<string[]> {
   const r = await c.command(`GET USER ${user}`);
-  const names = r.data.flatMap((l) => {
+  return r.data.flatMap((l) => {
     const m = /^\* MAILBOX %\(.*?MBOXNAME (\S+)/.exec(l);
     return m ? [m[1]!] : [];
   });
-  return names;
 }
 
 /** GUIDs from `* MISSING (...)` of an APPLY RESERVE for them. */
