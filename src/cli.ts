@@ -3,6 +3,7 @@
  * The `cyrsync` command.
  *
  *   cyrsync sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
+ *   cyrsync backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
  *   cyrsync passwd -C imapd.conf USER
  *   cyrsync dump [-C imapd.conf] USER
  *   cyrsync bench-client --connect HOST:PORT ...
@@ -20,6 +21,8 @@ commands:
         the replica (Cyrus sync_server). With --listen: a standalone listener;
         without: one session on stdin/stdout (inetd, socat).
         --embedded: ignore /etc/imapd.conf and use the built-in configuration under ./var
+  backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
+        the backup server (Cyrus backupd): per-user backups in the Cyrus Backups format
   passwd -C imapd.conf USER
         set USER's password in the password file (cyrsync_passwd_file); read from stdin when it is not a terminal
   dump [-C imapd.conf] [--embedded] USER
@@ -35,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
     case 'sync-server':
     case 'sync_server':
       return (await import('./daemon.js')).runDaemon('sync', rest);
+    case 'backupd':
+      return (await import('./daemon.js')).runDaemon('backup', rest);
     case 'passwd':
       return (await import('./auth/index.js')).runPasswd(rest);
     case 'dump':

@@ -23,8 +23,11 @@ import {
   authenticate as verifyCredentials,
   createPasswordChecker,
   createSaslExchange,
+  mechanismRefusal,
+  pausesAfterFailure,
   ensureAdminPassword,
   isAdmin,
+  KNOWN_PWCHECK_METHODS,
   type SaslStep,
 } from './auth/index.js';
 import {
@@ -153,16 +156,21 @@ export function createAuthenticator(settings: Settings, o: AuthenticatorOptions 
       return advertisedMechanisms(settings, connection(tls));
     },
     async authenticate(mechanism, initial, challenge) {
-      const mechanisms = advertisedMechanisms(settings, connection(tlsActive));
-      const exchange = createSaslExchange(mechanism, initial, { mechanisms });
+      // Cyrus's own refusal texts (no mechanism, too weak, encryption needed).
+      const refuse = (m: string): string | null => mechanismRefusal(settings, connection(tlsActive), m);
+      const exchange = createSaslExchange(mechanism, initial, { refuse });
+      // Cyrus pauses after every failed login except a cancel or an unreadable response.
+      const failed = async (reply: string): Promise<{ ok: false; reply: string }> => {
+        if (settings.failedloginpause > 0 && pausesAfterFailure(reply)) {
+          await new Promise((r) => setTimeout(r, settings.failedloginpause * 1000));
+        }
+        return { ok: false, reply };
+      };
       let step: SaslStep = exchange.first;
       while ('challenge' in step) step = exchange.respond(await challenge(step.challenge));
-      if ('error' in step) return { ok: false, reply: step.error.reply };
+      if ('error' in step) return failed(step.error.reply);
       const outcome = await verifyCredentials(step.done, settings, (checker ??= createPasswordChecker(settings)));
-      if (!outcome.ok) {
-        if (settings.failedloginpause > 0) await new Promise((r) => setTimeout(r, settings.failedloginpause * 1000));
-        return { ok: false, reply: outcome.reply };
-      }
+      if (!outcome.ok) return failed(outcome.reply);
       await o.beforeSuccess?.();
       return { ok: true, user: outcome.userid };
     },
@@ -313,6 +321,9 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   }
   if (mode !== 'standalone') keepOffStdio(log);
   if (args.ignored.length > 0) log.debug({ options: args.ignored }, 'options accepted for compatibility, no effect');
+  for (const warning of config.warnings) log.warn({ file: config.file }, `imapd.conf: ${warning}`);
+  const unknownVerifiers = settings.sasl_pwcheck_method.filter((m) => !(KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
+  if (unknownVerifiers.length > 0) log.warn({ methods: unknownVerifiers }, 'sasl_pwcheck_method names verifiers cyrsync does not implement; they are skipped');
 
   if (args.debugger) {
     const template = config.get('debug_command');

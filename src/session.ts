@@ -80,7 +80,7 @@ export class Session {
   private idleTimer: NodeJS.Timeout | null = null;
   private idleExpired = false;
   readonly id = randomBytes(4).toString('hex');
-  private readonly log: Logger;
+  private log: Logger;
   /** Set by the front-end for a graceful stop: finish the current command, then close. */
   private stopping = false;
   private busy = false;
@@ -112,7 +112,6 @@ export class Session {
 
   /** Serves the connection until EXIT, EOF, idle timeout or a framing error. */
   async run(): Promise<void> {
-    const router = new Router(this.opts.profile, this.sinkSession, this.writer, this.log);
     try {
       await this.greet();
       for (;;) {
@@ -125,7 +124,7 @@ export class Session {
         this.disarmIdle();
         if (next === null) break;
         this.busy = true;
-        const done = await this.handle(next, router);
+        const done = await this.handle(next);
         this.busy = false;
         if (done) break;
       }
@@ -185,7 +184,7 @@ export class Session {
   }
 
   /** Returns true when the connection must end. */
-  private async handle(line: CommandLine, router: Router): Promise<boolean> {
+  private async handle(line: CommandLine): Promise<boolean> {
     const cmd: Command = decodeCommand(line, {
       profile: this.opts.profile,
       sieveMailbox: this.sinkSession.sieveMailboxMode,
@@ -194,9 +193,7 @@ export class Session {
     const w = this.writer;
     switch (cmd.verb) {
       case 'REFUSED':
-        if (cmd.error) this.log.info({ code: cmd.error.code, reason: cmd.error.message }, `refused: ${cmd.reply}`);
-        else this.log.info(`refused: ${cmd.reply}`);
-        await w.status(cmd.reply);
+        await this.refuse(cmd.reply, cmd.error?.code ?? 'IMAP_PROTOCOL_ERROR', cmd.error?.message);
         return false;
       case 'NOOP':
         if (!this.mayRun()) return this.refuseState();
@@ -215,7 +212,7 @@ export class Session {
       case 'AUTHENTICATE':
         if (this.user) {
           if (!this.admin) return this.refuseState();
-          await w.status('BAD Already authenticated');
+          await this.refuse('BAD Already authenticated', 'IMAP_PROTOCOL_ERROR');
           return false;
         }
         await this.authenticate(cmd.mechanism, cmd.initial);
@@ -228,12 +225,13 @@ export class Session {
         return false;
       case 'RESTORE':
         if (!this.admin) return this.refuseState();
-        await w.status('NO IMAP_PROTOCOL_ERROR Protocol error');
+        await this.refuse('NO IMAP_PROTOCOL_ERROR Protocol error', 'IMAP_PROTOCOL_ERROR', 'RESTORE is not supported by this server');
         return false;
       case 'GET':
       case 'APPLY':
         if (!this.admin) return this.refuseState();
-        await router.run(cmd, line.bodies);
+        // A router per command: cheap, and it logs with the session's current bindings (user).
+        await new Router(this.opts.profile, this.sinkSession, this.writer, this.log).run(cmd, line.bodies);
         return false;
     }
   }
@@ -248,8 +246,15 @@ export class Session {
   }
 
   private async refuseState(): Promise<boolean> {
-    await this.writer.status(this.user === null ? 'NO Please authenticate first' : 'NO Permission denied');
+    if (this.user === null) await this.refuse('NO Please authenticate first', 'IMAP_PERMISSION_DENIED', 'not logged in');
+    else await this.refuse('NO Permission denied', 'IMAP_PERMISSION_DENIED', `${this.user} is not an administrator`);
     return false;
+  }
+
+  /** Every refused command: one log line with its Cyrus code, then the reply. */
+  private async refuse(reply: string, code: string, reason?: string): Promise<void> {
+    this.log.info(reason === undefined ? { code } : { code, reason }, `refused: ${reply}`);
+    await this.writer.status(reply);
   }
 
   private async authenticate(mechanism: string, initial: string | null): Promise<void> {
@@ -262,7 +267,7 @@ export class Session {
       return resp.verb;
     });
     if (!result.ok) {
-      this.log.warn({ mechanism }, `badlogin: ${result.reply}`);
+      this.log.warn({ mechanism, code: 'IMAP_SASL_FAIL' }, `badlogin: ${result.reply}`);
       await w.status(result.reply);
       return;
     }
@@ -275,7 +280,8 @@ export class Session {
   private loggedIn(user: string): void {
     this.user = user;
     this.admin = this.opts.auth.isAdmin(user);
-    this.log.info({ user, admin: this.admin }, 'login');
+    this.log = this.log.child({ user });
+    this.log.info({ admin: this.admin }, 'login');
     // Only an administrator's file literals may reach the store's staging.
     if (this.admin) this.reader.setBodySink(this.sinkSession.bodySink);
     this.opts.onAuthenticated?.(user);
@@ -285,16 +291,16 @@ export class Session {
     const w = this.writer;
     const ctx = this.opts.tlsContext;
     if (!ctx) {
-      await w.status('BAD IMAP_PROTOCOL_ERROR Unrecognized command');
+      await this.refuse('BAD IMAP_PROTOCOL_ERROR Unrecognized command', 'IMAP_PROTOCOL_ERROR', 'STARTTLS without tls_server_cert');
       return false;
     }
     if (this.opts.profile === 'backup') {
-      await w.status('NO command not implemented');
+      await this.refuse('NO command not implemented', 'IMAP_PROTOCOL_ERROR', 'the backup server has no STARTTLS');
       return false;
     }
     if (this.user) {
       if (!this.admin) return this.refuseState();
-      await w.status("BAD Can't Starttls after authentication");
+      await this.refuse("BAD Can't Starttls after authentication", 'IMAP_PROTOCOL_ERROR');
       return false;
     }
     if (this.tlsActive) {
@@ -328,11 +334,11 @@ export class Session {
   private async compress(algorithm: string): Promise<void> {
     const w = this.writer;
     if (this.compressing) {
-      await w.status('NO Compression already active: DEFLATE');
+      await this.refuse('NO Compression already active: DEFLATE', 'IMAP_PROTOCOL_ERROR');
       return;
     }
     if (algorithm.toUpperCase() !== 'DEFLATE') {
-      await w.status(`NO Unknown compression algorithm: ${algorithm}`);
+      await this.refuse(`NO Unknown compression algorithm: ${algorithm}`, 'IMAP_PROTOCOL_ERROR');
       return;
     }
     // Detach the reader before the OK goes out: every byte the client sends

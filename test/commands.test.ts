@@ -13,7 +13,14 @@ function dec(wire: string, opts: DecodeOptions = { profile: 'sync' }): Command {
     sink: memoryBodySink(),
   });
   if (lines.length !== 1) throw new Error(`expected one line, got ${lines.length}`);
-  return decodeCommand(lines[0]!, opts);
+  const c = decodeCommand(lines[0]!, opts);
+  if (c.verb === 'APPLY') {
+    // The operand as parsed rides along for stores that keep it; the typed fields are what these tests check.
+    if (c.raw !== lines[0]!.args[1]) throw new Error('APPLY without its parsed operand');
+    const { raw: _raw, ...typed } = c;
+    return typed as Command;
+  }
+  return c;
 }
 
 const backup: DecodeOptions = { profile: 'backup' };
@@ -520,4 +527,12 @@ test('property: every line decodes to a typed command or a refusal line', (t) =>
       { numRuns: 5000 },
     ),
   );
+});
+
+test('APPLY carries its operand exactly as parsed', (t) => {
+  const lines = parseCommandLines(Buffer.from('APPLY SUB %(USERID fixt MBOXNAME user.fixt.Sent)\r\n', 'latin1'));
+  const c = decodeCommand(lines[0]!, { profile: 'sync' });
+  t.is(c.verb, 'APPLY');
+  t.is((c as ApplyCommand).raw, lines[0]!.args[1]);
+  t.like((c as ApplyCommand).raw, { kind: 'kvlist' });
 });

@@ -214,7 +214,11 @@ function decodeDlistCommand(verb: DlistVerb, line: CommandLine, opts: DecodeOpti
   // does too, its cmd_apply does not.
   const sub = profile === 'backup' && verb === 'APPLY' ? keyText! : keyText!.toUpperCase();
   if (verb === 'GET') return d.get(sub, value);
-  if (verb === 'APPLY') return d.apply(sub, value, opts);
+  if (verb === 'APPLY') {
+    const cmd = d.apply(sub, value, opts);
+    if (cmd.verb === 'APPLY') cmd.raw = value;
+    return cmd;
+  }
   return d.restore(sub, value);
 }
 

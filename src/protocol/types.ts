@@ -5,7 +5,7 @@
  * binary values (annotation values, sieve content) are `BinaryValue`.
  */
 import type { CyrsyncError } from '../../transforms/errors.js';
-import type { DlistFile, StagedBody } from '../../transforms/dlist-types.js';
+import type { DlistFile, DlistValue, StagedBody } from '../../transforms/dlist-types.js';
 
 /** A `map`-typed value: small ones in memory, big ones staged on disk. */
 export type BinaryValue =
@@ -92,7 +92,13 @@ export type GetCommand =
   | { verb: 'GET'; sub: 'FETCH'; mboxname: string; partition: string; uniqueid: string; guid: string; uid: number }
   | { verb: 'GET'; sub: 'FETCH_SIEVE'; userid: string; filename: string };
 
-export type ApplyCommand =
+/**
+ * APPLY sub-commands. `raw` is the operand exactly as parsed, for stores that
+ * keep what the client sent (the backup store writes it to its data file).
+ */
+export type ApplyCommand = ApplyCommandBody & { raw?: DlistValue };
+
+type ApplyCommandBody =
   | { verb: 'APPLY'; sub: 'RESERVE'; partition: string; mboxnames: string[]; guids: string[] }
   | { verb: 'APPLY'; sub: 'MESSAGE'; files: DlistFile[] }
   | { verb: 'APPLY'; sub: 'MAILBOX'; local: boolean; mailbox: MailboxIn }
