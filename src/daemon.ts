@@ -417,7 +417,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
       const { parseListen, serveListener } = await import('./server.js');
       if (args.listen !== undefined) {
         const addr = parseListen(args.listen);
-        if (args.embedded) announceEmbedded(config, addr.host, addr.port);
+        if (args.embedded) announceEmbedded(profile, config, addr.host, addr.port);
         await serveListener(addr, factory, log);
       } else {
         await serveListener({ fd: systemdListenFd()! }, factory, log);
@@ -491,14 +491,23 @@ function finish(mode: LogMode, log: Logger, code: number): number {
 }
 
 /** First start of the embedded configuration: an admin password and the lines a Cyrus master needs. */
-function announceEmbedded(config: Config, host: string, port: number): void {
+function announceEmbedded(profile: Profile, config: Config, host: string, port: number): void {
   const created = ensureAdminPassword(config.settings);
   const out = process.stdout;
   out.write(`cyrsync ${VERSION}: ${config.file === '<embedded>' ? 'embedded configuration under ./var' : config.file}\n`);
   if (created.created) {
     out.write(`created administrator "${created.user}" with password: ${created.password}\n`);
-    out.write('Add to the Cyrus master\'s imapd.conf:\n');
-    out.write(`  sync_host: ${host}\n  sync_port: ${port}\n  sync_authname: ${created.user}\n  sync_password: ${created.password}\n`);
+    if (profile === 'sync') {
+      out.write("Add to the Cyrus master's imapd.conf:\n");
+      out.write(`  sync_host: ${host}\n  sync_port: ${port}\n  sync_authname: ${created.user}\n  sync_password: ${created.password}\n`);
+      out.write('then run: sync_client -u USER (or -A, -m MAILBOX, -R)\n');
+    } else {
+      // A backup server is a sync_client channel of its own next to the replica.
+      out.write("Add to the Cyrus master's imapd.conf (channel \"backup\"):\n");
+      out.write(`  backup_sync_host: ${host}\n  backup_sync_port: ${port}\n  backup_sync_authname: ${created.user}\n  backup_sync_password: ${created.password}\n`);
+      out.write('  sync_log_channels: backup   (add to the existing list, for rolling backups)\n');
+      out.write('then run: sync_client -n backup -u USER (or -A; rolling: sync_client -r -n backup)\n');
+    }
   } else {
     out.write(`administrator password file: ${config.settings.cyrsync_passwd_file} (change it with: cyrsync passwd -C <imapd.conf> admin)\n`);
   }
