@@ -27,6 +27,7 @@ import type { Sink, SinkSession } from '../sinks/sink.js';
 import { decodeCommand } from './protocol/commands.js';
 import type { Command } from './protocol/types.js';
 import { Router, type Profile } from './router.js';
+import { noteInput } from './memory.js';
 import { tapPlaintext } from './telemetry.js';
 
 /** What the session needs to authenticate a client (wired by the daemon front-end). */
@@ -96,7 +97,7 @@ export class Session {
     // Socket errors (reset, EPIPE) end the session through 'close'; they are not crashes.
     conn.on('error', (err) => this.log.debug({ err }, 'connection error'));
     this.sinkSession = opts.sink.openSession({ authUser: opts.preauthUser ?? '', peer: opts.peer });
-    this.reader = new CommandReader({ limits: opts.limits, sink: null });
+    this.reader = new CommandReader({ limits: opts.limits, sink: null, onInput: noteInput });
     // Failures surface as rejections of nextCommand(); the listener keeps them from being unhandled.
     this.reader.on('error', () => undefined);
     this.writer = new ResponseWriter();

@@ -77,7 +77,7 @@ test('hash format stores N, r, p and verifies only the right password', async (t
 
 test('default scrypt parameters verify (real cost)', async (t) => {
   const h = await hashPassword('pw');
-  t.deepEqual(parseHash(h)?.params, { N: 32768, r: 8, p: 1 });
+  t.deepEqual(parseHash(h)?.params, { N: 16384, r: 8, p: 1 });
   t.true(await verifyPasswordHash(h, 'pw'));
 });
 

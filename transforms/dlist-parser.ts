@@ -731,6 +731,11 @@ export interface CommandReaderOptions {
    * the one being parsed (which keeps detachRemainder() exact).
    */
   highWaterMark?: number;
+  /**
+   * Told the size of every input chunk as it arrives, before parsing: for
+   * accounting (byte counters, a memory policy). Must not throw.
+   */
+  onInput?: (octets: number) => void;
 }
 
 /**
@@ -768,9 +773,11 @@ export class CommandReader extends Writable {
   private ended = false;
   private failure: Error | null = null;
   private drainWaiting = false;
+  private readonly onInput: ((octets: number) => void) | undefined;
 
   constructor(options: CommandReaderOptions = {}) {
     super({ highWaterMark: options.highWaterMark ?? 0 });
+    this.onInput = options.onInput;
     this.core = new DlistParserCore({
       limits: options.limits,
       sink: options.sink ?? null,
@@ -900,6 +907,7 @@ export class CommandReader extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.onInput?.(chunk.length);
     this.writeCb = cb;
     let done: boolean;
     try {
