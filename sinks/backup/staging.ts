@@ -11,23 +11,23 @@
  * - staging file names are built from a process-wide counter only, never
  *   from anything sent by the client (GUID, partition), so no wire value can
  *   name a path, and two bodies with the same GUID never collide;
- * - at most one write per body is in flight; write() returns false while it
- *   is, so the socket is paused (backpressure) and memory stays flat;
- * - after an I/O error the remaining bytes are accepted and dropped (the wire
- *   stays in sync) and `done` rejects with the error;
+ * - the writer (sinks/staging-writer.ts) bounds what waits for the disk and
+ *   hands backpressure to the socket, so memory stays flat; after an I/O
+ *   error the remaining bytes are accepted and dropped (the wire stays in
+ *   sync) and `done` rejects with the error;
  * - the process directory is emptied when the store opens and removed when
  *   it closes; every session removes its own files after each command.
  */
 import { createReadStream } from 'node:fs';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { CommandError } from '../../transforms/errors.js';
-import type { BodyHeader, BodySink, BodyWriter, StagedBody } from '../../transforms/dlist-types.js';
+import type { BodyHeader, BodySink, BodyWriter } from '../../transforms/dlist-types.js';
+import { nodeStagingFs, StagingWriter, stagingIoError, type StagingTarget } from '../staging-writer.js';
 
 /** What a staging writer leaves in StagedBody.ref. */
-export interface BackupStagedRef {
+export interface BackupStagedRef extends StagingTarget {
   readonly kind: 'file' | 'literal';
   readonly path: string;
   /** file literals: the announced GUID (lower case, as announced; may be malformed) */
@@ -61,11 +61,7 @@ export function stagedSource(ref: BackupStagedRef): () => Readable {
 }
 
 export function ioError(err: unknown, doing: string): CommandError {
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
-    return new CommandError('IMAP_NOSPACE', `No space left on the backup disk while ${doing}`, { cause: err });
-  }
-  return new CommandError('IMAP_IOERROR', `I/O error while ${doing}: ${e?.code ?? e?.message ?? String(err)}`, { cause: err });
+  return stagingIoError(err, doing, 'backup');
 }
 
 let counter = 0;
@@ -124,157 +120,20 @@ export class StagingArea {
       complete: false,
       live: true,
     };
-    return { ref, writer: new StagingWriter(this, ref) };
-  }
-}
-
-class StagingWriter implements BodyWriter {
-  private fd: number | null = null;
-  private error: CommandError | null = null;
-  private inflight = false;
-  private queue: Buffer[] = [];
-  private drainCbs: (() => void)[] = [];
-  private ended: ((err: CommandError | null) => void) | null = null;
-  private aborted = false;
-
-  constructor(
-    private readonly area: StagingArea,
-    private readonly ref: BackupStagedRef,
-  ) {
-    try {
-      this.fd = fs.openSync(ref.path, 'wx', 0o600);
-    } catch (err) {
-      this.error = ioError(err, `creating a staging file for ${ref.guid ?? 'a literal'}`);
-      ref.live = false;
-    }
-  }
-
-  write(chunk: Buffer): boolean {
-    if (this.error || this.aborted || this.fd === null) return true;
-    this.queue.push(chunk);
-    this.pump();
-    return !this.inflight;
-  }
-
-  onDrain(cb: () => void): void {
-    if (!this.inflight || this.error || this.aborted) {
-      queueMicrotask(cb);
-      return;
-    }
-    this.drainCbs.push(cb);
-  }
-
-  private pump(): void {
-    if (this.inflight || this.fd === null) return;
-    const buf = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue);
-    this.queue = [];
-    if (buf.length === 0) {
-      this.flushed();
-      return;
-    }
-    this.inflight = true;
-    const fd = this.fd;
-    const writeAll = (b: Buffer): void => {
-      fs.write(fd, b, 0, b.length, null, (err, n) => {
-        if (err) {
-          this.inflight = false;
-          this.fail(ioError(err, `writing message ${this.ref.guid ?? 'literal'} to staging`));
-          return;
-        }
-        this.ref.written += n;
-        if (n < b.length) {
-          writeAll(b.subarray(n));
-          return;
-        }
-        this.inflight = false;
-        if (this.queue.length > 0 && !this.error && !this.aborted) {
-          this.pump();
-          return;
-        }
-        this.flushed();
-      });
-    };
-    writeAll(buf);
-  }
-
-  private flushed(): void {
-    const cbs = this.drainCbs;
-    this.drainCbs = [];
-    for (const cb of cbs) cb();
-    if (this.ended && !this.inflight && this.queue.length === 0) {
-      const done = this.ended;
-      this.ended = null;
-      done(this.error);
-    }
-  }
-
-  private fail(err: CommandError): void {
-    if (this.error) return;
-    this.error = err;
-    this.queue = [];
-    this.closeAndRemove();
-    this.flushed();
-  }
-
-  private closeAndRemove(): void {
-    const fd = this.fd;
-    this.fd = null;
-    if (fd !== null) fs.close(fd, () => {});
-    void this.area.discard(this.ref);
-  }
-
-  end(sha1: string): StagedBody {
-    this.ref.sha1 = sha1.toLowerCase();
-    const done = new Promise<void>((resolve, reject) => {
-      this.ended = (err) => {
-        if (err) {
-          reject(err);
-          return;
-        }
-        this.finish().then(resolve, reject);
-      };
-      if (this.error || (!this.inflight && this.queue.length === 0)) this.flushed();
+    const writer = new StagingWriter(ref, {
+      fs: nodeStagingFs,
+      // The staged copy is a way station: the chunk it is copied into is fsynced.
+      fsync: false,
+      discard: (r) => this.discard(r),
+      ioError,
+      onWritten: (r, n) => {
+        r.written += n;
+      },
+      onComplete: (r) => {
+        r.complete = true;
+      },
     });
-    // The router awaits `done`; this keeps an unobserved failure from crashing the process.
-    done.catch(() => {});
-    return { done, ref: this.ref };
-  }
-
-  /** Closes the file; a file literal whose bytes do not hash to its GUID is removed at once. */
-  private async finish(): Promise<void> {
-    const fd = this.fd;
-    this.fd = null;
-    if (fd === null) throw this.error ?? new CommandError('IMAP_IOERROR', 'staging file is not open');
-    await new Promise<void>((res) => fs.close(fd, () => res()));
-    if (this.ref.kind === 'file' && this.ref.guid !== this.ref.sha1) {
-      await this.area.discard(this.ref);
-      return;
-    }
-    this.ref.complete = true;
-  }
-
-  abort(_err: Error): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.queue = [];
-    const cbs = this.drainCbs;
-    this.drainCbs = [];
-    if (this.inflight) {
-      const fd = this.fd;
-      this.fd = null;
-      const poll = (): void => {
-        if (this.inflight) {
-          setImmediate(poll);
-          return;
-        }
-        if (fd !== null) fs.close(fd, () => {});
-        void this.area.discard(this.ref);
-      };
-      poll();
-    } else {
-      this.closeAndRemove();
-    }
-    for (const cb of cbs) cb();
+    return { ref, writer };
   }
 }
 

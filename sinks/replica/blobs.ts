@@ -15,15 +15,15 @@
  * - tmp/ holds nothing a restart needs: it is emptied when the store opens.
  */
 import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { CommandError } from '../../transforms/errors.js';
-import type { BodyHeader, BodySink, BodyWriter, StagedBody } from '../../transforms/dlist-types.js';
+import type { BodyHeader, BodySink, BodyWriter } from '../../transforms/dlist-types.js';
 import { isGuid } from '../../src/protocol/names.js';
+import { nodeStagingFs, StagingWriter, stagingIoError, type StagingFs, type StagingTarget } from '../staging-writer.js';
 
 /** What a BodyWriter of this store leaves in StagedBody.ref. */
-export interface StagedRef {
+export interface StagedRef extends StagingTarget {
   readonly kind: 'file' | 'literal';
   readonly path: string;
   /** partition whose tmp/ holds the file */
@@ -43,30 +43,17 @@ export function isStagedRef(x: unknown): x is StagedRef {
 
 /** Maps a filesystem error to a command refusal with plain words. */
 export function ioError(err: unknown, doing: string): CommandError {
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
-    return new CommandError('IMAP_NOSPACE', `No space left on the replica disk while ${doing}`, { cause: err });
-  }
-  return new CommandError('IMAP_IOERROR', `I/O error while ${doing}: ${e?.code ?? e?.message ?? String(err)}`, {
-    cause: err,
-  });
+  return stagingIoError(err, doing, 'replica');
 }
 
 /** File-system operations the store uses; replaceable in tests to inject faults (ENOSPC, EIO). */
-export interface BlobFs {
-  openSync(p: string, flags: string, mode?: number): number;
-  write(fd: number, buf: Buffer, cb: (err: NodeJS.ErrnoException | null, written: number) => void): void;
-  fsync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
-  close(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+export interface BlobFs extends StagingFs {
   rename(from: string, to: string): Promise<void>;
   unlink(p: string): Promise<void>;
 }
 
 export const realFs: BlobFs = {
-  openSync: (p, flags, mode) => fs.openSync(p, flags, mode),
-  write: (fd, buf, cb) => fs.write(fd, buf, 0, buf.length, null, (err, n) => cb(err, n)),
-  fsync: (fd, cb) => fs.fsync(fd, cb),
-  close: (fd, cb) => fs.close(fd, cb),
+  ...nodeStagingFs,
   rename: (a, b) => fsp.rename(a, b),
   unlink: (p) => fsp.unlink(p),
 };
@@ -79,9 +66,6 @@ export interface BlobStoreOptions {
 }
 
 let tmpCounter = 0;
-
-/** Bytes a staging writer buffers while a write is in flight before it asks the producer to wait. */
-const HIGH_WATER = 1 << 20;
 
 /** How many blob renames / directory syncs run at once. */
 export const IO_CONCURRENCY = 16;
@@ -182,7 +166,12 @@ export class BlobStore {
       live: true,
     };
     onRef(ref);
-    return new StagingWriter(this, ref);
+    return new StagingWriter(ref, {
+      fs: this.fs,
+      fsync: this.doFsync,
+      discard: (r) => this.discard(r),
+      ioError,
+    });
   }
 
   /**
@@ -257,176 +246,6 @@ export class BlobStore {
       }
     }
     return null;
-  }
-}
-
-/**
- * Writes one literal to its staging file with inherited backpressure: at most
- * one write is in flight; write() returns false while it is, and the producer
- * waits for onDrain. After an I/O error the remaining bytes are accepted and
- * dropped (the wire must stay in sync) and `done` rejects with the error.
- */
-class StagingWriter implements BodyWriter {
-  private fd: number | null = null;
-  private error: CommandError | null = null;
-  private inflight = false;
-  private queue: Buffer[] = [];
-  private drainCbs: (() => void)[] = [];
-  private ended: ((err: CommandError | null) => void) | null = null;
-  private aborted = false;
-
-  constructor(
-    private readonly store: BlobStore,
-    private readonly ref: StagedRef,
-  ) {
-    try {
-      this.fd = store.fs.openSync(ref.path, 'wx', 0o600);
-    } catch (err) {
-      this.error = ioError(err, `creating a staging file for ${ref.guid ?? 'a literal'}`);
-      ref.live = false;
-    }
-  }
-
-  /** Bytes accepted but not yet handed to a write: at most ~HIGH_WATER plus one chunk. */
-  private queued = 0;
-
-  write(chunk: Buffer): boolean {
-    if (this.error || this.aborted || this.fd === null) return true;
-    this.queue.push(chunk);
-    this.queued += chunk.length;
-    this.pump();
-    return this.queued < HIGH_WATER;
-  }
-
-  onDrain(cb: () => void): void {
-    if (this.queued < HIGH_WATER || this.error || this.aborted) {
-      queueMicrotask(cb);
-      return;
-    }
-    this.drainCbs.push(cb);
-  }
-
-  private pump(): void {
-    if (this.inflight || this.fd === null) return;
-    const buf = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue);
-    this.queue = [];
-    this.queued = 0;
-    // While this write runs the producer may fill the queue again (one write in flight, one batch waiting).
-    const cbs = this.drainCbs;
-    this.drainCbs = [];
-    for (const cb of cbs) queueMicrotask(cb);
-    if (buf.length === 0) {
-      this.flushed();
-      return;
-    }
-    this.inflight = true;
-    const fd = this.fd;
-    const writeAll = (b: Buffer): void => {
-      this.store.fs.write(fd, b, (err, n) => {
-        if (err) {
-          this.inflight = false;
-          this.fail(ioError(err, `writing message ${this.ref.guid ?? 'literal'} to staging`));
-          return;
-        }
-        if (n < b.length) {
-          writeAll(b.subarray(n));
-          return;
-        }
-        this.inflight = false;
-        if (this.queue.length > 0 && !this.error && !this.aborted) {
-          this.pump();
-          return;
-        }
-        this.flushed();
-      });
-    };
-    writeAll(buf);
-  }
-
-  private flushed(): void {
-    const cbs = this.drainCbs;
-    this.drainCbs = [];
-    for (const cb of cbs) cb();
-    if (this.ended && !this.inflight && this.queue.length === 0) {
-      const done = this.ended;
-      this.ended = null;
-      done(this.error);
-    }
-  }
-
-  private fail(err: CommandError): void {
-    if (this.error) return;
-    this.error = err;
-    this.queue = [];
-    this.queued = 0;
-    this.closeAndRemove();
-    this.flushed();
-  }
-
-  private closeAndRemove(): void {
-    const fd = this.fd;
-    this.fd = null;
-    if (fd !== null) this.store.fs.close(fd, () => {});
-    void this.store.discard(this.ref);
-  }
-
-  end(sha1: string): StagedBody {
-    this.ref.sha1 = sha1.toLowerCase();
-    const done = new Promise<void>((resolve, reject) => {
-      this.ended = (err) => {
-        if (err) {
-          reject(err);
-          return;
-        }
-        this.finish().then(resolve, reject);
-      };
-      if (this.error || (!this.inflight && this.queue.length === 0)) this.flushed();
-    });
-    // The router awaits `done`; this keeps an unobserved failure from crashing the process.
-    done.catch(() => {});
-    return { done, ref: this.ref };
-  }
-
-  /** fsync + close; a file literal whose bytes do not hash to its GUID is removed at once. */
-  private async finish(): Promise<void> {
-    const fd = this.fd;
-    this.fd = null;
-    if (fd === null) throw this.error ?? new CommandError('IMAP_IOERROR', 'staging file is not open');
-    try {
-      if (this.store.doFsync) await new Promise<void>((res, rej) => this.store.fs.fsync(fd, (e) => (e ? rej(e) : res())));
-    } catch (err) {
-      this.store.fs.close(fd, () => {});
-      await this.store.discard(this.ref);
-      throw ioError(err, `syncing message ${this.ref.guid ?? 'literal'} to disk`);
-    }
-    await new Promise<void>((res) => this.store.fs.close(fd, () => res()));
-    if (this.ref.kind === 'file' && this.ref.guid !== this.ref.sha1) await this.store.discard(this.ref);
-  }
-
-  abort(_err: Error): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.queue = [];
-    this.queued = 0;
-    const cbs = this.drainCbs;
-    this.drainCbs = [];
-    if (this.inflight) {
-      // the in-flight write's callback runs later; remove once it has
-      const fd = this.fd;
-      this.fd = null;
-      const poll = (): void => {
-        if (this.inflight) {
-          setImmediate(poll);
-          return;
-        }
-        if (fd !== null) this.store.fs.close(fd, () => {});
-        void this.store.discard(this.ref);
-      };
-      poll();
-    } else {
-      this.closeAndRemove();
-    }
-    for (const cb of cbs) cb();
   }
 }
 
