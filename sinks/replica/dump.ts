@@ -92,20 +92,56 @@ export interface DumpOptions {
 export type DumpSource = ReplicaStore | { store: ReplicaStore } | { configdirectory: string; partitions: Record<string, string> };
 
 /** The canonical dump of one user's replica state (no trailing newline, like the Python tool's print). */
+/** One line of the dump, as data (`cyrsync dump --json` writes these as JSON lines). */
+export type DumpEntry =
+  | { type: 'mailbox'; mailbox: string; examineFailed: true }
+  | { type: 'mailbox'; mailbox: string; examineFailed?: false; uidvalidity: number; uidnext: number; highestmodseq: string; messages: number }
+  | { type: 'msg'; mailbox: string; uid: number; modseq: string; size: number; sha1: string | null; internaldate: string; flags: string[] }
+  | { type: 'sub'; mailbox: string }
+  | { type: 'meta'; mailbox: string; entry: string; value: string }
+  | { type: 'quota'; root: string; resources: { name: string; used: number; limit: number }[] };
+
+/** The canonical text line of an entry (the cyrus-peer dump form). */
+export function formatDumpEntry(e: DumpEntry): string {
+  switch (e.type) {
+    case 'mailbox':
+      return e.examineFailed
+        ? `mailbox ${e.mailbox} EXAMINE-FAILED`
+        : `mailbox ${e.mailbox} uidvalidity=${e.uidvalidity} uidnext=${e.uidnext} highestmodseq=${e.highestmodseq} messages=${e.messages}`;
+    case 'msg':
+      return `msg ${e.mailbox} uid=${e.uid} modseq=${e.modseq} size=${e.size} sha1=${e.sha1 ?? 'None'} internaldate=${e.internaldate} flags=[${e.flags.join(' ')}]`;
+    case 'sub':
+      return `sub ${e.mailbox}`;
+    case 'meta':
+      return `meta ${e.mailbox} ${e.entry} "${e.value}"`;
+    case 'quota':
+      return `quota ${e.root} (${e.resources.map((r) => `${r.name} ${r.used} ${r.limit}`).join(' ')})`;
+  }
+}
+
+/** The canonical dump of one user's replica state (no trailing newline, like the Python tool's print). */
 export function dumpUser(source: DumpSource, userid: string, opts: DumpOptions = {}): string {
-  if (source instanceof ReplicaStore) return dumpStore(source, userid, opts);
-  if ('store' in source) return dumpStore(source.store, userid, opts);
+  return withStore(source, (store) => Array.from(dumpEntries(store, userid, opts), formatDumpEntry).join('\n'));
+}
+
+/** Runs fn on the store of `source`, opening (read-only) and closing it when given paths. */
+export function withStore<T>(source: DumpSource, fn: (store: ReplicaStore) => T): T {
+  if (source instanceof ReplicaStore) return fn(source);
+  if ('store' in source) return fn(source.store);
   const store = ReplicaStore.openReadonly({ configdirectory: source.configdirectory, partitions: source.partitions });
   try {
-    return dumpStore(store, userid, opts);
+    return fn(store);
   } finally {
     store.close();
   }
 }
 
-function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): string {
+/**
+ * The dump, one entry at a time: records are read from the database as they
+ * are yielded, so a user of any size is dumped with flat memory.
+ */
+export function* dumpEntries(store: ReplicaStore, userid: string, opts: DumpOptions = {}): Generator<DumpEntry> {
   const verify = opts.verifyBlobs ?? true;
-  const out: string[] = [];
   const visible = store
     .userMailboxes(userid)
     .map((mb) => ({ mb, view: userViewName(mb.name, userid, store) }))
@@ -115,23 +151,23 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
   const recordsStmt = store.db
     .prepare(`SELECT ${RECORD_COLUMNS} FROM record WHERE mailbox_id = ? AND expunged = 0 ORDER BY uid`)
     .safeIntegers(false);
+  const countStmt = store.db.prepare('SELECT count(*) AS n FROM record WHERE mailbox_id = ? AND expunged = 0').pluck();
   for (const { mb, view } of visible) {
     if (mb.state !== LIVE) {
-      out.push(`mailbox ${view} EXAMINE-FAILED`);
+      yield { type: 'mailbox', mailbox: view, examineFailed: true };
       continue;
     }
-    const recs = (recordsStmt.all(mb.id) as Record<string, unknown>[]).map(recordFromRow);
-    out.push(`mailbox ${view} uidvalidity=${mb.uidvalidity} uidnext=${mb.lastUid + 1} highestmodseq=${mb.highestmodseq} messages=${recs.length}`);
-    for (const r of recs) {
+    const messages = Number(countStmt.get(mb.id));
+    yield { type: 'mailbox', mailbox: view, uidvalidity: mb.uidvalidity, uidnext: mb.lastUid + 1, highestmodseq: String(mb.highestmodseq), messages };
+    for (const row of recordsStmt.iterate(mb.id) as Iterable<Record<string, unknown>>) {
+      const r = recordFromRow(row);
       let sha1: string | null = r.guid;
       if (verify) {
         const blob = store.blobKnown(r.guid);
         sha1 = blob && store.blobs.partitions[blob.partition] !== undefined ? sha1OfFile(store.blobs.blobPath(blob.partition, r.guid)) : null;
       }
       const flags = [...SYS_NAMES.filter(([bit]) => r.sysflags & bit).map(([, n]) => n), ...r.userflags].sort(byCodeUnit);
-      out.push(
-        `msg ${view} uid=${r.uid} modseq=${r.modseq} size=${r.size} sha1=${sha1 ?? 'None'} internaldate=${imapDate(r.internaldate)} flags=[${flags.join(' ')}]`,
-      );
+      yield { type: 'msg', mailbox: view, uid: r.uid, modseq: String(r.modseq), size: r.size, sha1, internaldate: imapDate(r.internaldate), flags };
     }
   }
 
@@ -144,7 +180,7 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
     .map((r) => userViewName(r.mboxname, userid, store))
     .filter((n): n is string => n !== null)
     .sort(byCodeUnit);
-  for (const s of subs) out.push(`sub ${s}`);
+  for (const s of subs) yield { type: 'sub', mailbox: s };
 
   const annot = store.db.prepare('SELECT value FROM mailbox_annot WHERE mailbox_id = ? AND entry = ? AND userid = ?');
   for (const { mb, view } of visible) {
@@ -156,7 +192,7 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
     ] as const) {
       const r = annot.get(mb.id, entry, owner) as { value: Buffer } | undefined;
       // the Python tool decodes the IMAP bytes as UTF-8 and prints them as UTF-8
-      if (r && r.value.length > 0) out.push(`meta ${view} ${key} "${r.value.toString('utf8')}"`);
+      if (r && r.value.length > 0) yield { type: 'meta', mailbox: view, entry: key, value: r.value.toString('utf8') };
     }
   }
 
@@ -167,18 +203,17 @@ function dumpStore(store: ReplicaStore, userid: string, opts: DumpOptions): stri
     if (root !== null) {
       const q = store.db.prepare('SELECT * FROM quota WHERE root = ?').get(root) as Record<string, unknown>;
       const usage = quotaUsage(store, root);
-      const parts: string[] = [];
-      const add = (res: string, used: number, limit: unknown): void => {
-        if (limit !== null && limit !== undefined) parts.push(`${res} ${used} ${num(limit)}`);
+      const resources: { name: string; used: number; limit: number }[] = [];
+      const add = (name: string, used: number, limit: unknown): void => {
+        if (limit !== null && limit !== undefined) resources.push({ name, used, limit: num(limit) });
       };
       add('STORAGE', Math.floor(usage.storage / 1024), q.storage);
       add('MESSAGE', usage.messages, q.message);
       add('X-ANNOTATION-STORAGE', Math.floor(usage.annotStorage / 1024), q.annot_storage);
       add('X-NUM-FOLDERS', usage.folders, q.num_folders);
-      out.push(`quota ${userViewName(root, userid, store) ?? root} (${parts.join(' ')})`);
+      yield { type: 'quota', root: userViewName(root, userid, store) ?? root, resources };
     }
   }
-  return out.join('\n');
 }
 
 /**
