@@ -38,8 +38,17 @@ export function createCompressDeflate(opts: DeflateOptions = {}): zlib.DeflateRa
  * Raw inflate for input. A peer may use any window up to 32 KiB; inflating
  * with the largest window accepts them all.
  */
+/**
+ * Inflater output buffer. Every output chunk costs a thread-pool job and a
+ * trip through the stream machinery; with zlib's default 16 KiB, a session
+ * of large compressed messages spends more CPU on that than on inflating
+ * (measured: 100 MB inflated in small pieces, 0.9 s CPU with the default,
+ * 0.33 s with 256 KiB).
+ */
+const INFLATE_CHUNK = 256 * 1024;
+
 export function createCompressInflate(): zlib.InflateRaw {
-  return zlib.createInflateRaw({ windowBits: DEFLATE_WINDOW_BITS });
+  return zlib.createInflateRaw({ windowBits: DEFLATE_WINDOW_BITS, chunkSize: INFLATE_CHUNK });
 }
 
 /** Sync-flush `deflate`: resolves once every byte written so far is out of it. */
