@@ -75,3 +75,17 @@ export interface SinkSession {
   /** EXIT or connection loss: drop staging, release everything. */
   end(): Promise<void>;
 }
+
+/**
+ * Registers a store's session in `sessions` until it ends, so the store's
+ * close() can end every session still open (connection loss, shutdown).
+ */
+export function trackSession<S extends SinkSession>(sessions: Set<S>, s: S): S {
+  sessions.add(s);
+  const end = s.end.bind(s);
+  s.end = async () => {
+    sessions.delete(s);
+    await end();
+  };
+  return s;
+}

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { Settings } from '../../src/config.js';
-import type { SessionInfo, Sink, SinkSession } from '../sink.js';
+import { trackSession, type SessionInfo, type Sink, type SinkSession } from '../sink.js';
 import { openBackupsDb, type BackupsDb } from './backupsdb.js';
 import { backupPartitions, createDataFile, stagingRoot } from './paths.js';
 import { BackupSession, type BackupStoreHandle } from './session.js';
@@ -41,14 +41,7 @@ export class BackupSink implements Sink, BackupStoreHandle {
   }
 
   openSession(info: SessionInfo): SinkSession & BackupSession {
-    const s = new BackupSession(this, info);
-    this.sessions.add(s);
-    const end = s.end.bind(s);
-    s.end = async () => {
-      this.sessions.delete(s);
-      await end();
-    };
-    return s;
+    return trackSession(this.sessions, new BackupSession(this, info));
   }
 
   async close(): Promise<void> {

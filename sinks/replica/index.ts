@@ -14,7 +14,7 @@
  * housekeeping.ts (purge and garbage collection, never driven by the protocol).
  */
 import type { Logger } from 'pino';
-import type { SessionInfo, Sink, SinkSession } from '../sink.js';
+import { trackSession, type SessionInfo, type Sink, type SinkSession } from '../sink.js';
 import { ReplicaSession } from './session.js';
 import { ReplicaStore, type ReplicaStoreOptions } from './store.js';
 
@@ -42,14 +42,7 @@ export class ReplicaSink implements Sink {
   constructor(readonly store: ReplicaStore) {}
 
   openSession(info: SessionInfo): SinkSession & ReplicaSession {
-    const s = new ReplicaSession(this.store, info);
-    this.sessions.add(s);
-    const end = s.end.bind(s);
-    s.end = async () => {
-      this.sessions.delete(s);
-      await end();
-    };
-    return s;
+    return trackSession(this.sessions, new ReplicaSession(this.store, info));
   }
 
   async close(): Promise<void> {
