@@ -101,7 +101,7 @@ test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH 
     t.is(r2.status, 'OK success');
     for (const b of bodies) {
       const g = sha1(b);
-      const p = path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g);
+      const p = path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g);
       t.deepEqual(readFileSync(p), b);
     }
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
@@ -168,12 +168,12 @@ test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing',
     // a blob file lost from the disk is asked for again (a new session: staging is per connection)
     const g = sha1(bodies[1]!);
     const { unlinkSync } = await import('node:fs');
-    unlinkSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g));
+    unlinkSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g));
     const s2 = openSession(st.sink);
     const r3 = await apply(s2, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [g] });
     t.is(r3.reply.toString(), `* MISSING (${g})\r\nOK success\r\n`);
     t.is((await apply(s2, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s2, [bodies[1]!]) })).status, 'OK success');
-    t.true(existsSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g.slice(2, 4), g)));
+    t.true(existsSync(path.join(st.partitions.default!, 'blobs', g.slice(0, 2), g)));
   });
 });
 
@@ -284,7 +284,7 @@ test('ENOSPC while staging: clear NO, no staging file, store unchanged and usabl
     );
     t.is(status, 'NO Unknown error');
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
-    ok = existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2), sha1(body).slice(2, 4), sha1(body)));
+    ok = existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2), sha1(body)));
     t.false(ok);
     fail = false;
     t.is((await mbox(s, m)).status, 'OK success', 'store still usable');
@@ -585,7 +585,7 @@ test('housekeeping: unreferenced old blobs are collected, referenced and young o
     const orphan = message(99);
     await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [orphan]) });
     const store = st.sink.store;
-    const blobFile = (b: Buffer) => path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b).slice(2, 4), sha1(b));
+    const blobFile = (b: Buffer) => path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b));
     t.deepEqual(blobStats(store).blobs, 4);
     t.is(collectGarbage(store), 0, 'young blobs are spared');
     const later = Math.floor(Date.now() / 1000) + 2 * 86400;
@@ -639,7 +639,7 @@ test('connection loss while a command runs: the command completes and commits, t
     const ending = s.end();
     await t.notThrowsAsync(Promise.all([applying, ending]));
     for (const b of bodies) {
-      t.true(existsSync(path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b).slice(2, 4), sha1(b))));
+      t.true(existsSync(path.join(st.partitions.default!, 'blobs', sha1(b).slice(0, 2), sha1(b))));
       t.truthy(st.sink.store.blobKnown(sha1(b)));
     }
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
@@ -673,7 +673,7 @@ test('staging a big literal: the writer asks the producer to wait, buffers a bou
     t.true(waits > 0, 'backpressure was signalled');
     const r = await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: [{ kind: 'file', partition: 'default', guid, size: n * chunk.length, sha1: guid, body: staged }] });
     t.is(r.status, 'OK success');
-    const stored = readFileSync(path.join(st.partitions.default!, 'blobs', guid.slice(0, 2), guid.slice(2, 4), guid));
+    const stored = readFileSync(path.join(st.partitions.default!, 'blobs', guid.slice(0, 2), guid));
     t.is(stored.length, n * chunk.length);
     t.is(createHash('sha1').update(stored).digest('hex'), guid);
   });

@@ -2,7 +2,7 @@
  * Content-addressed message blobs and the staging of streamed literals.
  *
  * Layout, per configured partition path P:
- *   P/blobs/<g0g1>/<g2g3>/<guid>   one immutable file per GUID
+ *   P/blobs/<g0g1>/<guid>          one immutable file per GUID
  *   P/blobs/tmp/<unique>.tmp       a literal while it arrives
  *
  * Invariants:
@@ -140,7 +140,10 @@ export class BlobStore {
     if (!isGuid(guid)) throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', `Invalid GUID ${JSON.stringify(guid)}`);
     const root = this.partitions[partition];
     if (root === undefined) throw new CommandError('IMAP_IOERROR', `Partition ${partition} is not configured`);
-    return path.join(root, 'blobs', guid.slice(0, 2), guid.slice(2, 4), guid);
+    // One directory level (256 directories): a second level would make nearly
+    // one directory per message in a store of small messages (a 4 KiB block,
+    // a mkdir and a directory fsync each).
+    return path.join(root, 'blobs', guid.slice(0, 2), guid);
   }
 
   tmpDir(partition: string): string {
