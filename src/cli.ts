@@ -5,7 +5,7 @@
  *   cyrsync sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
  *   cyrsync backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
  *   cyrsync passwd -C imapd.conf USER
- *   cyrsync dump [-C imapd.conf] USER
+ *   cyrsync dump [-C imapd.conf] [--json] USER
  *   cyrsync bench-client --connect HOST:PORT ...
  */
 import { VERSION } from './version.js';
@@ -19,14 +19,16 @@ const USAGE = `usage: cyrsync <command> [options]
 commands:
   sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
         the replica (Cyrus sync_server). With --listen: a standalone listener;
-        without: one session on stdin/stdout (inetd, socat).
+        without: a master(8) service when started by Cyrus master (fds 3 and 4),
+        else one session on stdin/stdout (inetd, socat). Also: -U uses, -T timeout,
+        -D, -p ssf, -X (see README).
         --embedded: ignore /etc/imapd.conf and use the built-in configuration under ./var
   backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
         the backup server (Cyrus backupd): per-user backups in the Cyrus Backups format
-  passwd -C imapd.conf USER
-        set USER's password in the password file (cyrsync_passwd_file); read from stdin when it is not a terminal
-  dump [-C imapd.conf] [--embedded] USER
-        print what the replica holds for USER (same form as cyrus-peer dump)
+  passwd -C imapd.conf [-d] USER
+        set (-d: delete) USER's password in the password file (cyrsync_passwd_file); read from stdin when it is not a terminal
+  dump [-C imapd.conf] [--embedded] [--json] USER
+        print what the replica holds for USER (same form as cyrus-peer dump; --json: JSON lines)
   bench-client --connect HOST:PORT [options]
         stream a generated replication workload to a csync server (cyrsync bench-client --help)
   version
