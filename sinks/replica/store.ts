@@ -809,6 +809,28 @@ export class ReplicaStore {
     }
   }
 
+  /** The record columns an update may change, in table order (modseq … createdmodseq). */
+  private static mutableColumns(rec: ParsedRecord): (bigint | number | string)[] {
+    return [
+      toDb64(rec.modseq),
+      rec.lastUpdated,
+      rec.internaldate,
+      rec.sysflags,
+      rec.expunged ? 1 : 0,
+      JSON.stringify(rec.userflags),
+      toDb64(rec.thrid),
+      toDb64(rec.basethrid),
+      rec.savedate,
+      toDb64(rec.createdmodseq),
+    ];
+  }
+
+  /** [basic, annotation] CRC contributions of one record. */
+  private static recordCrcs(rec: ParsedRecord): [number, number] {
+    const c = ReplicaStore.crcRecord(rec, rec.annots);
+    return [recordBasicCrc(c), recordAnnotCrc(c)];
+  }
+
   private static crcRecord(r: Omit<ParsedRecord, 'annots'>, annots: { entry: string; userid: string; value: Buffer }[]): CrcRecord {
     return {
       uid: r.uid,
@@ -1097,22 +1119,11 @@ export class ReplicaStore {
          thrid = ?, basethrid = ?, savedate = ?, createdmodseq = ?, crc_basic = ?, crc_annot = ? WHERE mailbox_id = ? AND uid = ?`,
       );
       for (const { rec, old } of updates) {
-        const c = ReplicaStore.crcRecord(rec, rec.annots);
-        const b = recordBasicCrc(c);
-        const a = recordAnnotCrc(c);
+        const [b, a] = ReplicaStore.recordCrcs(rec);
         crcBasic = (crcBasic ^ old.crcBasic ^ b) >>> 0;
         crcAnnot = (crcAnnot ^ old.crcAnnot ^ a) >>> 0;
         upd.run(
-          toDb64(rec.modseq),
-          rec.lastUpdated,
-          rec.internaldate,
-          rec.sysflags,
-          rec.expunged ? 1 : 0,
-          JSON.stringify(rec.userflags),
-          toDb64(rec.thrid),
-          toDb64(rec.basethrid),
-          rec.savedate,
-          toDb64(rec.createdmodseq),
+          ...ReplicaStore.mutableColumns(rec),
           b,
           a,
           mb.id,
@@ -1127,9 +1138,7 @@ export class ReplicaStore {
       const now = Math.floor(Date.now() / 1000);
       for (const { rec, size, hasBlob } of appends) {
         if (rec.internaldate === 0) rec.internaldate = now;
-        const c = ReplicaStore.crcRecord(rec, rec.annots);
-        const b = recordBasicCrc(c);
-        const a = recordAnnotCrc(c);
+        const [b, a] = ReplicaStore.recordCrcs(rec);
         crcBasic = (crcBasic ^ b) >>> 0;
         crcAnnot = (crcAnnot ^ a) >>> 0;
         ins.run(
@@ -1137,16 +1146,7 @@ export class ReplicaStore {
           rec.uid,
           rec.guid,
           size,
-          toDb64(rec.modseq),
-          rec.lastUpdated,
-          rec.internaldate,
-          rec.sysflags,
-          rec.expunged ? 1 : 0,
-          JSON.stringify(rec.userflags),
-          toDb64(rec.thrid),
-          toDb64(rec.basethrid),
-          rec.savedate,
-          toDb64(rec.createdmodseq),
+          ...ReplicaStore.mutableColumns(rec),
           hasBlob ? 1 : 0,
           b,
           a,
