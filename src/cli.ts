@@ -39,15 +39,15 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'sync-server':
     case 'sync_server':
-      return (await import('./daemon.js')).runDaemon('sync', rest);
+      return (await import('./server/daemon.js')).runDaemon('sync', rest);
     case 'backupd':
-      return (await import('./daemon.js')).runDaemon('backup', rest);
+      return (await import('./server/daemon.js')).runDaemon('backup', rest);
     case 'passwd':
-      return (await import('./auth/index.js')).runPasswd(rest);
+      return (await import('./server/auth/index.js')).runPasswd(rest);
     case 'dump':
-      return (await import('./dump-cli.js')).runDump(rest);
+      return (await import('./client/dump-cli.js')).runDump(rest);
     case 'bench-client':
-      return (await import('./bench-client.js')).runBenchClient(rest);
+      return (await import('./client/bench-client.js')).runBenchClient(rest);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

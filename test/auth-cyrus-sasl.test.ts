@@ -9,9 +9,9 @@ import { chmodSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config.js';
-import { loadCyrusSasl, cyrusSaslLoadError } from '../src/auth/cyrus-sasl.js';
-import { authenticate, createPasswordChecker } from '../src/auth/verify.js';
-import { setPasswordSync } from '../src/auth/passwd.js';
+import { loadCyrusSasl, cyrusSaslLoadError } from '../src/server/auth/cyrus-sasl.js';
+import { authenticate, createPasswordChecker } from '../src/server/auth/verify.js';
+import { setPasswordSync } from '../src/server/auth/passwd.js';
 
 const SASLPASSWD2 = '/usr/sbin/saslpasswd2';
 const have = existsSync(SASLPASSWD2) && loadCyrusSasl() !== null;

@@ -18,9 +18,9 @@ import {
   setPasswordSync,
   verifyPasswordHash,
   type ScryptParams,
-} from '../src/auth/passwd.js';
-import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal, unixGroupsOf } from '../src/auth/verify.js';
-import { createSaslExchange } from '../src/auth/sasl.js';
+} from '../src/server/auth/passwd.js';
+import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal, unixGroupsOf } from '../src/server/auth/verify.js';
+import { createSaslExchange } from '../src/server/auth/sasl.js';
 
 /** Cheap parameters for tests; the format and code path are the same. */
 const FAST: ScryptParams = { N: 1024, r: 8, p: 1 };
@@ -344,7 +344,7 @@ const havePython = existsSync('/usr/bin/python3');
     const dir = tmp();
     const conf = confFile(dir);
     const root = fileURLToPath(new URL('..', import.meta.url));
-    const mod = fileURLToPath(new URL('../src/auth/passwd.ts', import.meta.url));
+    const mod = fileURLToPath(new URL('../src/server/auth/passwd.ts', import.meta.url));
     const script = `const { runPasswd } = await import(${JSON.stringify(mod)}); process.exitCode = await runPasswd(['-C', ${JSON.stringify(conf)}, 'admin'], { scrypt: { N: 1024, r: 8, p: 1 } });`;
     const py = `
 import os, pty, sys, select

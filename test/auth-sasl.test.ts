@@ -9,7 +9,7 @@ import {
   saslDecode64,
   successReply,
   type SaslStep,
-} from '../src/auth/sasl.js';
+} from '../src/server/auth/sasl.js';
 
 const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
 

@@ -11,9 +11,9 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config.js';
-import { buildSaslauthdRequest, saslauthdCheck } from '../src/auth/saslauthd.js';
-import { authenticate, createPasswordChecker } from '../src/auth/verify.js';
-import { setPasswordSync } from '../src/auth/passwd.js';
+import { buildSaslauthdRequest, saslauthdCheck } from '../src/server/auth/saslauthd.js';
+import { authenticate, createPasswordChecker } from '../src/server/auth/verify.js';
+import { setPasswordSync } from '../src/server/auth/passwd.js';
 
 const SASLAUTHD = '/usr/sbin/saslauthd';
 const SETPRIV = '/usr/bin/setpriv';

@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { parseConfig, type Settings } from '../src/config.js';
 import { decodeCommand } from '../src/protocol/commands.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
-import { Router } from '../src/router.js';
+import { Router } from '../src/server/router.js';
 import type { DlistFile, DlistItem } from '../transforms/dlist-types.js';
 import { createBackupSink, type BackupSink } from '../sinks/backup/index.js';
 import type { BackupSession } from '../sinks/backup/session.js';

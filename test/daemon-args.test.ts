@@ -3,7 +3,7 @@ import fs, { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, EX_CONFIG } from '../src/config.js';
-import { UsageError, formatDebugCommand, loadDaemonConfig, parseDaemonArgs, serviceIdent } from '../src/daemon.js';
+import { UsageError, formatDebugCommand, loadDaemonConfig, parseDaemonArgs, serviceIdent } from '../src/server/daemon.js';
 
 const made: string[] = [];
 test.after.always(() => {
@@ -89,7 +89,7 @@ test('<service>_<key> overrides follow $CYRUS_SERVICE', (t) => {
 test('-p ssf: an external layer above 1 allows the plaintext mechanisms, as TLS does', async (t) => {
   const dir = tempDir();
   const { parseConfig } = await import('../src/config.js');
-  const { createAuthenticator } = await import('../src/daemon.js');
+  const { createAuthenticator } = await import('../src/server/daemon.js');
   const settings = parseConfig(`configdirectory: ${dir}\npartition-default: ${dir}/spool\nallowplaintext: no\n`, 'x.conf').settings;
   t.deepEqual(createAuthenticator(settings).mechanisms(false), []);
   t.deepEqual(createAuthenticator(settings, { externalSsf: 1 }).mechanisms(false), []);
@@ -101,7 +101,7 @@ test('-p ssf: an external layer above 1 allows the plaintext mechanisms, as TLS 
 test('a UNIX-socket client (the Cyrus user) is an administrator without being listed in admins', async (t) => {
   const dir = tempDir();
   const { parseConfig } = await import('../src/config.js');
-  const { createAuthenticator } = await import('../src/daemon.js');
+  const { createAuthenticator } = await import('../src/server/daemon.js');
   const settings = parseConfig(`configdirectory: ${dir}\npartition-default: ${dir}/spool\nadmins: admin\n`, 'x.conf').settings;
   t.true(createAuthenticator(settings, { preauthUser: 'cyrus' }).isAdmin('cyrus'));
   t.false(createAuthenticator(settings).isAdmin('cyrus'));
@@ -109,7 +109,7 @@ test('a UNIX-socket client (the Cyrus user) is an administrator without being li
 });
 
 test('tcp_keepalive and tcp_keepalive_idle as Cyrus reads them', async (t) => {
-  const { tcpKeepalive } = await import('../src/daemon.js');
+  const { tcpKeepalive } = await import('../src/server/daemon.js');
   const conf = (kv: Record<string, string>) => ({ get: (k: string) => kv[k] });
   t.is(tcpKeepalive(conf({})), null);
   t.is(tcpKeepalive(conf({ tcp_keepalive: 'no' })), null);
@@ -119,7 +119,7 @@ test('tcp_keepalive and tcp_keepalive_idle as Cyrus reads them', async (t) => {
 });
 
 test('systemd socket activation is recognised only for this process', async (t) => {
-  const { systemdListenFd } = await import('../src/daemon.js');
+  const { systemdListenFd } = await import('../src/server/daemon.js');
   t.is(systemdListenFd({ LISTEN_PID: '42', LISTEN_FDS: '1' }, 42), 3);
   t.is(systemdListenFd({ LISTEN_PID: '43', LISTEN_FDS: '1' }, 42), null);
   t.is(systemdListenFd({ LISTEN_PID: '42', LISTEN_FDS: '0' }, 42), null);

@@ -12,7 +12,7 @@ import {
   messageName,
   reuseTimeoutSeconds,
   type FdProbe,
-} from '../src/master-service.js';
+} from '../src/server/master-service.js';
 
 test('notify message: master/service.h codes', (t) => {
   t.is(MASTER_SERVICE_AVAILABLE, 1);

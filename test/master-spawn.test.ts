@@ -18,7 +18,7 @@ import {
   MASTER_SERVICE_UNAVAILABLE as U,
   NOTIFY_MESSAGE_SIZE,
   decodeNotifyMessage,
-} from '../src/master-service.js';
+} from '../src/server/master-service.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'src', 'cli.ts');
@@ -499,7 +499,7 @@ test('master mode, backup profile (backupd): the backupd greeting and the same s
   const s = makeStore();
   fs.appendFileSync(s.conf, `backuppartition-default: ${s.dir}/backups\nbackup_staging_path: ${s.dir}/staging\n`);
   // What `cyrsync backupd` runs: the daemon with the backup profile.
-  const script = `import(${JSON.stringify(path.join(ROOT, 'src', 'daemon.ts'))}).then((m) => m.runDaemon('backup', process.argv.slice(1))).then((c) => { process.exitCode = c; })`;
+  const script = `import(${JSON.stringify(path.join(ROOT, 'src', 'server', 'daemon.ts'))}).then((m) => m.runDaemon('backup', process.argv.slice(1))).then((c) => { process.exitCode = c; })`;
   const svc = await startService(s, ['-U', '1'], { CYRUS_SERVICE: 'backupd' }, undefined, ['--import', 'tsx', '-e', script, '--']);
   t.teardown(svc.stop);
   const c = await Client.connect(svc.port);

@@ -13,7 +13,7 @@ import { DlistParserCore } from '../transforms/dlist-parser.js';
 import { encodeItemParts } from '../transforms/serializer.js';
 import type { CommandLine, DlistFile, DlistItem, BodySink } from '../transforms/dlist-types.js';
 import { decodeCommand } from '../src/protocol/commands.js';
-import { Router } from '../src/router.js';
+import { Router } from '../src/server/router.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
 import { createReplicaSink, type ReplicaSink, type ReplicaSinkOptions } from '../sinks/replica/index.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';

@@ -15,10 +15,10 @@ import { join } from 'node:path';
 import * as tls from 'node:tls';
 import * as zlib from 'node:zlib';
 import pino from 'pino';
-import { setPasswordSync } from '../src/auth/index.js';
+import { setPasswordSync } from '../src/server/auth/index.js';
 import { parseConfig } from '../src/config.js';
-import { createAuthenticator } from '../src/daemon.js';
-import { Session, type SessionOptions } from '../src/session.js';
+import { createAuthenticator } from '../src/server/daemon.js';
+import { Session, type SessionOptions } from '../src/server/session.js';
 import { createReplicaSink } from '../sinks/replica/index.js';
 import type { Sink } from '../sinks/sink.js';
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CommandReader } from '../transforms/dlist-parser.js';
 import { ResponseWriter } from '../transforms/serializer.js';
 import { createCompressDeflate } from '../transforms/deflate.js';
-import { TelemetryLog, ctime, tapPlaintext, telemetryFile } from '../src/telemetry.js';
+import { TelemetryLog, ctime, tapPlaintext, telemetryFile } from '../src/server/telemetry.js';
 
 const made: string[] = [];
 test.after.always(() => {

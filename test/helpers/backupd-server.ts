@@ -8,8 +8,8 @@
  */
 import pino from 'pino';
 import { loadConfigOrEmbedded } from '../../src/config.js';
-import { createAuthenticator } from '../../src/daemon.js';
-import { parseListen, serveListener } from '../../src/server.js';
+import { createAuthenticator } from '../../src/server/daemon.js';
+import { parseListen, serveListener } from '../../src/server/listener.js';
 import { VERSION } from '../../src/version.js';
 import { createBackupSink } from '../../sinks/backup/index.js';
 

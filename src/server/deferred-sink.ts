@@ -11,9 +11,9 @@
  * a session can use its SinkSession, the real one exists and every call is
  * simply forwarded.
  */
-import { CyrsyncError } from '../transforms/errors.js';
-import type { BodyHeader, BodySink, BodyWriter } from '../transforms/dlist-types.js';
-import type { Sink, SinkSession, SessionInfo } from '../sinks/sink.js';
+import { CyrsyncError } from '../../transforms/errors.js';
+import type { BodyHeader, BodySink, BodyWriter } from '../../transforms/dlist-types.js';
+import type { Sink, SinkSession, SessionInfo } from '../../sinks/sink.js';
 
 export class DeferredSink implements Sink {
   private real: Sink | null = null;

@@ -9,9 +9,9 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
-import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from './config.js';
-import { dumpEntries, formatDumpEntry } from '../sinks/replica/dump.js';
-import { ReplicaStore } from '../sinks/replica/store.js';
+import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../config.js';
+import { dumpEntries, formatDumpEntry } from '../../sinks/replica/dump.js';
+import { ReplicaStore } from '../../sinks/replica/store.js';
 
 const EX_USAGE = 64;
 const EX_NOINPUT = 66;

@@ -16,10 +16,10 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import * as net from 'node:net';
 import { Readable } from 'node:stream';
-import { CommandWriter } from '../transforms/serializer.js';
-import { createCompressDeflate, createCompressInflate } from '../transforms/deflate.js';
-import type { DlistFile, DlistItem, DlistValue } from '../transforms/dlist-types.js';
-import { mailboxCrcs, type CrcRecord } from './protocol/crc.js';
+import { CommandWriter } from '../../transforms/serializer.js';
+import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
+import type { DlistFile, DlistItem, DlistValue } from '../../transforms/dlist-types.js';
+import { mailboxCrcs, type CrcRecord } from '../protocol/crc.js';
 
 export interface Workload {
   users: number;

@@ -5,7 +5,7 @@
  * Front-ends:
  *  - `--listen HOST:PORT`: a standalone listener (many sessions at once);
  *  - no `--listen`, fd 4 a listening socket and fd 3 a pipe: a Cyrus master(8)
- *    service (src/master-service.ts);
+ *    service (src/server/master-service.ts);
  *  - otherwise one session on stdin/stdout (inetd, socat, ssh; `-X`).
  *
  * Start-up is on the path of every connection under master (a process per
@@ -39,15 +39,15 @@ import {
   parseSwitch,
   type Config,
   type Settings,
-} from './config.js';
-import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, makeSessionId, syslogFacility, syslogIdent, type LogMode } from './log.js';
-import type { Sink } from '../sinks/sink.js';
+} from '../config.js';
+import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, makeSessionId, syslogFacility, syslogIdent, type LogMode } from '../log.js';
+import type { Sink } from '../../sinks/sink.js';
 import type { Profile } from './router.js';
-import type { SessionFactory } from './server.js';
+import type { SessionFactory } from './listener.js';
 import type { Authenticator } from './session.js';
 import { DeferredSink } from './deferred-sink.js';
 import { TelemetryLog } from './telemetry.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../version.js';
 
 /** sysexits.h */
 export const EX_USAGE = 64;
@@ -180,14 +180,14 @@ export function createAuthenticator(settings: Settings, o: AuthenticatorOptions 
 
 export async function openSink(profile: Profile, settings: Settings, log: Logger): Promise<Sink> {
   if (profile === 'sync') {
-    const { createReplicaSink } = await import('../sinks/replica/index.js');
+    const { createReplicaSink } = await import('../../sinks/replica/index.js');
     return createReplicaSink({
       configdirectory: settings.configdirectory,
       partitions: { ...settings.partitions },
       logger: log,
     });
   }
-  const { createBackupSink } = await import('../sinks/backup/index.js');
+  const { createBackupSink } = await import('../../sinks/backup/index.js');
   return createBackupSink({ settings, logger: log });
 }
 
@@ -414,7 +414,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   let code = 0;
   try {
     if (mode === 'standalone') {
-      const { parseListen, serveListener } = await import('./server.js');
+      const { parseListen, serveListener } = await import('./listener.js');
       if (args.listen !== undefined) {
         const addr = parseListen(args.listen);
         if (args.embedded) announceEmbedded(profile, config, addr.host, addr.port);
@@ -437,7 +437,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
       });
       log.debug({ reason: why }, 'service exiting');
     } else {
-      const { serveStdio } = await import('./server.js');
+      const { serveStdio } = await import('./listener.js');
       await serveStdio(factory);
     }
   } catch (err) {

@@ -11,11 +11,11 @@
  *   `NO Unknown error` and is logged, the session goes on.
  */
 import type { Logger } from 'pino';
-import { CommandError, CyrsyncError } from '../transforms/errors.js';
-import type { DlistItem, StagedBody } from '../transforms/dlist-types.js';
-import type { ReplyOut, SinkSession } from '../sinks/sink.js';
-import type { ApplyCommand, GetCommand } from './protocol/types.js';
-import { noFromError, okSuccess } from './protocol/replies.js';
+import { CommandError, CyrsyncError } from '../../transforms/errors.js';
+import type { DlistItem, StagedBody } from '../../transforms/dlist-types.js';
+import type { ReplyOut, SinkSession } from '../../sinks/sink.js';
+import type { ApplyCommand, GetCommand } from '../protocol/types.js';
+import { noFromError, okSuccess } from '../protocol/replies.js';
 
 export type Profile = 'sync' | 'backup';
 

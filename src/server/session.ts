@@ -17,17 +17,17 @@ import { setImmediate as tick } from 'node:timers/promises';
 import type { Duplex, Readable } from 'node:stream';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
-import { CommandReader } from '../transforms/dlist-parser.js';
-import { FramingError } from '../transforms/errors.js';
-import type { Limits } from '../transforms/limits.js';
-import type { CommandLine } from '../transforms/dlist-types.js';
-import { ResponseWriter } from '../transforms/serializer.js';
-import { createCompressDeflate, createCompressInflate } from '../transforms/deflate.js';
-import type { Sink, SinkSession } from '../sinks/sink.js';
-import { decodeCommand } from './protocol/commands.js';
-import type { Command } from './protocol/types.js';
+import { CommandReader } from '../../transforms/dlist-parser.js';
+import { FramingError } from '../../transforms/errors.js';
+import type { Limits } from '../../transforms/limits.js';
+import type { CommandLine } from '../../transforms/dlist-types.js';
+import { ResponseWriter } from '../../transforms/serializer.js';
+import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
+import type { Sink, SinkSession } from '../../sinks/sink.js';
+import { decodeCommand } from '../protocol/commands.js';
+import type { Command } from '../protocol/types.js';
 import { Router, type Profile } from './router.js';
-import { noteInput } from './memory.js';
+import { noteInput } from '../memory.js';
 import { tapPlaintext } from './telemetry.js';
 
 /** What the session needs to authenticate a client (wired by the daemon front-end). */

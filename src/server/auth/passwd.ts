@@ -24,7 +24,7 @@ import {
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ConfigError, loadConfigOrEmbedded, type Settings } from '../config.js';
+import { ConfigError, loadConfigOrEmbedded, type Settings } from '../../config.js';
 
 export interface ScryptParams {
   N: number;

@@ -18,7 +18,7 @@
  * than the login name (replication clients never send one).
  */
 import { readFileSync } from 'node:fs';
-import { rawOption, type Settings } from '../config.js';
+import { rawOption, type Settings } from '../../config.js';
 import { loadCyrusSasl, SASL_BADAUTH, SASL_NOUSER, SASL_OK } from './cyrus-sasl.js';
 import { canonicalUser, lookupPasswdEntry, PasswdFileError, verifyPasswordHash } from './passwd.js';
 import {

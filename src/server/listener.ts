@@ -2,7 +2,7 @@
  * Daemon front-ends: how connections reach a Session.
  *  - standalone listener (many sessions at once, graceful SIGTERM);
  *  - one session on stdin/stdout (inetd, socat, ssh);
- * The master(8) service mode lives in src/master-service.ts.
+ * The master(8) service mode lives in src/server/master-service.ts.
  */
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';

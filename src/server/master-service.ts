@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Logger } from 'pino';
 import { Session } from './session.js';
-import { releaseSocket, type SessionFactory } from './server.js';
+import { releaseSocket, type SessionFactory } from './listener.js';
 
 export const STATUS_FD = 3;
 export const LISTEN_FD = 4;
