@@ -1,64 +1,109 @@
 #!/usr/bin/env node
 /**
- * The `cyrsync` command.
- *
- *   cyrsync sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
- *   cyrsync backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
- *   cyrsync passwd -C imapd.conf USER
- *   cyrsync dump [-C imapd.conf] [--json] USER
- *   cyrsync bench-client --connect HOST:PORT ...
+ * The `cyrsync` command: `cyrsync COMMAND [options]`, `cyrsync help
+ * [COMMAND]`, `cyrsync COMMAND --help`. Each command declares its options
+ * with src/cli-args.ts; this table names it, says what it does in one line
+ * and loads it.
  */
 import { VERSION } from './version.js';
+import { EX_USAGE, formatHelp, type CommandSpec } from './cli-args.js';
 
-// Subcommands are imported when used: a daemon started per connection by
-// master(8) must reach its greeting fast.
-const EX_USAGE = 64;
+interface LoadedCommand {
+  spec: CommandSpec;
+  run: (argv: string[]) => Promise<number>;
+}
 
-const USAGE = `usage: cyrsync <command> [options]
+interface CommandEntry {
+  name: string;
+  aliases?: string[];
+  summary: string;
+  /** Imported when used: a daemon started per connection by master(8) must reach its greeting fast. */
+  load: () => Promise<LoadedCommand>;
+}
 
-commands:
-  sync-server [-C imapd.conf] [--listen HOST:PORT] [--embedded]
-        the replica (Cyrus sync_server). With --listen: a standalone listener;
-        without: a master(8) service when started by Cyrus master (fds 3 and 4),
-        else one session on stdin/stdout (inetd, socat). Also: -U uses, -T timeout,
-        -D, -p ssf, -X (see README).
-        --embedded: ignore /etc/imapd.conf and use the built-in configuration under ./var
-  backupd [-C imapd.conf] [--listen HOST:PORT] [--embedded]
-        the backup server (Cyrus backupd): per-user backups in the Cyrus Backups format
-  passwd -C imapd.conf [-d] USER
-        set (-d: delete) USER's password in the password file (cyrsync_passwd_file); read from stdin when it is not a terminal
-  dump [-C imapd.conf] [--embedded] [--json] USER
-        print what the replica holds for USER (same form as cyrus-peer dump; --json: JSON lines)
-  bench-client --connect HOST:PORT [options]
-        stream a generated replication workload to a csync server (cyrsync bench-client --help)
-  version
-`;
+const COMMANDS: CommandEntry[] = [
+  {
+    name: 'sync-server',
+    aliases: ['sync_server'],
+    summary: 'the replica (Cyrus sync_server): --listen, a master(8) service, or one session on stdin/stdout',
+    load: async () => {
+      const m = await import('./server/daemon.js');
+      return { spec: m.daemonSpec('sync'), run: (argv) => m.runDaemon('sync', argv) };
+    },
+  },
+  {
+    name: 'backupd',
+    summary: 'the backup server (Cyrus backupd): per-user backups in the Cyrus Backups format',
+    load: async () => {
+      const m = await import('./server/daemon.js');
+      return { spec: m.daemonSpec('backup'), run: (argv) => m.runDaemon('backup', argv) };
+    },
+  },
+  {
+    name: 'passwd',
+    summary: "set (-d: delete) USER's password in the cyrsync password file",
+    load: async () => {
+      const m = await import('./server/auth/passwd.js');
+      return { spec: m.PASSWD_SPEC, run: (argv) => m.runPasswd(argv) };
+    },
+  },
+  {
+    name: 'dump',
+    summary: 'print what the replica holds for USER (the form of cyrus-peer dump; --json)',
+    load: async () => {
+      const m = await import('./client/dump-cli.js');
+      return { spec: m.DUMP_SPEC, run: m.runDump };
+    },
+  },
+  {
+    name: 'bench-client',
+    summary: 'stream a generated replication workload to a csync server',
+    load: async () => {
+      const m = await import('./client/bench-client.js');
+      return { spec: m.BENCH_SPEC, run: m.runBenchClient };
+    },
+  },
+];
+
+function overview(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length), 'version'.length) + 2;
+  const lines = ['usage: cyrsync COMMAND [options]', '', 'commands:'];
+  for (const c of COMMANDS) lines.push(`  ${c.name.padEnd(width)}${c.summary}`);
+  lines.push(`  ${'help'.padEnd(width)}this list; help COMMAND: the options of COMMAND (also COMMAND --help)`);
+  lines.push(`  ${'version'.padEnd(width)}print the version`);
+  return lines.join('\n') + '\n';
+}
+
+function find(name: string | undefined): CommandEntry | undefined {
+  return COMMANDS.find((c) => c.name === name || c.aliases?.includes(name ?? ''));
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  const entry = find(command);
+  if (entry) return (await entry.load()).run(rest);
   switch (command) {
-    case 'sync-server':
-    case 'sync_server':
-      return (await import('./server/daemon.js')).runDaemon('sync', rest);
-    case 'backupd':
-      return (await import('./server/daemon.js')).runDaemon('backup', rest);
-    case 'passwd':
-      return (await import('./server/auth/index.js')).runPasswd(rest);
-    case 'dump':
-      return (await import('./client/dump-cli.js')).runDump(rest);
-    case 'bench-client':
-      return (await import('./client/bench-client.js')).runBenchClient(rest);
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);
       return 0;
     case 'help':
     case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
+    case '-h': {
+      if (rest.length === 0) {
+        process.stdout.write(overview());
+        return 0;
+      }
+      const target = find(rest[0]);
+      if (!target || rest.length > 1) {
+        process.stderr.write(`cyrsync help: ${target ? 'one command at a time' : `unknown command "${rest[0]}"`}\n${overview()}`);
+        return EX_USAGE;
+      }
+      process.stdout.write(formatHelp((await target.load()).spec));
       return 0;
+    }
     default:
-      process.stderr.write(command ? `cyrsync: unknown command "${command}"\n${USAGE}` : USAGE);
+      process.stderr.write(command ? `cyrsync: unknown command "${command}"\n${overview()}` : overview());
       return EX_USAGE;
   }
 }

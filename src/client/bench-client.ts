@@ -20,6 +20,7 @@ import { CommandWriter } from '../../transforms/serializer.js';
 import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
 import type { DlistFile, DlistItem, DlistValue } from '../../transforms/dlist-types.js';
 import { mailboxCrcs, type CrcRecord } from '../protocol/crc.js';
+import { EX_USAGE, UsageError, defineCommand, formatUsageError, intValue, parseCommandLine, type OptionValues } from '../cli-args.js';
 
 export interface Workload {
   users: number;
@@ -455,66 +456,66 @@ export function parseSize(s: string): number {
   return Math.round(Number(m[1]) * mult);
 }
 
-export const BENCH_USAGE = `usage: cyrsync bench-client --connect HOST:PORT [options]
-  --connect HOST:PORT     csync server (cyrsync or Cyrus sync_server)
-  --authname NAME         administrator to log in as (default admin)
-  --password PW           its password (default: $CYRSYNC_BENCH_PASSWORD, else read from stdin)
-  --compress              take COMPRESS DEFLATE
-  --users N               users (default 1)
-  --mailboxes N           mailboxes per user, INBOX included (default 1)
-  --messages N            messages per mailbox (default 100)
-  --size S                message size, e.g. 4k, 20M, 1G (default 4k)
-  --total S               total message octets, e.g. 5G (sets --messages from --size)
-  --user-prefix P         user names P1, P2, ... (default bench)
-  --seed N                generator seed (default 1); another seed gives other messages
-  --partition P           partition name sent (default default)
-  --json                  print one JSON summary line instead of the table
-`;
+export const BENCH_SPEC = defineCommand({
+  name: 'bench-client',
+  summary: 'stream a generated replication workload to a csync server (cyrsync or Cyrus sync_server)',
+  description:
+    'Streams a generated workload (APPLY MESSAGE batches and APPLY MAILBOX per folder, as sync_client sends new users) to cyrsync or to the real sync_server, with flat memory at any size. A refusal ends it with the server\'s reply and exit status 1.',
+  options: {
+    connect: { long: 'connect', type: 'string', value: 'HOST:PORT', help: 'csync server (cyrsync or Cyrus sync_server); required' },
+    authname: { long: 'authname', type: 'string', value: 'NAME', help: 'administrator to log in as (default admin)' },
+    password: { long: 'password', type: 'string', value: 'PW', help: 'its password (default: $CYRSYNC_BENCH_PASSWORD, else read from stdin)' },
+    compress: { long: 'compress', type: 'boolean', help: 'take COMPRESS DEFLATE' },
+    users: { long: 'users', type: 'string', value: 'N', help: 'users (default 1)' },
+    mailboxes: { long: 'mailboxes', type: 'string', value: 'N', help: 'mailboxes per user, INBOX included (default 1)' },
+    messages: { long: 'messages', type: 'string', value: 'N', help: 'messages per mailbox (default 100)' },
+    size: { long: 'size', type: 'string', value: 'S', help: 'message size, e.g. 4k, 20M, 1G (default 4k)' },
+    total: { long: 'total', type: 'string', value: 'S', help: 'total message octets, e.g. 5G (sets --messages from --size)' },
+    userPrefix: { long: 'user-prefix', type: 'string', value: 'P', help: 'user names P1, P2, ... (default bench)' },
+    seed: { long: 'seed', type: 'string', value: 'N', help: 'generator seed (default 1); another seed gives other messages' },
+    partition: { long: 'partition', type: 'string', value: 'P', help: 'partition name sent (default default)' },
+    json: { long: 'json', type: 'boolean', help: 'print one JSON summary line instead of the table' },
+  },
+});
+
+/** The workload and connection of a parsed command line; UsageError for a bad value. */
+function benchArgs(v: OptionValues<typeof BENCH_SPEC>): { w: Workload; connect: string; total: number | undefined } {
+  if (v.connect === undefined) throw new UsageError('--connect HOST:PORT is required');
+  const size = (flag: string, s: string): number => {
+    try {
+      return parseSize(s);
+    } catch (err) {
+      throw new UsageError(`option ${flag}: ${(err as Error).message}`);
+    }
+  };
+  const int = (flag: string, s: string | undefined, dflt: number): number => (s === undefined ? dflt : intValue(flag, s, 1));
+  const w: Workload = {
+    users: int('--users', v.users, 1),
+    mailboxesPerUser: int('--mailboxes', v.mailboxes, 1),
+    messages: int('--messages', v.messages, 100),
+    size: v.size === undefined ? 4096 : size('--size', v.size),
+    seed: int('--seed', v.seed, 1),
+    userPrefix: v.userPrefix ?? 'bench',
+    partition: v.partition ?? 'default',
+  };
+  return { w, connect: v.connect, total: v.total === undefined ? undefined : size('--total', v.total) };
+}
 
 export async function runBenchClient(argv: string[]): Promise<number> {
-  const w: Workload = { users: 1, mailboxesPerUser: 1, messages: 100, size: 4096, seed: 1, userPrefix: 'bench', partition: 'default' };
-  let connect: string | undefined;
-  let authname = 'admin';
-  let password: string | undefined = process.env.CYRSYNC_BENCH_PASSWORD;
-  let compress = false;
-  let json = false;
-  let total: number | undefined;
+  const p = parseCommandLine(BENCH_SPEC, argv);
+  if (typeof p === 'number') return p;
+  let parsed: ReturnType<typeof benchArgs>;
   try {
-    for (let i = 0; i < argv.length; i++) {
-      const a = argv[i]!;
-      const v = (): string => {
-        const x = argv[++i];
-        if (x === undefined) throw new Error(`${a} needs a value`);
-        return x;
-      };
-      const int = (): number => {
-        const x = Number(v());
-        if (!Number.isInteger(x) || x < 1) throw new Error(`${a} needs a positive integer`);
-        return x;
-      };
-      if (a === '--help' || a === '-h') {
-        process.stdout.write(BENCH_USAGE);
-        return 0;
-      } else if (a === '--connect') connect = v();
-      else if (a === '--authname') authname = v();
-      else if (a === '--password') password = v();
-      else if (a === '--compress') compress = true;
-      else if (a === '--users') w.users = int();
-      else if (a === '--mailboxes') w.mailboxesPerUser = int();
-      else if (a === '--messages') w.messages = int();
-      else if (a === '--size') w.size = parseSize(v());
-      else if (a === '--total') total = parseSize(v());
-      else if (a === '--user-prefix') w.userPrefix = v();
-      else if (a === '--seed') w.seed = int();
-      else if (a === '--partition') w.partition = v();
-      else if (a === '--json') json = true;
-      else throw new Error(`unknown option ${a}`);
-    }
-    if (!connect) throw new Error('--connect HOST:PORT is required');
+    parsed = benchArgs(p.values);
   } catch (err) {
-    process.stderr.write(`cyrsync bench-client: ${(err as Error).message}\n${BENCH_USAGE}`);
-    return 64;
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(formatUsageError(BENCH_SPEC, err));
+    return EX_USAGE;
   }
+  const { w, connect, total } = parsed;
+  const authname = p.values.authname ?? 'admin';
+  let password: string | undefined = p.values.password ?? process.env.CYRSYNC_BENCH_PASSWORD;
+  const { compress, json } = p.values;
   if (total !== undefined) w.messages = Math.max(1, Math.ceil(total / (w.size * w.users * w.mailboxesPerUser)));
   if (password === undefined) {
     const chunks: Buffer[] = [];

@@ -12,33 +12,28 @@ import JsonlStringer from 'stream-json/jsonl/Stringer.js';
 import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../config.js';
 import { dumpEntries, formatDumpEntry } from '../../sinks/replica/dump.js';
 import { ReplicaStore } from '../../sinks/replica/store.js';
+import { defineCommand, parseCommandLine } from '../cli-args.js';
 
-const EX_USAGE = 64;
 const EX_NOINPUT = 66;
 
+export const DUMP_SPEC = defineCommand({
+  name: 'dump',
+  summary: 'print what the replica holds for USER (same form as cyrus-peer dump; --json: JSON lines)',
+  description:
+    "Prints what the replica holds for USER: mailboxes, each message (uid, modseq, size, SHA-1 of the stored file, internaldate, flags), subscriptions, annotations and the quota, in the canonical form of the test harness's `cyrus-peer dump USER`, so diff of the two is empty for a converged user. It opens the store read-only and runs next to a live server.",
+  options: {
+    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
+    embedded: { long: 'embedded', type: 'boolean', help: 'ignore /etc/imapd.conf, use the built-in configuration under ./var' },
+    json: { long: 'json', type: 'boolean', help: 'the same entries as JSON lines' },
+  },
+  positionals: { name: 'USER', min: 1, max: 1 },
+});
+
 export async function runDump(argv: string[]): Promise<number> {
-  let configFile: string | undefined;
-  let embedded = false;
-  let json = false;
-  let user: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-C') configFile = argv[++i];
-    else if (a === '--embedded') embedded = true;
-    else if (a === '--json') json = true;
-    else if (a.startsWith('-')) {
-      process.stderr.write(`cyrsync dump: unknown option ${a}\n`);
-      return EX_USAGE;
-    } else if (user === undefined) user = a;
-    else {
-      process.stderr.write('cyrsync dump: one user at a time\n');
-      return EX_USAGE;
-    }
-  }
-  if (!user) {
-    process.stderr.write('usage: cyrsync dump [-C imapd.conf] [--embedded] [--json] USER\n');
-    return EX_USAGE;
-  }
+  const p = parseCommandLine(DUMP_SPEC, argv);
+  if (typeof p === 'number') return p;
+  const { config: configFile, embedded, json } = p.values;
+  const user = p.positionals[0]!;
   let config: Config;
   try {
     config = embedded && configFile === undefined ? embeddedDefaultConfig(process.cwd()) : loadConfigOrEmbedded(configFile, process.cwd());

@@ -48,9 +48,10 @@ import type { Authenticator } from './session.js';
 import { DeferredSink } from './deferred-sink.js';
 import { TelemetryLog } from './telemetry.js';
 import { VERSION } from '../version.js';
+import { EX_USAGE, UsageError, atoi, defineCommand, formatHelp, parseCommandArgs, type ParsedCommand } from '../cli-args.js';
 
 /** sysexits.h */
-export const EX_USAGE = 64;
+export { EX_USAGE };
 export const EX_SOFTWARE = 70;
 export const EX_OSERR = 71;
 export { EX_CONFIG };
@@ -73,57 +74,62 @@ export interface DaemonArgs {
   ignored: string[];
 }
 
-export class UsageError extends Error {}
+export { UsageError };
 
 const MAX_USE = 250;
 const REUSE_TIMEOUT = 60;
 
-/** atoi(3): leading digits with an optional sign, 0 when there are none. */
-function atoi(s: string): number {
-  const m = /^\s*([+-]?\d+)/.exec(s);
-  return m ? Number.parseInt(m[1]!, 10) : 0;
-}
-
 /**
  * The options of master/service.c (`-C -U -T -D -X`) and of sync_server /
  * backupd (`-p ssf`, `-f`, and `-s -N` from backupd(8)'s synopsis), plus
- * cyrsync's own `--listen` and `--embedded`. As in Cyrus, negative -U and
- * -T count as 0 and values are read like atoi(3).
+ * cyrsync's own `--listen` and `--embedded`. As in Cyrus, values are read
+ * like atoi(3), negative -U and -T count as 0, and a value merged with its
+ * option (`-U5`) is refused.
  */
+export function daemonSpec(profile: Profile) {
+  return defineCommand({
+    name: profile === 'sync' ? 'sync-server' : 'backupd',
+    summary:
+      profile === 'sync'
+        ? 'the replica (Cyrus sync_server): a standalone listener with --listen, a master(8) service when started by Cyrus master (fds 3 and 4), else one session on stdin/stdout (inetd, socat)'
+        : 'the backup server (Cyrus backupd): per-user backups in the Cyrus Backups format; the same options and front-ends as sync-server',
+    options: {
+      configFile: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration under ./var)' },
+      listen: { short: 'l', long: 'listen', type: 'string', value: 'HOST:PORT', help: 'standalone listener (PORT alone: 127.0.0.1)' },
+      embedded: { long: 'embedded', type: 'boolean', help: 'ignore /etc/imapd.conf, use the built-in configuration under ./var' },
+      maxUses: { short: 'U', type: 'string', value: 'USES', help: `master: connections per process before it exits (default ${MAX_USE}; 0 acts as 1)` },
+      reuseTimeout: { short: 'T', type: 'string', value: 'TIMEOUT', help: `master: seconds a used process waits for the next connection (default ${REUSE_TIMEOUT}; 0 = never)` },
+      debugger: { short: 'D', type: 'boolean', help: 'run debug_command at start' },
+      externalSsf: { short: 'p', type: 'string', value: 'SSF', help: 'an external security layer of this strength exists; above 1, plaintext mechanisms are allowed as under TLS' },
+      stdio: { short: 'X', type: 'boolean', help: 'one session on stdin/stdout even with fds 3/4 (master debug mode)' },
+      s: { short: 's', type: 'boolean', help: 'accepted for compatibility, no effect', hidden: true },
+      N: { short: 'N', type: 'boolean', help: 'accepted for compatibility, no effect', hidden: true },
+      f: { short: 'f', type: 'boolean', help: 'accepted for compatibility, no effect', hidden: true },
+    },
+    separateValues: true,
+    epilog: 'Also accepted for compatibility, without effect: -s, -N, -f. SIGTERM/SIGINT: stop accepting, let each session finish its current command, answer BYE, exit.',
+  });
+}
+
+const SYNC_SPEC = daemonSpec('sync');
+
 export function parseDaemonArgs(argv: string[]): DaemonArgs {
-  const args: DaemonArgs = {
-    configFile: undefined,
-    listen: undefined,
-    embedded: false,
-    maxUses: MAX_USE,
-    reuseTimeout: REUSE_TIMEOUT,
-    debugger: false,
-    externalSsf: 0,
-    stdio: false,
-    ignored: [],
+  return daemonArgsFrom(parseCommandArgs(SYNC_SPEC, argv));
+}
+
+function daemonArgsFrom(p: ParsedCommand<typeof SYNC_SPEC>): DaemonArgs {
+  const v = p.values;
+  return {
+    configFile: v.configFile,
+    listen: v.listen,
+    embedded: v.embedded,
+    maxUses: v.maxUses === undefined ? MAX_USE : Math.max(0, atoi(v.maxUses)),
+    reuseTimeout: v.reuseTimeout === undefined ? REUSE_TIMEOUT : Math.max(0, atoi(v.reuseTimeout)),
+    debugger: v.debugger,
+    externalSsf: v.externalSsf === undefined ? 0 : Math.max(0, atoi(v.externalSsf)),
+    stdio: v.stdio,
+    ignored: p.seen.filter((f) => f === '-s' || f === '-N' || f === '-f'),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`option ${a} needs a value`);
-      return v;
-    };
-    // "-U5": Cyrus's service.c refuses options merged with their values.
-    if (/^-[CUTp]./.test(a)) throw new UsageError(`options and arguments MUST be separated by whitespace (${a})`);
-    if (a === '-C') args.configFile = value();
-    else if (a === '-U') args.maxUses = Math.max(0, atoi(value()));
-    else if (a === '-T') args.reuseTimeout = Math.max(0, atoi(value()));
-    else if (a === '-D') args.debugger = true;
-    else if (a === '-X') args.stdio = true;
-    else if (a === '-p') args.externalSsf = Math.max(0, atoi(value()));
-    else if (a === '-s' || a === '-N' || a === '-f') args.ignored.push(a);
-    else if (a === '--listen' || a === '-l') args.listen = value();
-    else if (a.startsWith('--listen=')) args.listen = a.slice('--listen='.length);
-    else if (a === '--embedded') args.embedded = true;
-    else throw new UsageError(`unknown option ${a}`);
-  }
-  return args;
 }
 
 export interface AuthenticatorOptions {
@@ -291,7 +297,12 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
 async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMode) => void): Promise<number> {
   let args: DaemonArgs;
   try {
-    args = parseDaemonArgs(argv);
+    const parsed = parseCommandArgs(daemonSpec(profile), argv);
+    if (parsed.help) {
+      process.stdout.write(formatHelp(daemonSpec(profile)));
+      return 0;
+    }
+    args = daemonArgsFrom(parsed);
   } catch (err) {
     // Mode unknown yet: the terminal only if there is one (never the protocol stream).
     earlyError(argv.includes('--listen') ? 'standalone' : 'stdio', profile, (err as Error).message);

@@ -25,6 +25,7 @@ import {
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, loadConfigOrEmbedded, type Settings } from '../../config.js';
+import { defineCommand, parseCommandLine } from '../../cli-args.js';
 
 export interface ScryptParams {
   N: number;
@@ -324,17 +325,21 @@ export interface PasswdIO {
   scrypt?: ScryptParams;
 }
 
-const EX_USAGE = 64;
 const EX_DATAERR = 65;
 const EX_IOERR = 74;
 const EX_CONFIG = 78;
 
-const USAGE = `usage: cyrsync passwd [-C imapd.conf] [-d] USER
-  Set USER's password in the cyrsync password file (cyrsync_passwd_file,
-  default <configdirectory>/cyrsync.passwd). The password is read from
-  standard input when it is not a terminal (first line), otherwise asked
-  twice without echo. -d removes USER instead.
-`;
+export const PASSWD_SPEC = defineCommand({
+  name: 'passwd',
+  summary: "set (-d: delete) USER's password in the password file (cyrsync_passwd_file)",
+  description:
+    "Sets USER's password in the cyrsync password file (cyrsync_passwd_file, default <configdirectory>/cyrsync.passwd; scrypt hashes, mode 0600, atomic rewrite). The password is read from standard input when it is not a terminal (first line), otherwise asked twice without echo. -d removes USER instead.",
+  options: {
+    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
+    remove: { short: 'd', long: 'delete', type: 'boolean', help: 'remove USER' },
+  },
+  positionals: { name: 'USER', min: 1, max: 1 },
+});
 
 async function readAllStdin(stdin: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -421,32 +426,10 @@ export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<numb
   const stdin = io.stdin ?? process.stdin;
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
-  let configPath: string | undefined;
-  let remove = false;
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-C') {
-      const v = argv[++i];
-      if (v === undefined) {
-        stderr.write(`cyrsync passwd: -C needs a file name\n${USAGE}`);
-        return EX_USAGE;
-      }
-      configPath = v;
-    } else if (a.startsWith('-C') && a.length > 2) configPath = a.slice(2);
-    else if (a === '-d' || a === '--delete') remove = true;
-    else if (a === '-h' || a === '--help') {
-      stdout.write(USAGE);
-      return 0;
-    } else if (a.startsWith('-') && a !== '-') {
-      stderr.write(`cyrsync passwd: unknown option ${a}\n${USAGE}`);
-      return EX_USAGE;
-    } else rest.push(a);
-  }
-  if (rest.length !== 1) {
-    stderr.write(`cyrsync passwd: expected exactly one USER\n${USAGE}`);
-    return EX_USAGE;
-  }
+  const p = parseCommandLine(PASSWD_SPEC, argv, { stdout, stderr });
+  if (typeof p === 'number') return p;
+  const { config: configPath, remove } = p.values;
+  const rest = p.positionals;
 
   let settings: Settings;
   try {
