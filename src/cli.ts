@@ -56,6 +56,14 @@ const COMMANDS: CommandEntry[] = [
     },
   },
   {
+    name: 'check',
+    summary: 'check a replica or backup store offline, one line per problem (exit status 1 when any)',
+    load: async () => {
+      const m = await import('./client/check/cli.js');
+      return { spec: m.CHECK_SPEC, run: (argv) => m.runCheck(argv) };
+    },
+  },
+  {
     name: 'bench-client',
     summary: 'stream a generated replication workload to a csync server',
     load: async () => {
