@@ -1,7 +1,31 @@
 /**
- * Interop harness: a real Cyrus 3.6.1 (master, real sync_server replica) run
- * through test/interop/peer/cyrus-peer, and cyrsync run from dist/ as a
- * standalone csync listener, side by side on 127.0.0.1.
+ * Interop harness: real Cyrus releases (master, real sync_server replica,
+ * real backupd and its tools) run through test/interop/peer/cyrus-peer, and
+ * cyrsync run from dist/ as a standalone csync listener, side by side on
+ * 127.0.0.1.
+ *
+ * Releases (`Peer.create({ release })`, default 3.6.1):
+ * - 3.6.1: this machine's Debian 12 packages (`cyrus-peer setup`).
+ * - 3.10.2 and 3.12.4: a Debian trixie / sid root made once with debootstrap
+ *   under $CYRUS_PEER_ROOTS (default /srv/cyrus-roots), where cyrus-peer runs
+ *   through `peer/cyrus-peer-root SUITE`. Same network (127.0.0.1), same
+ *   process table, its own file system: `peer.dir` is the host's path of the
+ *   run directory, `peer.inRoot(p)` the same file as the release's programs
+ *   see it. 3.12.4 has no backupd and no backup tools.
+ * - A directory both sides see at one path (cyrsync's store that the
+ *   release's tools must read): `makeSharedDir(prefix, release)`.
+ *
+ * What a test needs from each release:
+ * - its sync_client toward any target: `peer.sync(user, target)`,
+ *   `peer.compare(...)` (the master: `peer.startMaster()`);
+ * - a fresh real sync_server of that release, e.g. as a restore target:
+ *   `const p = await Peer.create({ release }); await p.startReplica();` then
+ *   `p.replicaTarget` (csync), `p.replicaImapPort` and `p.replicaDump(user)`;
+ *   `p.setReplicaPassword(user, pw)` for a login of one's own;
+ * - its Cyrus tools on any imapd.conf: `peer.tool(conf, 'ctl_backups', ...)`
+ *   (for 3.10.2, the conf and the files it names in a shared directory, made
+ *   readable there with `peer.chownForRelease(dir)`), or on an instance's
+ *   own conf: `peer.tool('backupd', 'cyr_backup', ...)`.
  *
  * Invariants:
  * - Every instance of a run lives in one private directory under /tmp (the
@@ -23,6 +47,7 @@ import { fileURLToPath } from 'node:url';
 export const INTEROP_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(INTEROP_DIR, '..', '..');
 export const PEER = path.join(INTEROP_DIR, 'peer', 'cyrus-peer');
+export const PEER_ROOT = path.join(INTEROP_DIR, 'peer', 'cyrus-peer-root');
 export const PEER_WIRE = path.join(INTEROP_DIR, 'peer', 'lib', 'peer_wire.py');
 export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
 
@@ -230,18 +255,80 @@ export function sha1(buf: Buffer | string): string {
 
 // ------------------------------------------------------------------ Cyrus setup
 
-let setupDone: Promise<void> | undefined;
+/** The real Cyrus releases the suite runs against. */
+export type Release = '3.6.1' | '3.10.2' | '3.12.4';
+
+export interface ReleaseInfo {
+  /** Debian suite of the root it runs in; null: this machine's own packages (Debian 12). */
+  suite: string | null;
+  /** Ships backupd and the backup tools (ctl_backups, cyr_backup, restore). */
+  backupTools: boolean;
+}
+
+export const RELEASES: Readonly<Record<Release, ReleaseInfo>> = {
+  '3.6.1': { suite: null, backupTools: true },
+  '3.10.2': { suite: 'trixie', backupTools: true },
+  '3.12.4': { suite: 'sid', backupTools: false },
+};
+
+/** Where cyrus-peer-root keeps its Debian roots. */
+export const ROOTS = process.env['CYRUS_PEER_ROOTS'] ?? '/srv/cyrus-roots';
+
+/** The root directory a release's programs run in ('' for this machine's own). */
+export function releaseRoot(release: Release): string {
+  const suite = RELEASES[release].suite;
+  return suite === null ? '' : path.join(ROOTS, suite);
+}
+
+const setupDone = new Map<Release, Promise<void>>();
 
 /**
- * Installs the Cyrus packages when missing (`cyrus-peer setup`: root + apt,
- * Debian 12), once per process.
+ * Makes a release runnable, once per process: 3.6.1 installs the Cyrus
+ * packages when missing (`cyrus-peer setup`: root + apt, Debian 12); the
+ * others make their Debian root when missing (debootstrap, a few minutes).
  */
-export function ensureSetup(): Promise<void> {
-  setupDone ??= (async () => {
-    const r = await run(PEER, ['setup'], { timeoutMs: 15 * 60_000 });
-    if (r.code !== 0) throw new Error(`cyrus-peer setup failed\n${describe(r)}`);
-  })();
-  return setupDone;
+export function ensureSetup(release: Release = '3.6.1'): Promise<void> {
+  let done = setupDone.get(release);
+  if (!done) {
+    done = (async () => {
+      const suite = RELEASES[release].suite;
+      const [cmd, args] = suite === null ? [PEER, ['setup']] : [PEER_ROOT, [suite, 'setup']];
+      const r = await run(cmd, args, { timeoutMs: 30 * 60_000 });
+      if (r.code !== 0) throw new Error(`Cyrus ${release} setup failed\n${describe(r)}`);
+    })();
+    setupDone.set(release, done);
+  }
+  return done;
+}
+
+/**
+ * A fresh directory that cyrsync (on this machine) and the programs of
+ * `release` (in its root) both see at the same path, so that paths written
+ * into its files (backups.db, imapd.conf) are right on both sides: for a
+ * rooted release, the directory lives in the root's /tmp and /tmp/NAME on
+ * this machine is a symbolic link to it. Remove it with removeSharedDir().
+ */
+export async function makeSharedDir(prefix: string, release: Release = '3.6.1'): Promise<string> {
+  const root = releaseRoot(release);
+  if (root === '') return makeRunDir(prefix);
+  await ensureSetup(release);
+  const real = await fsp.mkdtemp(path.join(root, 'tmp', prefix));
+  await fsp.chmod(real, 0o755);
+  const link = path.join('/tmp', path.basename(real));
+  await fsp.symlink(real, link);
+  return link;
+}
+
+/** Removes a directory made by makeSharedDir() (and its link). */
+export async function removeSharedDir(dir: string): Promise<void> {
+  const st = await fsp.lstat(dir).catch(() => undefined);
+  if (st?.isSymbolicLink()) {
+    const real = await fsp.readlink(dir);
+    await fsp.rm(real, { recursive: true, force: true });
+    await fsp.unlink(dir);
+  } else if (st) {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 }
 
 // ------------------------------------------------------------------------ Peer
@@ -261,23 +348,36 @@ export interface CompareResult extends RunResult {
   converged: boolean;
 }
 
-/** One private set of real Cyrus instances driven through cyrus-peer. */
+export interface PeerOptions {
+  /** The Cyrus release (default 3.6.1, this machine's own). */
+  release?: Release;
+}
+
+/** One private set of real Cyrus instances of one release, driven through cyrus-peer. */
 export class Peer {
+  readonly release: Release;
+  /** The root the release runs in ('' for this machine's own 3.6.1). */
+  readonly root: string;
+  /** The run directory as this machine sees it. */
   readonly dir: string;
   readonly env: NodeJS.ProcessEnv;
   readonly imapPort: number;
   readonly replicaPort: number;
   readonly replicaImapPort: number;
+  readonly backupdPort: number;
 
-  private constructor(dir: string, ports: number[]) {
+  private constructor(release: Release, dir: string, ports: number[]) {
+    this.release = release;
+    this.root = releaseRoot(release);
     this.dir = dir;
     const [imap, sieve, replica, replicaImap, backupd] = ports as [number, number, number, number, number];
     this.imapPort = imap;
     this.replicaPort = replica;
     this.replicaImapPort = replicaImap;
+    this.backupdPort = backupd;
     this.env = {
       ...process.env,
-      CYRUS_PEER_DIR: dir,
+      CYRUS_PEER_DIR: this.inRoot(dir),
       CYRUS_PEER_IMAP_PORT: String(imap),
       CYRUS_PEER_SIEVE_PORT: String(sieve),
       CYRUS_PEER_REPLICA_PORT: String(replica),
@@ -290,15 +390,77 @@ export class Peer {
     };
   }
 
-  static async create(): Promise<Peer> {
-    await ensureSetup();
-    const dir = await makeRunDir('cyrsync-interop-peer-');
-    return new Peer(dir, await distinctFreePorts(5));
+  static async create(o: PeerOptions = {}): Promise<Peer> {
+    const release = o.release ?? '3.6.1';
+    await ensureSetup(release);
+    const root = releaseRoot(release);
+    let dir: string;
+    if (root === '') {
+      dir = await makeRunDir('cyrsync-interop-peer-');
+    } else {
+      dir = await fsp.mkdtemp(path.join(root, 'tmp', 'cyrsync-interop-peer-'));
+      await fsp.chmod(dir, 0o755);
+    }
+    return new Peer(release, dir, await distinctFreePorts(5));
+  }
+
+  /** A path of this machine as the release's programs see it (unchanged for 3.6.1). */
+  inRoot(p: string): string {
+    if (this.root === '') return p;
+    // the nearest existing ancestor resolved (a shared directory is a link into the root)
+    let head = path.resolve(p);
+    let rest = '';
+    while (!fs.existsSync(head) && path.dirname(head) !== head) {
+      rest = path.join(path.basename(head), rest);
+      head = path.dirname(head);
+    }
+    const real = path.join(fs.realpathSync(head), rest);
+    const rel = path.relative(this.root, real);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${p} is outside the ${this.release} root ${this.root}: use makeSharedDir()`);
+    return `/${rel}`;
+  }
+
+  /** The program and leading arguments that run cyrus-peer of this release. */
+  private get peerCommand(): [string, string[]] {
+    const suite = RELEASES[this.release].suite;
+    return suite === null ? [PEER, []] : [PEER_ROOT, [suite]];
   }
 
   /** `cyrus-peer ARGS...` with this run's directory and ports. */
   cmd(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    return run(PEER, args, { ...opts, env: { ...this.env, ...(opts.env ?? {}) } });
+    const [prog, lead] = this.peerCommand;
+    return run(prog, [...lead, ...args], { ...opts, env: { ...this.env, ...(opts.env ?? {}) } });
+  }
+
+  /** The command line of `cyrus-peer ARGS...` for callers that spawn it themselves (streamed output). */
+  commandLine(args: readonly string[]): [string, string[]] {
+    const [prog, lead] = this.peerCommand;
+    return [prog, [...lead, ...args]];
+  }
+
+  /** A program of the release's own system (chroot'ed for a rooted release), e.g. saslpasswd2 or chown. */
+  system(prog: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.root === '' ? run(prog, args, opts) : run('chroot', [this.root, prog, ...args], opts);
+  }
+
+  /**
+   * A Cyrus tool of this release (`cyrus-peer tool`): INSTANCE is an
+   * instance name (master, replica, backupd) or an imapd.conf; for a rooted
+   * release a conf must lie in the root or in a makeSharedDir() directory.
+   */
+  tool(instance: string, prog: string, ...args: string[]): Promise<RunResult> {
+    const conf = instance.includes('/') ? this.inRoot(instance) : instance;
+    return this.cmd(['tool', conf, prog, ...args]);
+  }
+
+  /**
+   * `chown -R cyrus:mail DIR` as this release's system knows the cyrus user
+   * (its uid differs from this machine's in a root), so that its tools, which
+   * switch to that user, can open and lock what cyrsync wrote there.
+   */
+  async chownForRelease(dir: string): Promise<void> {
+    const r = await this.system('chown', ['-R', 'cyrus:mail', this.inRoot(dir)]);
+    if (r.code !== 0) throw new Error(`chown failed\n${describe(r)}`);
   }
 
   /** Like cmd(), but throws with the output when the exit status is not 0. */
@@ -334,8 +496,9 @@ export class Peer {
   private syncArgs(target: string, o: SyncOptions): string[] {
     const a = ['--to', target];
     if (o.noCompress) a.push('--no-compress');
-    if (o.tap) a.push('--tap', o.tap);
-    if (o.wire) a.push('--wire', o.wire);
+    // a rooted release writes these files in its root: give paths below peer.dir
+    if (o.tap) a.push('--tap', this.inRoot(o.tap));
+    if (o.wire) a.push('--wire', this.inRoot(o.wire));
     if (o.extra?.length) a.push('--', ...o.extra);
     return a;
   }
@@ -413,10 +576,10 @@ export class Peer {
 
   /** Gives USER a password in the real replica's sasldb (for session-level tests). */
   async setReplicaPassword(user: string, password: string): Promise<void> {
-    const db = path.join(this.dir, 'replica', 'sasldb2');
-    const r = await run('saslpasswd2', ['-p', '-c', '-f', db, '-u', 'peer-replica', user], { input: password });
+    const db = this.inRoot(path.join(this.dir, 'replica', 'sasldb2'));
+    const r = await this.system('saslpasswd2', ['-p', '-c', '-f', db, '-u', 'peer-replica', user], { input: password });
     if (r.code !== 0) throw new Error(`saslpasswd2 failed\n${describe(r)}`);
-    await run('chown', ['cyrus:mail', db]);
+    await this.system('chown', ['cyrus:mail', db]);
   }
 
   /** `peer_wire.py summary FILE`: command counts of a wire log or tap recording. */
@@ -445,13 +608,19 @@ export interface CyrsyncOptions {
   extraConf?: string[];
   /** Users and passwords to add with `cyrsync passwd` (admin/adminpw is always added). */
   users?: Record<string, string>;
-  /** Extra arguments for `sync-server`. */
+  /** Extra arguments for the daemon. */
   args?: string[];
+  /** `sync-server` (default: the replica) or `backupd` (the backup server). */
+  daemon?: 'sync-server' | 'backupd';
+  /** An existing empty directory to keep everything in (e.g. from makeSharedDir()); default: a fresh one under /tmp. */
+  dir?: string;
 }
 
 /**
- * One cyrsync replica server (`cyrsync sync-server --listen`) on its own
- * configuration, data directory and port.
+ * One cyrsync server (`cyrsync sync-server --listen`, or `cyrsync backupd
+ * --listen` with `daemon: 'backupd'`) on its own configuration, data
+ * directory and port. The backup server keeps its backups in
+ * `partitionDir` (backuppartition-default), its staging area below `dir`.
  */
 export class Cyrsync {
   readonly dir: string;
@@ -463,14 +632,16 @@ export class Cyrsync {
   private child: ChildProcess | undefined;
   private exited: Promise<void> | undefined;
   private args: string[] = [];
+  readonly daemon: 'sync-server' | 'backupd';
 
-  private constructor(dir: string, port: number) {
+  private constructor(dir: string, port: number, daemon: 'sync-server' | 'backupd') {
+    this.daemon = daemon;
     this.dir = dir;
     this.port = port;
     this.conf = path.join(dir, 'imapd.conf');
     this.logFile = path.join(dir, 'server.log');
     this.configDir = path.join(dir, 'conf');
-    this.partitionDir = path.join(dir, 'spool');
+    this.partitionDir = path.join(dir, daemon === 'backupd' ? 'backups' : 'spool');
   }
 
   get target(): string {
@@ -483,7 +654,8 @@ export class Cyrsync {
 
   static async start(o: CyrsyncOptions = {}): Promise<Cyrsync> {
     if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
-    const c = new Cyrsync(await makeRunDir('cyrsync-interop-server-'), await freePort());
+    const daemon = o.daemon ?? 'sync-server';
+    const c = new Cyrsync(o.dir ?? (await makeRunDir('cyrsync-interop-server-')), await freePort(), daemon);
     const tempDir = path.join(c.dir, 'tmp');
     for (const d of [c.configDir, c.partitionDir, tempDir]) await fsp.mkdir(d, { recursive: true });
     // Everything the server writes (index, blobs, staging, temporary files)
@@ -491,7 +663,7 @@ export class Cyrsync {
     const lines = [
       `configdirectory: ${c.configDir}`,
       `defaultpartition: default`,
-      `partition-default: ${c.partitionDir}`,
+      daemon === 'backupd' ? `backuppartition-default: ${c.partitionDir}` : `partition-default: ${c.partitionDir}`,
       `temp_path: ${tempDir}`,
       `servername: cyrsync-interop`,
       `admins: ${ADMIN}`,
@@ -521,7 +693,7 @@ export class Cyrsync {
   private async launch(extraArgs: string[]): Promise<void> {
     this.args = extraArgs;
     const log = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [CLI, 'sync-server', '-C', this.conf, '--listen', this.target, ...extraArgs], {
+    const child = spawn(process.execPath, [CLI, this.daemon, '-C', this.conf, '--listen', this.target, ...extraArgs], {
       cwd: REPO_ROOT,
       stdio: ['ignore', log, log],
       detached: true,
@@ -532,7 +704,7 @@ export class Cyrsync {
     const up = await waitFor(async () => child.exitCode !== null || child.signalCode !== null || (await portOpen(this.port)), 30_000, 100);
     if (!up || child.exitCode !== null || child.signalCode !== null) {
       await this.stop();
-      throw new Error(`cyrsync sync-server did not start listening on ${this.target}\n${tail(this.log(), 40)}`);
+      throw new Error(`cyrsync ${this.daemon} did not start listening on ${this.target}\n${tail(this.log(), 40)}`);
     }
   }
 
@@ -567,7 +739,7 @@ export class Cyrsync {
   }
 
   async remove(): Promise<void> {
-    await fsp.rm(this.dir, { recursive: true, force: true });
+    await removeSharedDir(this.dir);
   }
 }
 
