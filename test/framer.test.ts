@@ -143,10 +143,61 @@ test('literal size limits at the header, before the body', (t) => {
   const segs: unknown[] = [];
   const mk = () => new FramerCore({ onSegment: (s) => void segs.push(s), onBodyData: () => t.fail(), onBodyEnd: () => t.fail() },
     { limits: { maxLiteralSize: 9, maxFileLiteralSize: 99 } });
-  t.is(t.throws(() => mk().push(bin('A {10}\r\n')), { instanceOf: FramingError })!.code, 'IMAP_LITERAL_TOO_LARGE');
   t.is(t.throws(() => mk().push(bin('A ~{10+}\r\n')), { instanceOf: FramingError })!.code, 'IMAP_LITERAL_MINUS_TOO_LARGE');
+  t.is(t.throws(() => mk().push(bin('A {10+}\r\n')), { instanceOf: FramingError })!.code, 'IMAP_LITERAL_MINUS_TOO_LARGE');
   t.is(t.throws(() => mk().push(bin('A %{p g 100}\n')), { instanceOf: FramingError })!.code, 'IMAP_MESSAGE_TOO_LARGE');
   t.deepEqual(segs, []);
+  // A synchronizing {N} over the limit reaches the handler; not refused, it is fatal.
+  const core = mk();
+  const err = t.throws(() => core.push(bin('A {10}\r\n')), { instanceOf: FramingError });
+  t.deepEqual([err!.code, err!.limit, err!.actual, err!.max], ['IMAP_LITERAL_TOO_LARGE', 'maxLiteralSize', 10, 9]);
+  t.deepEqual(segs, [bin('A ')]);
+  t.throws(() => core.push(bin('B NOOP\r\n')), { is: err });
+});
+
+/** Core over `input` with maxLiteralSize N; `answer` decides every header. */
+function refusing(N: number, answer: (h: LiteralHeader) => 'reject' | undefined) {
+  const out: [string, LiteralHeader | null, string][] = [];
+  const bodies: string[] = [];
+  const core = new FramerCore({
+    onSegment: (text, literal, raw) => {
+      out.push([text.toString('latin1'), literal === null ? null : { ...literal }, raw.toString('latin1')]);
+      return literal === null ? undefined : answer(literal);
+    },
+    onBodyData: (chunk) => void bodies.push(chunk.toString('latin1')),
+    onBodyEnd: () => undefined,
+  }, { limits: { maxLiteralSize: N } });
+  return { core, out, bodies };
+}
+
+test('a synchronizing {N} / ~{N} over the limit is delivered marked tooLarge and can be refused; N passes, N+1 is refused', (t) => {
+  const N = 8;
+  const input = `a1 APPEND box {${N}}\r\n${'x'.repeat(N)}\r\na2 APPEND box {${N + 1}}\r\na3 APPEND box ~{${N + 1}}\r\na4 NOOP\r\n`;
+  for (const chunks of [[input], input.split('')]) {
+    const { core, out, bodies } = refusing(N, (h) => (h.tooLarge ? 'reject' : undefined));
+    for (const c of chunks) core.push(bin(c));
+    core.end();
+    t.deepEqual(out, [
+      ['a1 APPEND box ', lit(N, false), `a1 APPEND box {${N}}`],
+      ['', null, ''],
+      ['a2 APPEND box ', { ...lit(N + 1, false), tooLarge: true }, `a2 APPEND box {${N + 1}}`],
+      ['a3 APPEND box ', { ...lit(N + 1, false, true), tooLarge: true }, `a3 APPEND box ~{${N + 1}}`],
+      ['a4 NOOP', null, 'a4 NOOP'],
+    ]);
+    t.is(bodies.join(''), 'x'.repeat(N));
+    t.true(core.atLineBoundary);
+  }
+});
+
+test('an oversized {N} not refused is fatal; an oversized {N+} is fatal even when the handler would refuse it', (t) => {
+  const a = refusing(8, () => undefined);
+  t.is(t.throws(() => a.core.push(bin('a1 APPEND box {9}\r\n')), { instanceOf: FramingError })!.code, 'IMAP_LITERAL_TOO_LARGE');
+  t.is(a.out.length, 1);
+  const b = refusing(8, () => 'reject');
+  t.notThrows(() => b.core.push(bin('a1 APPEND box {8+}\r\n12345678\r\n')));
+  const err = t.throws(() => b.core.push(bin('a2 APPEND box {9+}\r\n')), { instanceOf: FramingError });
+  t.deepEqual([err!.code, err!.actual, err!.max], ['IMAP_LITERAL_MINUS_TOO_LARGE', 9, 8]);
+  t.deepEqual(b.out.map((o) => o[0]), ['a1 APPEND box ', '']);
 });
 
 test('truncated input: "Unexpected end of data"', (t) => {
@@ -241,6 +292,50 @@ test('Framer: onLiteral "reject" of a synchronizing {N}: no body follows, the li
   await pipeline(Readable.from([bin('a1 APPEND X {1000}\r\na2 APPEND X {3}\r\nabc\r\na3 APPEND X {200+}\r\n' + 'z'.repeat(200) + '\r\n')]), framer);
   t.deepEqual(lines, [['a1 APPEND X ', 1000], ['a2 APPEND X ', 3], ['', null], ['a3 APPEND X ', 200], ['', null]]);
   t.deepEqual(continued, [3]);
+});
+
+test('Framer: APPEND {5000000000} reaches the application as a line it refuses; the session goes on', async (t) => {
+  const replies: string[] = [];
+  const continued: number[] = [];
+  let line = '';
+  let announced = '';
+  const framer = new Framer({
+    fileLiterals: false,
+    limits: { maxLiteralSize: 50 * 1024 * 1024 },
+    onContinuation: (h) => continued.push(h.size),
+    onLiteral: (h) => {
+      if (!h.tooLarge) return undefined;
+      replies.push(`${line.split(' ')[0]} NO [TOOBIG] ${announced}`);
+      line = '';
+      return 'reject';
+    },
+  });
+  framer.on('line', (text: Buffer, h: LiteralHeader | null, raw: Buffer) => {
+    line += text.toString('latin1');
+    announced = raw.toString('latin1', text.length);
+    if (h === null) {
+      replies.push(`${line.split(' ')[0]} OK`);
+      line = '';
+    }
+  });
+  framer.on('literal', (_h: LiteralHeader, body: LiteralBody) => body.resume());
+  await pipeline(Readable.from([bin('a1 APPEND box {5000000000}\r\na2 APPEND box {3}\r\nabc\r\na3 NOOP\r\n')]), framer);
+  t.deepEqual(replies, ['a1 NO [TOOBIG] {5000000000}', 'a2 OK', 'a3 OK']);
+  t.deepEqual(continued, [3]);
+});
+
+test('Framer: an oversized {N} without a refusal, and any oversized {N+}, end the stream with the limit error', async (t) => {
+  for (const [input, code, lines] of [
+    ['a1 APPEND box {5000000000}\r\n', 'IMAP_LITERAL_TOO_LARGE', 1],
+    ['a1 APPEND box {5000000000+}\r\n', 'IMAP_LITERAL_MINUS_TOO_LARGE', 0],
+  ] as const) {
+    const framer = new Framer({ onLiteral: () => 'skip' });
+    let seen = 0;
+    framer.on('line', () => seen++);
+    const err = await t.throwsAsync(pipeline(Readable.from([bin(input)]), framer), { instanceOf: FramingError });
+    t.is(err!.code, code);
+    t.is(seen, lines);
+  }
 });
 
 test('Framer: a slow body reader withholds the write callback (bounded buffering)', async (t) => {

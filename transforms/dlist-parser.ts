@@ -208,6 +208,11 @@ export class DlistParserCore {
   /* -------------------------------------------------------------------- */
 
   private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' {
+    // csync-wire.md §1.3 rule 5: a csync server sends no continuation and the
+    // client never waits for one, so the octets of an oversized `{N}` are on
+    // their way like those of a `{N+}`: not refusing it lets the framer fail
+    // with IMAP_LITERAL_TOO_LARGE (§1.6: a hard limit is fatal).
+    if (literal?.tooLarge) return;
     if (this.error === null && text.length > 0) {
       this.hold(text.length, 'text');
       this.parseText(text, latin1(text, 0, text.length));

@@ -26,7 +26,12 @@
  *   maxLineLength (+1 octet of grace for the CR of a CRLF); a literal or file
  *   literal size fails at its header, before its first body octet.
  * - Limit violations are terminal: the core throws a FramingError and refuses
- *   every later call.
+ *   every later call. The one exception is a synchronizing literal (`{N}`,
+ *   `~{N}`) over maxLiteralSize: no body octet is on its way until the
+ *   receiver sends a continuation, so its segment is delivered with
+ *   `tooLarge` set and the handler may refuse it ('reject') and go on; only
+ *   when the handler does not refuse it does the core fail. A `{N+}` over the
+ *   limit is always fatal: its octets are already on the way.
  * - Body bytes are never buffered by the core: each body chunk handed out is a
  *   slice of an input chunk. Line text is a slice of the input chunk when the
  *   line lies within one chunk, else one concatenation of the carried pieces
@@ -47,13 +52,24 @@ export interface LiteralHeader {
   /** File literals only: partition and guid as sent (surrounding quotes removed). */
   partition?: string;
   guid?: string;
+  /**
+   * Set on a synchronizing literal (`{N}`, `~{N}`) whose size exceeds
+   * maxLiteralSize. The sender waits for a continuation before it sends a
+   * body octet, so the announcement is handed to the application like any
+   * other and the application refuses it (answer 'reject', then NO/BAD to
+   * the command). Any other answer is a fatal IMAP_LITERAL_TOO_LARGE.
+   */
+  tooLarge?: true;
 }
 
 export interface FramerHandler {
   /**
    * One segment: `text` is the physical-line text before the literal header,
    * or before the end of line when `literal` is null (the logical line ended).
-   * `text` may share memory with an input chunk and is only valid during the
+   * Neither the header nor the CR/LF is part of `text`; `raw` is the whole
+   * physical line without its end of line, so the announcement as sent is
+   * `raw.subarray(text.length)` (`raw === text` when `literal` is null).
+   * Both may share memory with an input chunk and are only valid during the
    * call unless the input chunks are never reused (true for node:stream).
    * Return 'skip' to have the announced body consumed by counting: the body
    * octets are then not delivered (onBodyEnd is still called).
@@ -61,8 +77,10 @@ export interface FramerHandler {
    * server refuses instead of sending a continuation: the sender then sends
    * no body, so the logical line ends at the header (no onBodyEnd). For
    * other literals 'reject' acts as 'skip' (their bytes come regardless).
+   * A header marked `tooLarge` must be answered 'reject'; any other answer
+   * fails the core with IMAP_LITERAL_TOO_LARGE.
    */
-  onSegment(text: Buffer, literal: LiteralHeader | null): void | 'skip' | 'reject';
+  onSegment(text: Buffer, literal: LiteralHeader | null, raw: Buffer): void | 'skip' | 'reject';
   /** A slice of the current body. Return false to pause the core after this chunk. */
   onBodyData(chunk: Buffer): boolean | void;
   /** The current body is complete (also for skipped and empty bodies). */
@@ -305,15 +323,17 @@ export class FramerCore {
     const header = this.parseHeader(text);
     if (header === null) {
       this.inLogicalLine = false;
-      this.handler.onSegment(text, null);
+      this.handler.onSegment(text, null, text);
       return lf + 1;
     }
-    this.checkLiteral(header.header);
+    const h = header.header;
+    const over = this.overLimit(h);
+    if (over !== null) return this.refuseOversized(text, header.start, h, over, lf);
     this.mode = Mode.Body;
-    this.remaining = header.header.size;
+    this.remaining = h.size;
     this.skipping = false;
-    const answer = this.handler.onSegment(text.subarray(0, header.start), header.header);
-    if (answer === 'reject' && header.header.kind === 'literal' && !header.header.nonSynchronizing) {
+    const answer = this.handler.onSegment(text.subarray(0, header.start), h, text);
+    if (answer === 'reject' && h.kind === 'literal' && !h.nonSynchronizing) {
       this.mode = Mode.Line;
       this.remaining = 0;
       this.inLogicalLine = false;
@@ -328,23 +348,33 @@ export class FramerCore {
     return lf + 1;
   }
 
-  private checkLiteral(h: LiteralHeader): void {
+  /**
+   * A header over its limit. Only a synchronizing literal can be refused and
+   * survived (its sender waits for a continuation): the handler sees it with
+   * `tooLarge` set and must answer 'reject'. Everything else is fatal.
+   */
+  private refuseOversized(text: Buffer, start: number, h: LiteralHeader, err: FramingError, lf: number): number {
+    if (h.kind !== 'literal' || h.nonSynchronizing) throw this.fail(err);
+    h.tooLarge = true;
+    const answer = this.handler.onSegment(text.subarray(0, start), h, text);
+    if (answer !== 'reject') throw this.fail(err);
+    this.inLogicalLine = false;
+    return lf + 1;
+  }
+
+  /** The error for a header over its size limit, or null. */
+  private overLimit(h: LiteralHeader): FramingError | null {
     if (h.kind === 'file') {
       const max = this.limits.maxFileLiteralSize;
-      if (h.size > max) {
-        throw this.fail(new FramingError('IMAP_MESSAGE_TOO_LARGE',
-          `File literal of ${h.size} octets exceeds the limit of ${max}`,
-          { limit: 'maxFileLiteralSize', actual: h.size, max }));
-      }
-    } else {
-      const max = this.limits.maxLiteralSize;
-      if (h.size > max) {
-        throw this.fail(new FramingError(
-          h.nonSynchronizing ? 'IMAP_LITERAL_MINUS_TOO_LARGE' : 'IMAP_LITERAL_TOO_LARGE',
-          `Literal of ${h.size} octets exceeds the limit of ${max}`,
-          { limit: 'maxLiteralSize', actual: h.size, max }));
-      }
+      return h.size <= max ? null : new FramingError('IMAP_MESSAGE_TOO_LARGE',
+        `File literal of ${h.size} octets exceeds the limit of ${max}`,
+        { limit: 'maxFileLiteralSize', actual: h.size, max });
     }
+    const max = this.limits.maxLiteralSize;
+    return h.size <= max ? null : new FramingError(
+      h.nonSynchronizing ? 'IMAP_LITERAL_MINUS_TOO_LARGE' : 'IMAP_LITERAL_TOO_LARGE',
+      `Literal of ${h.size} octets exceeds the limit of ${max}`,
+      { limit: 'maxLiteralSize', actual: h.size, max });
   }
 
   /**
@@ -447,13 +477,19 @@ export interface FramerStreamOptions extends FramerOptions {
    */
   onContinuation?: (header: LiteralHeader) => void;
   /**
-   * Called at every literal header before the `literal` event: return 'skip'
-   * to refuse the body (it is consumed by counting and no `literal` event is
-   * emitted), e.g. to answer NO to an oversized `{N+}` APPEND and stay in
-   * sync. Return 'reject' to refuse a synchronizing `{N}` (answer NO instead
-   * of `+`): no body will follow and the logical line ends at the header;
-   * no continuation is offered. ('reject' on `{N+}` or a file literal acts
-   * as 'skip', since those bytes arrive anyway.)
+   * Called at every literal header, right after its `line` event and before
+   * the continuation and the `literal` event: return 'skip' to refuse the
+   * body (it is consumed by counting and no `literal` event is emitted),
+   * e.g. to answer NO to an unwanted `{N+}` APPEND and stay in sync. Return
+   * 'reject' to refuse a synchronizing `{N}` / `~{N}` (answer NO instead of
+   * `+`): no body will follow, the logical line ends at the header and no
+   * continuation is offered. ('reject' on `{N+}` or a file literal acts as
+   * 'skip', since those bytes arrive anyway.)
+   *
+   * A synchronizing literal over maxLiteralSize arrives here with
+   * `header.tooLarge` set: answer 'reject' (and NO/BAD to the command).
+   * Without that answer (or without onLiteral) the framer fails with
+   * IMAP_LITERAL_TOO_LARGE. A `{N+}` over the limit fails before any event.
    */
   onLiteral?: (header: LiteralHeader) => 'skip' | 'reject' | void;
   highWaterMark?: number;
@@ -487,7 +523,10 @@ export class LiteralBody extends Readable {
 
 /**
  * Writable framer. Events:
- *   'line'    (text: Buffer, literal: LiteralHeader | null)  every segment
+ *   'line'    (text: Buffer, literal: LiteralHeader | null, raw: Buffer)
+ *             every segment: `text` without the literal announcement and
+ *             without CR/LF; `raw` the physical line without its end of line
+ *             (the announcement is `raw.subarray(text.length)`)
  *   'literal' (header: LiteralHeader, body: LiteralBody)     after its 'line'
  * Exactly one body is open at a time; the next segment is not framed until
  * the body has been read to its end (or abandoned with body.skip() /
@@ -511,7 +550,7 @@ export class Framer extends Writable {
     this.onLiteral = options.onLiteral;
     this.bodyHighWaterMark = options.highWaterMark;
     this.core = new FramerCore({
-      onSegment: (text, literal) => this.segment(text, literal),
+      onSegment: (text, literal, raw) => this.segment(text, literal, raw),
       onBodyData: (chunk) => this.bodyData(chunk),
       onBodyEnd: () => this.bodyEnd(),
     }, options);
@@ -522,10 +561,12 @@ export class Framer extends Writable {
     return this.core.pendingBytes + this.core.carriedBytes;
   }
 
-  private segment(text: Buffer, literal: LiteralHeader | null): void | 'skip' | 'reject' {
-    this.emit('line', text, literal);
+  private segment(text: Buffer, literal: LiteralHeader | null, raw: Buffer): void | 'skip' | 'reject' {
+    this.emit('line', text, literal, raw);
     if (literal === null) return;
     const answer = this.onLiteral?.(literal);
+    // Not refused: the core fails with IMAP_LITERAL_TOO_LARGE.
+    if (literal.tooLarge) return answer === 'reject' ? 'reject' : undefined;
     if (answer === 'skip' || answer === 'reject') return answer;
     if (this.listenerCount('literal') === 0) return 'skip';
     if (literal.kind === 'literal' && !literal.nonSynchronizing) this.onContinuation?.(literal);
