@@ -11,6 +11,7 @@ import { memoryBodySink, type MemoryStagedBody } from '../transforms/dlist-parse
 import {
   CHUNK_HEADER,
   ChunkWriter,
+  DataFileError,
   EMPTY_SHA1,
   checkTail,
   readChunkRecords,
@@ -261,8 +262,8 @@ test('readMember reports a cut member as truncated', async (t) => {
   const { lock } = await freshFile();
   const m = zlib.gzipSync(Buffer.alloc(100000, 'q'));
   fs.writeSync(lock.fd, m.subarray(0, m.length - 20));
-  const err = await t.throwsAsync(readMember(lock.fd, 0));
-  t.true((err as { truncated: boolean }).truncated);
+  const err = await t.throwsAsync(readMember(lock.fd, 0), { instanceOf: DataFileError });
+  t.true(err!.truncated);
   lock.release();
 });
 

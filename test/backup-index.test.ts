@@ -246,7 +246,7 @@ test('openBackup + BackupAppender: written, indexed, verifiable; torn tail cut o
   const chunks = again.index.chunks();
   t.is(chunks.length, 1);
   const r = await readChunkRecords(again.lock.fd, 0);
-  t.is(r.dataSha1, chunks[0]!.data_sha1);
+  t.is(chunks[0]!.data_sha1, r.dataSha1);
   t.deepEqual(r.records.map((x) => x.item?.key), ['MESSAGE', 'MAILBOX']);
   t.is(again.index.messageByGuid(guid)!.offset, r.records[0]!.offset);
   // The next chunk starts right after the last good one, with timestamps not going back.
