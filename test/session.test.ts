@@ -4,7 +4,7 @@
  * errors, a connection lost in the middle of a literal, idle timeout.
  * Every case asserts the reply lines AND the store afterwards.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import * as tls from 'node:tls';
 import * as zlib from 'node:zlib';
 import pino from 'pino';
@@ -42,8 +43,10 @@ function selfSignedCert(dir: string): { cert: string; key: string } | null {
   }
 }
 
-async function startServer(overrides: Partial<SessionOptions> & { conf?: string; limits?: SessionOptions['limits']; tls?: boolean } = {}): Promise<Server> {
+/** A server on a free port with a fresh store; closed in t.teardown (and by close(), which may come first). */
+async function startServer(t: ExecutionContext, overrides: Partial<SessionOptions> & { conf?: string; limits?: SessionOptions['limits']; tls?: boolean } = {}): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'cyrsync-session-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   let extra = overrides.conf ?? '';
   let tlsContext: tls.SecureContext | undefined;
   if (overrides.tls) {
@@ -61,6 +64,15 @@ async function startServer(overrides: Partial<SessionOptions> & { conf?: string;
   setPasswordSync(settings.cyrsync_passwd_file, 'admin', 'adminpw', { N: 1024, r: 8, p: 1 });
   setPasswordSync(settings.cyrsync_passwd_file, 'bob', 'bobpw', { N: 1024, r: 8, p: 1 });
   const sink = await createReplicaSink({ configdirectory: settings.configdirectory, partitions: { ...settings.partitions }, logger: silent });
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => (closing ??= (async () => {
+    server.close();
+    for (const s of sessions) s.destroy();
+    while (sessions.size > 0) await new Promise((r) => setTimeout(r, 10));
+    await sink.close();
+    rmSync(dir, { recursive: true, force: true });
+  })());
+  t.teardown(close);
   const auth = createAuthenticator(settings);
   const sessions = new Set<Session>();
   const server = net.createServer((socket) => {
@@ -86,13 +98,7 @@ async function startServer(overrides: Partial<SessionOptions> & { conf?: string;
     port,
     dir,
     sink,
-    async close() {
-      server.close();
-      for (const s of sessions) s.destroy();
-      while (sessions.size > 0) await new Promise((r) => setTimeout(r, 10));
-      await sink.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    close,
   };
 }
 
@@ -122,10 +128,28 @@ class Client {
     this.waiters = [];
     for (const f of w) f();
   }
-  static async connect(port: number): Promise<Client> {
+  static async connect(t: ExecutionContext, port: number): Promise<Client> {
     const sock = net.connect(port, '127.0.0.1');
+    t.teardown(() => void sock.destroy());
+    sock.on('error', () => undefined);
     await once(sock, 'connect');
     return new Client(sock);
+  }
+  /**
+   * From here on the replies come out of `source` (an inflater on the
+   * socket): the connection counts as closed only when `source` has ended,
+   * that is after it delivered the last octets the socket brought.
+   */
+  readFrom(source: Readable): void {
+    this.sock.removeAllListeners('data');
+    this.sock.removeAllListeners('close');
+    source.on('data', (d: Buffer) => this.feed(d));
+    const ended = (): void => {
+      this.closed = true;
+      this.wake();
+    };
+    source.on('end', ended);
+    source.on('error', ended);
   }
   async line(timeoutMs = 10000): Promise<string | null> {
     const deadline = Date.now() + timeoutMs;
@@ -194,8 +218,8 @@ const message = Buffer.from('From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n'
 const guid = createHash('sha1').update(message).digest('hex');
 
 test('greeting lists SASL, COMPRESS, SIEVE-MAILBOX and ends with the OK line', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   t.deepEqual(await c.greeting(), ['* SASL PLAIN LOGIN', '* COMPRESS DEFLATE', '* SIEVE-MAILBOX', '* OK test-replica Cyrus sync server test']);
   c.send('EXIT\r\n');
   t.deepEqual(await c.reply(), ['OK Finished']);
@@ -204,8 +228,8 @@ test('greeting lists SASL, COMPRESS, SIEVE-MAILBOX and ends with the OK line', a
 });
 
 test('commands before authentication are refused; the session goes on', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   c.send('GET USER bob\r\n');
   t.deepEqual(await c.reply(), ['NO Please authenticate first']);
@@ -226,8 +250,8 @@ test('commands before authentication are refused; the session goes on', async (t
 });
 
 test('a wrong password is refused and leaves the connection unauthenticated', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   t.deepEqual(await c.login('admin', 'wrong'), ['NO authentication failure']);
   c.send('GET USER bob\r\n');
@@ -240,8 +264,8 @@ test('a wrong password is refused and leaves the connection unauthenticated', as
 });
 
 test('a non-administrator logs in but every later command is refused', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   t.deepEqual(await c.login('bob', 'bobpw'), ['OK Success (no protection)']);
   for (const cmd of ['GET USER bob', 'NOOP', 'APPLY UNUSER bob', 'AUTHENTICATE PLAIN AGFkbWluAGFkbWlucHc=']) {
@@ -258,8 +282,8 @@ test('a non-administrator logs in but every later command is refused', async (t)
 });
 
 test('LOGIN without an initial response, with challenges', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   c.send('AUTHENTICATE LOGIN\r\n');
   t.is(await c.line(), `+ ${Buffer.from('Username:').toString('base64')}`);
@@ -274,8 +298,8 @@ test('LOGIN without an initial response, with challenges', async (t) => {
 });
 
 test('a file literal whose bytes do not match its GUID is refused and not stored; the session stays in sync', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   const wrong = Buffer.from(message);
@@ -302,8 +326,8 @@ test('a file literal whose bytes do not match its GUID is refused and not stored
 });
 
 test('a literal over the size limit ends the connection with a fatal error naming the limit', async (t) => {
-  const s = await startServer({ limits: { maxFileLiteralSize: 1000 } });
-  const c = await Client.connect(s.port);
+  const s = await startServer(t, { limits: { maxFileLiteralSize: 1000 } });
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send(`APPLY MESSAGE (%{default ${guid} 1001}\r\n`);
@@ -316,8 +340,8 @@ test('a literal over the size limit ends the connection with a fatal error namin
 });
 
 test('a client that disconnects in the middle of a literal leaves no staging file and no record', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send(`APPLY MESSAGE (%{default ${guid} ${message.length}}\r\n`);
@@ -326,7 +350,7 @@ test('a client that disconnects in the middle of a literal leaves no staging fil
   c.sock.destroy();
   await new Promise((r) => setTimeout(r, 300));
   t.deepEqual(blobFiles(s.dir), []);
-  const c2 = await Client.connect(s.port);
+  const c2 = await Client.connect(t, s.port);
   await c2.greeting();
   await c2.login();
   c2.send(`APPLY RESERVE %(PARTITION default MBOXNAME (user.bob) GUID (${guid}))\r\n`);
@@ -336,8 +360,8 @@ test('a client that disconnects in the middle of a literal leaves no staging fil
 });
 
 test('unknown mailbox and bad names get clear refusals and write nothing outside the data paths', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('GET FULLMAILBOX user.nobody\r\n');
@@ -361,8 +385,8 @@ test('unknown mailbox and bad names get clear refusals and write nothing outside
 });
 
 test('COMPRESS DEFLATE: the OK is plain, then both directions are raw deflate with a flush per reply', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('COMPRESS DEFLATE\r\n');
@@ -371,9 +395,9 @@ test('COMPRESS DEFLATE: the OK is plain, then both directions are raw deflate wi
   const deflate = zlib.createDeflateRaw();
   const inflate = zlib.createInflateRaw();
   const sock = c.sock;
-  sock.removeAllListeners('data');
+  c.readFrom(inflate);
   sock.on('data', (d: Buffer) => inflate.write(d));
-  inflate.on('data', (d: Buffer) => c.feed(d));
+  sock.on('close', () => inflate.end());
   deflate.on('data', (d: Buffer) => sock.write(d));
   const send = (line: string): void => {
     deflate.write(line);
@@ -391,8 +415,8 @@ test('COMPRESS DEFLATE: the OK is plain, then both directions are raw deflate wi
 });
 
 test('COMPRESS with an unknown algorithm is refused', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('COMPRESS LZ4\r\n');
@@ -406,12 +430,12 @@ test('COMPRESS with an unknown algorithm is refused', async (t) => {
 test('STARTTLS: OK, handshake, the greeting again inside TLS without STARTTLS and COMPRESS', async (t) => {
   let s: Server;
   try {
-    s = await startServer({ tls: true });
+    s = await startServer(t, { tls: true });
   } catch (err) {
     t.fail(`cannot set up TLS: ${(err as Error).message}`);
     return;
   }
-  const c = await Client.connect(s.port);
+  const c = await Client.connect(t, s.port);
   t.deepEqual(await c.greeting(), ['* SASL PLAIN LOGIN', '* STARTTLS', '* COMPRESS DEFLATE', '* SIEVE-MAILBOX', '* OK test-replica Cyrus sync server test']);
   c.send('STARTTLS\r\n');
   t.deepEqual(await c.reply(), ['OK Begin TLS negotiation now']);
@@ -429,8 +453,8 @@ test('STARTTLS: OK, handshake, the greeting again inside TLS without STARTTLS an
 });
 
 test('the IMAP probe of sync_client gets a tagged BAD at once', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   c.send('C01 CAPABILITY\r\n');
   const r = await c.reply();
@@ -441,8 +465,8 @@ test('the IMAP probe of sync_client gets a tagged BAD at once', async (t) => {
 });
 
 test('an idle connection is closed after the timeout', async (t) => {
-  const s = await startServer({ idleTimeout: 3 });
-  const c = await Client.connect(s.port);
+  const s = await startServer(t, { idleTimeout: 3 });
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   const started = Date.now();
   t.is(await c.line(10000), null, 'closed by the server');
@@ -451,8 +475,8 @@ test('an idle connection is closed after the timeout', async (t) => {
 });
 
 test('RESTART drops staged messages; negotiated state stays', async (t) => {
-  const s = await startServer();
-  const c = await Client.connect(s.port);
+  const s = await startServer(t);
+  const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send(`APPLY MESSAGE (%{default ${guid} ${message.length}}\r\n`);

@@ -367,14 +367,19 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   } else {
     // A process per connection: the store opens once the greeting is on its
     // way (or after a short idle wait, for a process that waits for its client).
+    // Whichever of the two kicks comes first opens it, once: a second
+    // openSink() would open the store twice and its failure would go unheard.
     let kick: () => void = () => undefined;
     const opening = new Promise<Sink>((resolve) => {
-      kick = () => resolve(openSink(profile, settings, log));
+      kick = () => {
+        kick = () => undefined;
+        resolve(openSink(profile, settings, log));
+      };
     });
     opening.catch((err: unknown) => log.fatal({ err }, `cannot open the ${storeName} store`));
     sink = deferred = new DeferredSink(profile, opening);
-    startStore = () => setImmediate(kick);
-    setTimeout(kick, 100).unref();
+    startStore = () => setImmediate(() => kick());
+    setTimeout(() => kick(), 100).unref();
   }
   const storeReady = async (): Promise<void> => {
     if (deferred) await deferred.ready;
