@@ -71,6 +71,15 @@ const COMMANDS: CommandEntry[] = [
       return { spec: m.BENCH_SPEC, run: m.runBenchClient };
     },
   },
+  {
+    name: 'ctl-backups',
+    aliases: ['ctl_backups'],
+    summary: 'Cyrus ctl_backups: list, stat, verify, reindex, compact, lock backups',
+    load: async () => {
+      const m = await import('./client/backup/ctl-backups.js');
+      return { spec: m.CTL_SPEC, run: (argv) => m.runCtlBackups(argv) };
+    },
+  },
 ];
 
 function overview(): string {

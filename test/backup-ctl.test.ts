@@ -1,0 +1,185 @@
+/**
+ * `cyrsync ctl-backups` on backups written by the store's writer: list,
+ * stat, verify (and the damage it must find: a flipped byte, a truncated
+ * file, an index row that disagrees, a body that does not hash to its
+ * GUID), reindex, compact with retention, and SIGKILL at every step of a
+ * compaction.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { runCtlBackups } from '../src/client/backup/ctl-backups.js';
+import { reindexBackup } from '../sinks/backup/index-db.js';
+import { openBackupsDb } from '../sinks/backup/backupsdb.js';
+import { bobHistory, msg, sha1, toolsFixture, type ToolsFixture } from './backup-tools-helpers.js';
+
+const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+
+async function ctl(fx: ToolsFixture, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (c: Buffer) => (out += c.toString()));
+  stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const code = await runCtlBackups(['-C', fx.conf, ...args], { stdin: new PassThrough(), stdout, stderr });
+  return { code, out, err };
+}
+
+function fixture(t: { teardown: (f: () => void) => void }, extra: string[] = []): ToolsFixture {
+  const fx = toolsFixture(extra);
+  t.teardown(() => fs.rmSync(fx.dir, { recursive: true, force: true }));
+  return fx;
+}
+
+function guidsOf(dataPath: string): string[] {
+  const db = new Database(`${dataPath}.index`, { readonly: true });
+  try {
+    return (db.prepare('SELECT guid FROM message ORDER BY guid').all() as { guid: string }[]).map((r) => r.guid);
+  } finally {
+    db.close();
+  }
+}
+
+test('list, stat and verify print what ctl_backups prints', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  const list = await ctl(fx, 'list');
+  t.is(list.code, 0);
+  t.regex(list.out, new RegExp(`^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\t${fs.statSync(dataPath).size}\\tbob\\t${dataPath}\\n$`));
+  const stat = await ctl(fx, 'stat', 'bob');
+  const cols = stat.out.trimEnd().split('\t');
+  t.is(cols[0], 'bob');
+  t.is(cols.length, 8);
+  t.regex(cols[4]!, /^ {0,5}\d+\.\d%$/);
+  t.is(cols[6]!.length, 21);
+  const verify = await ctl(fx, '-v', 'verify', 'bob');
+  t.is(verify.code, 0);
+  t.true(verify.out.startsWith('checking chunk 1 checksums...\nok\nchecking chunk 1 messages...\nok\nchecking chunk 1 mailbox links...\nok\n'));
+  t.true(verify.out.endsWith('verify bob: ok\n'));
+  const j = await ctl(fx, '-j', 'verify', 'bob');
+  t.is(j.out, `{\n  "command": "verify",\n  "userid": "bob",\n  "fname": "${dataPath}",\n  "status": "ok"\n}\n`);
+  const lines = await ctl(fx, '--json', 'stat', 'bob');
+  const obj = JSON.parse(lines.out) as Record<string, unknown>;
+  t.is(obj['userid'], 'bob');
+  t.is(typeof obj['compression_ratio'], 'number');
+  const missing = await ctl(fx, 'verify', 'nobody');
+  t.is(missing.code, 75);
+  t.is(missing.err, 'nobody: not found in backups.db\n');
+});
+
+test('verify finds a flipped byte and a truncated file, and names chunk and offset', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  const db = new Database(`${dataPath}.index`, { readonly: true });
+  const chunks = db.prepare('SELECT id, offset FROM chunk ORDER BY id').all() as { id: number; offset: number }[];
+  db.close();
+  const good = fs.readFileSync(dataPath);
+  const flipped = Buffer.from(good);
+  const at = chunks[1]!.offset + 30;
+  flipped[at] = flipped[at]! ^ 0x55;
+  fs.writeFileSync(dataPath, flipped);
+  const r1 = await ctl(fx, 'verify', 'bob');
+  t.is(r1.code, 75);
+  t.regex(r1.out, new RegExp(`^verify bob: failed \\(${dataPath}: chunk 2 at offset ${chunks[1]!.offset}`));
+
+  fs.writeFileSync(dataPath, good.subarray(0, good.length - 7));
+  const r2 = await ctl(fx, 'verify', 'bob');
+  t.is(r2.code, 75);
+  t.regex(r2.out, new RegExp(`chunk 3 at offset ${chunks[2]!.offset}`));
+});
+
+test('verify finds an index row that disagrees with the data', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  const db = new Database(`${dataPath}.index`);
+  db.prepare("UPDATE mailbox_message SET modseq = 999 WHERE uid = 3").run();
+  db.close();
+  const r = await ctl(fx, 'verify', 'bob');
+  t.is(r.code, 75);
+  t.regex(r.out, /chunk 2 at offset \d+: index row for u-inbox uid 3 matches no RECORD of the chunk/);
+});
+
+test('verify finds a message whose bytes do not hash to its GUID', async (t) => {
+  const fx = fixture(t);
+  const body = msg(1);
+  const wrong = sha1('something else');
+  const text = Buffer.concat([
+    Buffer.from('# cyrus backup: chunk start\r\n'),
+    Buffer.from(`1000 APPLY MESSAGE (%{default ${wrong} ${body.length}}\r\n`),
+    body,
+    Buffer.from(')\r\n'),
+  ]);
+  const dataPath = path.join(fx.partition, 'b', 'bob_abcdef');
+  fs.mkdirSync(path.dirname(dataPath), { recursive: true });
+  fs.writeFileSync(dataPath, zlib.gzipSync(text));
+  const bdb = openBackupsDb({ configdirectory: fx.configdirectory });
+  bdb.set('bob', dataPath);
+  bdb.close();
+  await reindexBackup(dataPath, { wait: true });
+  const r = await ctl(fx, 'verify', 'bob');
+  t.is(r.code, 75);
+  t.regex(r.out, new RegExp(`chunk 1 at offset 0, record at 29: message ${wrong}: its bytes hash to ${sha1(body)}`));
+});
+
+test('reindex rebuilds an index that then verifies', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  fs.rmSync(`${dataPath}.index`);
+  t.is((await ctl(fx, 'verify', 'bob')).code, 75, 'without an index the backup needs a reindex');
+  const r = await ctl(fx, 'reindex', 'bob');
+  t.is(r.out, 'reindex bob: ok\n');
+  t.is((await ctl(fx, 'verify', 'bob')).code, 0);
+});
+
+test('compact: retention drops expunged messages older than it; not needed is skipped', async (t) => {
+  const fx = fixture(t);
+  const { dataPath, bodies } = await bobHistory(fx);
+  t.deepEqual(guidsOf(dataPath), bodies.map((b) => sha1(b)).sort());
+  const r = await ctl(fx, '-v', 'compact', 'bob');
+  t.is(r.code, 0, r.err);
+  t.true(r.out.endsWith('compact bob: ok\n'));
+  t.deepEqual(guidsOf(dataPath), [sha1(bodies[0]!), sha1(bodies[2]!)].sort(), 'the expunged message is gone');
+  t.false(fs.existsSync(`${dataPath}.new`));
+  t.false(fs.existsSync(`${dataPath}.index.new`));
+  t.is((await ctl(fx, 'verify', 'bob')).code, 0);
+  const again = await ctl(fx, 'compact', 'bob');
+  t.is(again.out, 'compact bob: skipped\n');
+  t.is(again.code, 75);
+});
+
+test('compact: retention 0 keeps everything (forced)', async (t) => {
+  const fx = fixture(t, ['backup_retention: 0']);
+  const { dataPath, bodies } = await bobHistory(fx);
+  t.is((await ctl(fx, '-F', 'compact', 'bob')).code, 0);
+  t.deepEqual(guidsOf(dataPath), bodies.map((b) => sha1(b)).sort());
+  t.is((await ctl(fx, 'verify', 'bob')).code, 0);
+});
+
+for (const step of ['created', 'chunk-written', 'before-rename', 'between-renames', 'after-rename']) {
+  test(`compact: SIGKILL at "${step}" leaves the old or the new backup`, async (t) => {
+    const fx = fixture(t);
+    const { dataPath, bodies } = await bobHistory(fx);
+    const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src', 'cli.ts'), 'ctl-backups', '-C', fx.conf, 'compact', 'bob'], {
+      cwd: ROOT,
+      env: { ...process.env, CYRSYNC_COMPACT_CRASH_AT: step },
+      stdio: 'ignore',
+    });
+    t.teardown(() => child.kill('SIGKILL'));
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
+    t.is(signal, 'SIGKILL');
+    const verify = await ctl(fx, 'verify', 'bob');
+    t.is(verify.code, 0, verify.out + verify.err);
+    const guids = guidsOf(dataPath);
+    const old = bodies.map((b) => sha1(b)).sort();
+    const compacted = [sha1(bodies[0]!), sha1(bodies[2]!)].sort();
+    t.true(JSON.stringify(guids) === JSON.stringify(old) || JSON.stringify(guids) === JSON.stringify(compacted), guids.join(','));
+    t.false(fs.existsSync(`${dataPath}.new`));
+    t.false(fs.existsSync(`${dataPath}.index.new`));
+  });
+}
