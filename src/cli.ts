@@ -80,6 +80,15 @@ const COMMANDS: CommandEntry[] = [
       return { spec: m.CTL_SPEC, run: (argv) => m.runCtlBackups(argv) };
     },
   },
+  {
+    name: 'cyr-backup',
+    aliases: ['cyr_backup'],
+    summary: 'Cyrus cyr_backup: list, show, dump, json of one backup (--at TIME: as it was then)',
+    load: async () => {
+      const m = await import('./client/backup/cyr-backup.js');
+      return { spec: m.CYR_SPEC, run: (argv) => m.runCyrBackup(argv) };
+    },
+  },
 ];
 
 function overview(): string {

@@ -32,7 +32,7 @@ export function toolsFixture(extra: string[] = []): ToolsFixture {
   fs.mkdirSync(partition, { recursive: true });
   fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
   const conf = path.join(dir, 'imapd.conf');
-  fs.writeFileSync(conf, [`configdirectory: ${configdirectory}`, `backuppartition-default: ${partition}`, `temp_path: ${path.join(dir, 'tmp')}`, ...extra, ''].join('\n'));
+  fs.writeFileSync(conf, [`configdirectory: ${configdirectory}`, `backuppartition-default: ${partition}`, `temp_path: ${path.join(dir, 'tmp')}`, `backup_staging_path: ${path.join(dir, 'staging')}`, ...extra, ''].join('\n'));
   return { dir, conf, partition, configdirectory, settings: { backuppartitions: { default: partition }, configdirectory } };
 }
 
