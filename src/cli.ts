@@ -64,6 +64,14 @@ const COMMANDS: CommandEntry[] = [
     },
   },
   {
+    name: 'restore',
+    summary: 'restore mailboxes and messages from a backup to a live server (Cyrus restore; --at TIME: as of then)',
+    load: async () => {
+      const m = await import('./client/restore/cli.js');
+      return { spec: m.RESTORE_SPEC, run: m.runRestore };
+    },
+  },
+  {
     name: 'bench-client',
     summary: 'stream a generated replication workload to a csync server',
     load: async () => {
