@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqliteReadOnly } from '../sinks/sqlite-readonly.js';
 import { pino } from 'pino';
 import { parseConfig, type Settings } from '../src/config.js';
 import { decodeCommand } from '../src/protocol/commands.js';
@@ -231,7 +232,7 @@ export function dataFiles(partition: string): string[] {
 }
 
 export function openIndexRO(dataPath: string): Database.Database {
-  return new Database(`${dataPath}.index`, { readonly: true });
+  return openSqliteReadOnly(`${dataPath}.index`);
 }
 
 /**

@@ -39,6 +39,7 @@ import {
   type TailCheck,
 } from './datafile.js';
 import { lockExclusive, type FileLock } from './lock.js';
+import { openSqliteReadOnly } from '../sqlite-readonly.js';
 
 /** `#define QUOTE(...) #__VA_ARGS__`: whitespace runs become one space. */
 function quote(sql: string): string {
@@ -466,7 +467,8 @@ export class BackupIndex {
     if (opts.dataFileSize > 0 && size <= 0) throw new ReindexNeededError(indexPath);
     let db: Database.Database;
     try {
-      db = new Database(indexPath, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true, timeout: 20000 });
+      // read-only after a crash: the hot journal is rolled back first (sqlite-readonly.ts)
+      db = opts.readonly === true ? openSqliteReadOnly(indexPath) : new Database(indexPath, { timeout: 20000 });
     } catch (err) {
       throw new CyrsyncError('IMAP_IOERROR', `cannot open ${indexPath}: ${(err as Error).message}`, { cause: err });
     }

@@ -14,6 +14,7 @@
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { openSqliteReadOnly } from '../sqlite-readonly.js';
 
 export type DB = Database.Database;
 
@@ -117,7 +118,8 @@ export const DATABASE_FILE = 'replica.sqlite3';
 
 export function openDatabase(configdirectory: string, fsync: boolean, readonly = false): DB {
   if (readonly) {
-    const db = new Database(path.join(configdirectory, DATABASE_FILE), { readonly: true, fileMustExist: true });
+    // next to a live server (busy timeout), and after a crash (WAL recovery first)
+    const db = openSqliteReadOnly(path.join(configdirectory, DATABASE_FILE), { timeoutMs: 5000 });
     db.defaultSafeIntegers(true);
     return db;
   }
