@@ -256,7 +256,10 @@ test('master mode: UNAVAILABLE + CONNECTION per connection, AVAILABLE between, e
   const pid = svc.child.pid!;
   t.deepEqual(svc.messages, [U, C, A, U, C, A, U, C].map((message) => ({ message, pid })));
   t.is(svc.stdio(), '');
-  t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /"reason":"uses"/);
+  const log = fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8');
+  t.regex(log, /"reason":"uses"/);
+  // one process, one store: opening it again would also clear the live sessions' staging files
+  t.is(log.match(/replica store open/g)?.length, 1);
 });
 
 test('master mode: -U 0 serves one connection, like Cyrus', async (t) => {
@@ -416,7 +419,10 @@ test('master mode: a store that cannot be opened still greets, fails the login, 
   const [code] = await svc.exited;
   t.not(code, 0);
   t.is(svc.stdio(), '');
-  t.regex(fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8'), /cannot open the replica store/);
+  const log = fs.readFileSync(path.join(s.dir, 'service.log'), 'utf8');
+  t.regex(log, /cannot open the replica store/);
+  t.notRegex(log, /unhandled promise rejection/);
+  t.is(log.match(/cannot open the replica store/g)?.length, 1, 'the store is tried once');
 });
 
 test('master mode on a UNIX socket: the client is the Cyrus user, an administrator, without AUTHENTICATE (as sync_server)', async (t) => {
