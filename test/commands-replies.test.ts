@@ -44,7 +44,6 @@ test('noFromError: sync_response texts', (t) => {
     ['IMAP_PROTOCOL_BAD_PARAMETERS', 'NO IMAP_PROTOCOL_BAD_PARAMETERS'],
     ['IMAP_IOERROR', 'NO Unknown error'],
     ['IMAP_INTERNAL', 'NO Unknown error'],
-    ['IMAP_NOSPACE', 'NO Unknown error'],
     ['IMAP_MAILBOX_EXISTS', 'NO Unknown error'],
   ];
   for (const [code, line] of table) {
@@ -52,6 +51,12 @@ test('noFromError: sync_response texts', (t) => {
     if (line.startsWith('NO IMAP_') && code !== 'IMAP_PROTOCOL_BAD_PARAMETERS') t.is(codeOfReply(line), code);
   }
   t.is(noFromError(null), 'NO Unknown error');
+  // a full disk names itself in both profiles (the real servers say `NO Unknown error`)
+  const full = new CommandError('IMAP_NOSPACE', 'No space left on the replica disk while staging a message');
+  t.is(noFromError(full), 'NO IMAP_NOSPACE No space left on the replica disk while staging a message');
+  t.is(noFromError(full, 'backup'), 'NO IMAP_NOSPACE No space left on the replica disk while staging a message');
+  t.is(noFromError(new CommandError('IMAP_NOSPACE', 'a\r\nb\u00e9' + 'x'.repeat(300))).length, 'NO IMAP_NOSPACE '.length + 200);
+  t.is(noFromError({ code: 'IMAP_NOSPACE' }), 'NO IMAP_NOSPACE No space left on the disk');
   t.is(noFromError({ code: 'ENOENT' }), 'NO Unknown error');
 });
 

@@ -123,15 +123,34 @@ const BACKUP_TEXTS: Partial<Record<CyrusCode, string>> = {
   IMAP_PROTOCOL_BAD_PARAMETERS: NO_BAD_PARAMETERS_BACKUP,
 };
 
+/** Longest plain reason put on a `NO IMAP_NOSPACE` line. */
+const MAX_REASON = 200;
+
 /**
  * The status line for a failed GET/APPLY/RESTORE. Codes without a Cyrus text
  * (I/O errors, internal errors, anything unknown) are `NO Unknown error`,
  * exactly as Cyrus answers them; the detail belongs in the log.
+ *
+ * One exception: a full disk is answered `NO IMAP_NOSPACE <plain reason>`
+ * in both profiles. The real sync_server and backupd answer `NO Unknown
+ * error` here (sync_response and backupd_response have no text for it).
+ * sync_client's sync_parse_response knows neither line and treats both as
+ * IMAP_REMOTE_DENIED, so its behaviour is the same, but it logs the line
+ * ("... received NO response: ..."), and this one tells the master's
+ * administrator what to fix.
  */
-export function noFromError(err: CyrsyncError | { code?: unknown } | null | undefined, profile: Profile = 'sync'): string {
+export function noFromError(err: CyrsyncError | { code?: unknown; message?: unknown } | null | undefined, profile: Profile = 'sync'): string {
   const code = err && typeof err === 'object' && typeof err.code === 'string' ? (err.code as CyrusCode) : undefined;
+  if (code === 'IMAP_NOSPACE') return noSpace(err && typeof err.message === 'string' ? err.message : '');
   const table = profile === 'backup' ? BACKUP_TEXTS : SYNC_TEXTS;
   return (code && table[code]) || NO_UNKNOWN_ERROR;
+}
+
+/** `NO IMAP_NOSPACE <reason>`: the reason on one line of printable ASCII. */
+function noSpace(reason: string): string {
+  let text = reason.replace(/[^\x20-\x7e]+/g, ' ').trim();
+  if (text.length > MAX_REASON) text = `${text.slice(0, MAX_REASON - 3)}...`;
+  return `NO IMAP_NOSPACE ${text || 'No space left on the disk'}`;
 }
 
 /** The code a client recovers from a `NO` line (sync_parse_response), or null. */
