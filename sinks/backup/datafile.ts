@@ -257,6 +257,7 @@ export class ChunkWriter {
       this.chunk = { offset, fileSha1, tsStart };
       await this.emit(CHUNK_HEADER);
       await this.flush(zlib.constants.Z_FULL_FLUSH);
+      this.check();
       return this.chunk;
     });
   }
@@ -276,10 +277,18 @@ export class ChunkWriter {
       const offset = this.wrote;
       for (const part of iterateLineParts(`${t} APPLY `, item, DATAFILE_MODE)) {
         if (Buffer.isBuffer(part)) await this.emit(part);
-        else await streamBody(part, this.bodyTarget());
+        else {
+          try {
+            await streamBody(part, this.bodyTarget());
+          } catch (err) {
+            this.check(); // the data file's own error (e.g. ENOSPC) names the cause, not "output closed"
+            throw err;
+          }
+        }
         this.check();
       }
       if (this.opts.flushEachRecord !== false) await this.flush(zlib.constants.Z_FULL_FLUSH);
+      this.check();
       this.records++;
       return { ts: t, offset, length: this.wrote - offset };
     });
@@ -375,24 +384,40 @@ export class ChunkWriter {
     if (!this.gzip!.write(b)) await this.waitDrain();
   }
 
-  private waitDrain(): Promise<void> {
+  /**
+   * Resolves on `gzip` drain or flush, or as soon as the gzip stream or the
+   * file output fails or closes: a failed file write (ENOSPC) unpipes gzip,
+   * which then never drains nor finishes a flush, so waiting on gzip alone
+   * would hang the command (the caller's check() reports the error).
+   */
+  private untilGzip(start: (done: () => void) => void, event: 'drain' | null): Promise<void> {
     const gzip = this.gzip!;
+    const out = this.out!;
     return new Promise((resolve) => {
+      if (this.failed || out.destroyed || gzip.destroyed) return resolve();
       const done = (): void => {
-        gzip.off('drain', done);
-        gzip.off('error', done);
-        gzip.off('close', done);
+        if (event) gzip.off(event, done);
+        for (const s of [gzip, out]) {
+          s.off('error', done);
+          s.off('close', done);
+        }
         resolve();
       };
-      gzip.on('drain', done);
-      gzip.on('error', done);
-      gzip.on('close', done);
+      if (event) gzip.on(event, done);
+      for (const s of [gzip, out]) {
+        s.on('error', done);
+        s.on('close', done);
+      }
+      start(done);
     });
   }
 
+  private waitDrain(): Promise<void> {
+    return this.untilGzip(() => undefined, 'drain');
+  }
+
   private flush(kind: number): Promise<void> {
-    const gzip = this.gzip!;
-    return new Promise((resolve) => gzip.flush(kind, () => resolve()));
+    return this.untilGzip((done) => this.gzip!.flush(kind, done), null);
   }
 
   /** A Writable that hashes, counts and compresses what a body source yields. */

@@ -53,16 +53,24 @@ export class Router {
     return status;
   }
 
+  private get disk(): string {
+    return this.profile === 'backup' ? 'backup' : 'replica';
+  }
+
   private refusal(cmd: GetCommand | ApplyCommand, err: unknown): string {
     const what = `${cmd.verb} ${cmd.sub}`;
+    if (err instanceof CyrsyncError && err.code !== 'IMAP_NOSPACE' && fullDisk(err)) {
+      // a store's I/O error whose cause is a full disk (ENOSPC, SQLITE_FULL) says so
+      err = new CommandError('IMAP_NOSPACE', `No space left on the ${this.disk} disk: ${err.message}`, { cause: err });
+    }
     if (err instanceof CyrsyncError) {
       const line = noFromError(err, this.profile);
       this.log.info({ command: what, code: err.code, reason: err.message }, `refused: ${line}`);
       return line;
     }
     const e = err as NodeJS.ErrnoException;
-    if (e && (e.code === 'ENOSPC' || e.code === 'EDQUOT')) {
-      const line = noFromError(new CommandError('IMAP_NOSPACE', 'No space left on the disk'), this.profile);
+    if (e && fullDisk(e)) {
+      const line = noFromError(new CommandError('IMAP_NOSPACE', `No space left on the ${this.disk} disk`), this.profile);
       this.log.error({ command: what, err }, `refused: ${line}`);
       return line;
     }
@@ -128,4 +136,14 @@ async function settleBodies(bodies: StagedBody[]): Promise<void> {
   const results = await Promise.allSettled(bodies.map((b) => b.done));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+const FULL_DISK = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
+
+/** Whether `err` or one of its causes is a full disk or an exhausted quota. */
+function fullDisk(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (FULL_DISK.has(String((e as { code?: unknown }).code))) return true;
+  }
+  return false;
 }
