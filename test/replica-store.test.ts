@@ -544,7 +544,7 @@ test('metadata database full: clear refusal, nothing half-written, next attempt 
     const err = await t.throwsAsync(st.sink.store.applyMailbox(m, { sieveMailboxMode: false, forceMode: false }));
     t.is((err as { code?: string }).code, 'IMAP_NOSPACE');
     t.regex(err!.message, /No space left/);
-    t.is((await mbox(s, m)).status, 'NO Unknown error');
+    t.is((await mbox(s, m)).status, 'NO IMAP_NOSPACE No space left on the replica disk for the metadata database');
     t.is(st.sink.store.mailboxByName('user.bob.Big'), null);
     t.is(Number((db.prepare('SELECT count(*) AS c FROM record').get() as { c: bigint }).c), 3);
     db.pragma('max_page_count = 1073741823');
