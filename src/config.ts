@@ -226,6 +226,7 @@ const SPECS: readonly KeySpec[] = [
   { key: 'hashimapspool', type: 'switch', def: '0', meaning: 'Hash the mail spool by first letter.' },
   { key: 'fulldirhash', type: 'switch', def: '0', meaning: 'Hash on the whole user name.' },
   { key: 'cyrsync_log_file', type: 'string', def: null, defDoc: '(unset: syslog)', meaning: 'In master and stdio modes, write JSON log lines to this file instead of syslog.' },
+  { key: 'cyrsync_memory_budget', type: 'int', def: '96', meaning: 'Memory budget of one server process, in MiB: its resident size, shared by all its sessions, their pending literals and replies. Near it the server collects garbage, then lets one session on at a time while the others wait with their connections paused; `0` turns the budget off.' },
   { key: 'cyrsync_log_level', type: 'stringlist', def: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], meaning: 'Lowest level logged (`debug: yes` also lowers it to debug).' },
 ];
 
@@ -313,6 +314,8 @@ export interface Settings {
   fulldirhash: boolean;
   cyrsync_log_file: string | null;
   cyrsync_log_level: LogLevelName;
+  /** Octets; 0 = no budget. */
+  cyrsync_memory_budget: number;
 }
 
 export interface Config {
@@ -646,6 +649,7 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     fulldirhash: sw('fulldirhash'),
     cyrsync_log_file: str('cyrsync_log_file'),
     cyrsync_log_level: level,
+    cyrsync_memory_budget: memoryBudget(int('cyrsync_memory_budget'), where('cyrsync_memory_budget')),
   };
 
   const get = (key: string): string | undefined => {
@@ -658,6 +662,13 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
   };
   OPTION_LOOKUP.set(settings, get);
   return { file, ident, settings, get, raw, warnings: reader.warnings };
+}
+
+/** `cyrsync_memory_budget` in octets: 0 (off) or at least 16 MiB, below which no session could run. */
+function memoryBudget(mib: number, at: { file: string; line: number }): number {
+  if (mib === 0) return 0;
+  if (mib < 16) throw new ConfigError(at.file, at.line, 'cyrsync_memory_budget', `${mib} MiB is too small (0 turns the budget off; otherwise at least 16)`);
+  return mib * 1024 * 1024;
 }
 
 /**

@@ -49,6 +49,7 @@ import { DeferredSink } from './deferred-sink.js';
 import { TelemetryLog } from './telemetry.js';
 import { VERSION } from '../version.js';
 import { EX_USAGE, UsageError, atoi, defineCommand, formatHelp, parseCommandArgs, type ParsedCommand } from '../cli-args.js';
+import { MemoryBudget } from '../memory.js';
 
 /** sysexits.h */
 export { EX_USAGE };
@@ -388,6 +389,8 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   const cyrusUser = config.get('cyrus_user') || 'cyrus';
   const keepalive = tcpKeepalive(config);
   const bySessionId = parseSwitch(config.get('telemetry_bysessionid') ?? '0') === 1;
+  // One budget for every session of this process.
+  const budget = settings.cyrsync_memory_budget > 0 ? new MemoryBudget({ limit: settings.cyrsync_memory_budget }) : undefined;
   const factory: SessionFactory = (conn, peer) => {
     // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
     const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
@@ -406,6 +409,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
       log,
       tlsContext,
       idleTimeout: settings.sync_timeout,
+      budget,
       peer,
       preauthUser,
       onAuthenticated(user) {

@@ -27,7 +27,8 @@ import type { Sink, SinkSession } from '../../sinks/sink.js';
 import { decodeCommand } from '../protocol/commands.js';
 import type { Command } from '../protocol/types.js';
 import { Router, type Profile } from './router.js';
-import { noteInput } from '../memory.js';
+import { noteInput, type MemoryBudget } from '../memory.js';
+import { BudgetedReader } from './budgeted-reader.js';
 import { tapPlaintext } from './telemetry.js';
 
 /** What the session needs to authenticate a client (wired by the daemon front-end). */
@@ -66,6 +67,8 @@ export interface SessionOptions {
   /** Called with every byte read / written after login (telemetry). */
   telemetry?: (direction: 'in' | 'out', chunk: Buffer) => void;
   onAuthenticated?: (user: string) => void;
+  /** The process's memory budget, shared by all its sessions (absent: none). */
+  budget?: MemoryBudget;
 }
 
 export class Session {
@@ -97,7 +100,8 @@ export class Session {
     // Socket errors (reset, EPIPE) end the session through 'close'; they are not crashes.
     conn.on('error', (err) => this.log.debug({ err }, 'connection error'));
     this.sinkSession = opts.sink.openSession({ authUser: opts.preauthUser ?? '', peer: opts.peer });
-    this.reader = new CommandReader({ limits: opts.limits, sink: null, onInput: noteInput });
+    const readerOptions = { limits: opts.limits, sink: null, onInput: noteInput };
+    this.reader = opts.budget ? new BudgetedReader(readerOptions, opts.budget, this) : new CommandReader(readerOptions);
     // Failures surface as rejections of nextCommand(); the listener keeps them from being unhandled.
     this.reader.on('error', () => undefined);
     this.writer = new ResponseWriter();
@@ -114,6 +118,9 @@ export class Session {
   /** Serves the connection until EXIT, EOF, idle timeout or a framing error. */
   async run(): Promise<void> {
     try {
+      // A new session is greeted only when the process's memory budget admits it.
+      await this.opts.budget?.enter(this);
+      this.opts.budget?.release(this);
       await this.greet();
       for (;;) {
         if (this.stopping) {
@@ -127,12 +134,14 @@ export class Session {
         this.busy = true;
         const done = await this.handle(next);
         this.busy = false;
+        this.opts.budget?.release(this);
         if (done) break;
       }
     } catch (err) {
       await this.fatal(err);
     } finally {
       this.disarmIdle();
+      this.opts.budget?.forget(this);
       await this.close();
     }
   }
