@@ -253,6 +253,10 @@ test('the real ctl_backups lock and cyrsync exclude each other', async (t) => {
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
   });
+  t.teardown(() => {
+    // a failed assertion must not leave the tool holding the lock
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+  });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

@@ -360,6 +360,7 @@ test('a backup locked by the real ctl_backups is refused as locked; one in use b
   try {
     t.true(await waitFor(() => fs.existsSync(locked), 30_000), 'ctl_backups took the lock');
     const s = await adminSession(c.ours.port);
+    t.teardown(() => s.destroy());
     t.deepEqual(await s.command('GET USER bob'), { data: [], status: 'NO IMAP_MAILBOX_LOCKED Mailbox locked' });
     await s.command('EXIT');
     await s.close();
@@ -371,6 +372,7 @@ test('a backup locked by the real ctl_backups is refused as locked; one in use b
   const held = await holder;
   t.is(held.code, 0, describe(held));
   const s = await adminSession(c.ours.port);
+  t.teardown(() => s.destroy());
   t.is((await s.command('GET USER bob')).status, 'OK Success');
   const lock = await tool(c, c.ours.conf, 'ctl_backups', 'lock', '-u', 'bob');
   t.regex(lock.output, /NO failed \(Mailbox is locked\)/);
@@ -385,6 +387,7 @@ test('a backup locked by the real ctl_backups is refused as locked; one in use b
 test('bad input: GUID mismatch, unknown APPLY and path-like user ids are refused and write nothing', async (t) => {
   const c = t.context;
   const s = await adminSession(c.ours.port);
+  t.teardown(() => s.destroy());
   const body = message('bad-guid');
   const wrong = sha1('something else');
   t.is((await s.command('GET USER plain')).status, 'OK Success');
@@ -458,6 +461,7 @@ test('taking over a real backupd: cyrsync serves its backups, converges after mu
   const dir = path.join(c.work, 'takeover');
   await fsp.mkdir(dir, { recursive: true });
   const server = await BackupServer.create(dir, { takeOver: c.ref });
+  t.teardown(() => server.stop());
   await server.start();
   try {
     for (const u of USERS) t.true((await compare(c, u, server.target)).converged, `${u} before mutating`);
@@ -531,6 +535,7 @@ bigTest('a 1 GiB message: stored, SHA-1 right, flat server memory', async (t) =>
   const c = t.context;
   await c.peer.populate('huge', 1, '1G', true);
   const server = await BackupServer.create(path.join(c.work, 'big'));
+  t.teardown(() => server.stop());
   await server.start();
   try {
     const pid = server.pid;

@@ -452,6 +452,7 @@ test('a service child killed with SIGKILL mid-session leaves master running; the
 test('a bad imapd.conf: the service exits with a clear error naming the file, line and key, in syslog only', async (t) => {
   const { m } = t.context;
   const sock = net.connect(m.badPort, '127.0.0.1');
+  t.teardown(() => sock.destroy());
   let got = '';
   sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
   sock.on('error', () => undefined);

@@ -20,6 +20,7 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import {
   Cyrsync,
@@ -116,6 +117,26 @@ async function syncBackups(t: T, user: string, what: string): Promise<void> {
   assertSynced(t, r, `${what} of ${user} into cyrsync backupd\n${tail(backupd.log(), 20)}`);
 }
 
+/**
+ * What a release's sync_client sends for a new user that 3.6.1's does not
+ * (seen on the wire, decompressed). cyrsync accepts both: the tests below
+ * assert they are sent and answered OK.
+ * - 3.12: `GET MAILBOXES (user.NAME ...)` right after `GET USER NAME` when
+ *   the user is new on the target (the names missing from its sync cache:
+ *   sync_support.c, sync_do_mailboxes, the `MAILBOXES` request built at
+ *   3.12.3:7073).
+ * - 3.12: `USERFLAGS (...)` in every `APPLY MAILBOX`, after FOLDERMODSEQ (and
+ *   ANNOTATIONS) and before RECORD, `USERFLAGS ()` when the mailbox has no
+ *   keywords
+ *   (sync_support.c, sync_prepare_dlists, "always send mailbox userflags",
+ *   3.12.3:2062). 3.6.1 and 3.10.2 send neither.
+ */
+const FINDINGS: Readonly<Record<Release, { getMailboxes: boolean; userflags: boolean }>> = {
+  '3.6.1': { getMailboxes: false, userflags: false },
+  '3.10.2': { getMailboxes: false, userflags: false },
+  '3.12.4': { getMailboxes: true, userflags: true },
+};
+
 export function releaseSuite(release: Release): void {
   const test = anyTest.serial as TestFn<Ctx>;
   let failed = false;
@@ -183,6 +204,23 @@ export function releaseSuite(release: Release): void {
       await assertConverged(t, replica.target, u);
       await assertSameStore(t, u);
     }
+  });
+
+  test(`Cyrus ${release} sync_client: finding: GET MAILBOXES after GET USER ${FINDINGS[release].getMailboxes ? 'sent' : 'not sent'}, USERFLAGS in APPLY MAILBOX ${FINDINGS[release].userflags ? 'sent' : 'not sent'}; cyrsync answers OK`, async (t) => {
+    const { peer, replica } = t.context;
+    await peer.populate('fresh', 3);
+    const tap = path.join(peer.dir, 'fresh.tap');
+    assertSynced(t, await peer.sync('fresh', replica.target, { tap }), 'full sync of a new user');
+    const wire = await fsp.readFile(tap, 'latin1');
+    const f = FINDINGS[release];
+    t.is(/>\d+>GET MAILBOXES \(user\.fresh[ )]/.test(wire), f.getMailboxes, `GET MAILBOXES (user.fresh ...)\n${tail(wire, 30)}`);
+    const mailboxes = wire.match(/>\d+>APPLY MAILBOX %\(/g)?.length ?? 0;
+    t.true(mailboxes > 1, 'the new user\'s folders were sent');
+    // USERFLAGS occurs only as a mailbox key (records carry FLAGS)
+    t.is(wire.match(/ USERFLAGS \(/g)?.length ?? 0, f.userflags ? mailboxes : 0, 'USERFLAGS in each APPLY MAILBOX');
+    t.notRegex(wire, /<\d+<(NO|BAD) /, 'cyrsync refused nothing');
+    await assertConverged(t, replica.target, 'fresh');
+    await assertSameStore(t, 'fresh');
   });
 
   test(`Cyrus ${release} sync_client → cyrsync backupd: full sync converges; ${TOOLS_RELEASE} ctl_backups and cyr_backup read it like the real backupd's`, async (t) => {

@@ -574,6 +574,7 @@ for (const w of WIRES) {
     const guid = sha1(body);
     const before = await listFiles(dir);
     const c = await adminSession(w.port(t));
+    t.teardown(() => c.destroy());
     await c.write(Buffer.concat([Buffer.from('APPLY MESSAGE ('), fileLiteral(body).subarray(0, 120_000)]));
     // The server has started on the body: wait until a staging file shows up
     // or a little time has passed, then cut the connection.
