@@ -72,6 +72,14 @@ const COMMANDS: CommandEntry[] = [
     },
   },
   {
+    name: 'expire',
+    summary: "the replica's housekeeping with cyr_expire's flags (-X expunged, -D DELETED mailboxes), then unreferenced message files",
+    load: async () => {
+      const m = await import('./client/expire.js');
+      return { spec: m.EXPIRE_SPEC, run: (argv) => m.runExpire(argv) };
+    },
+  },
+  {
     name: 'bench-client',
     summary: 'stream a generated replication workload to a csync server',
     load: async () => {

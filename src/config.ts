@@ -227,6 +227,9 @@ const SPECS: readonly KeySpec[] = [
   { key: 'fulldirhash', type: 'switch', def: '0', meaning: 'Hash on the whole user name.' },
   { key: 'cyrsync_log_file', type: 'string', def: null, defDoc: '(unset: syslog)', meaning: 'In master and stdio modes, write JSON log lines to this file instead of syslog.' },
   { key: 'cyrsync_memory_budget', type: 'int', def: '96', meaning: 'Memory budget of one server process, in MiB: its resident size, shared by all its sessions, their pending literals and replies. Near it the server collects garbage, then lets one session on at a time while the others wait with their connections paused; `0` turns the budget off.' },
+  { key: 'cyrsync_expire_interval', type: 'duration', def: '1d', unit: 's', meaning: 'Standalone replica (`--listen`): time between housekeeping runs (as `cyrsync expire`), the first one within 5 minutes of the start; 0 turns them off.' },
+  { key: 'cyrsync_expire_expunged', type: 'duration', def: '28d', unit: 'd', meaning: 'Age (days when no unit is given) past which those runs purge expunged records, as `cyrsync expire -X`; 0 keeps them.' },
+  { key: 'cyrsync_expire_deleted', type: 'duration', def: '28d', unit: 'd', meaning: 'Age (days when no unit is given) past which those runs remove DELETED-namespace mailboxes, as `cyrsync expire -D`; 0 keeps them.' },
   { key: 'cyrsync_log_level', type: 'stringlist', def: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace'], meaning: 'Lowest level logged (`debug: yes` also lowers it to debug).' },
 ];
 
@@ -316,6 +319,12 @@ export interface Settings {
   cyrsync_log_level: LogLevelName;
   /** Octets; 0 = no budget. */
   cyrsync_memory_budget: number;
+  /** Seconds; 0 = no housekeeping timer. */
+  cyrsync_expire_interval: number;
+  /** Seconds; 0 = expunged records are kept. */
+  cyrsync_expire_expunged: number;
+  /** Seconds; 0 = DELETED mailboxes are kept. */
+  cyrsync_expire_deleted: number;
 }
 
 export interface Config {
@@ -650,6 +659,9 @@ function buildConfig(reader: Reader, file: string, ident: string | undefined, ne
     cyrsync_log_file: str('cyrsync_log_file'),
     cyrsync_log_level: level,
     cyrsync_memory_budget: memoryBudget(int('cyrsync_memory_budget'), where('cyrsync_memory_budget')),
+    cyrsync_expire_interval: dur('cyrsync_expire_interval'),
+    cyrsync_expire_expunged: dur('cyrsync_expire_expunged'),
+    cyrsync_expire_deleted: dur('cyrsync_expire_deleted'),
   };
 
   const get = (key: string): string | undefined => {

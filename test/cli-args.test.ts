@@ -111,8 +111,8 @@ test('cyrsync help, help COMMAND and COMMAND --help; bad usage exits 64', (t) =>
   if (!existsSync(cli)) return t.fail('run npm run build first');
   const overview = run(['help']);
   t.is(overview.status, 0);
-  for (const c of ['sync-server', 'backupd', 'passwd', 'dump', 'bench-client', 'version']) t.true(overview.stdout.includes(`  ${c} `), c);
-  for (const c of ['sync-server', 'backupd', 'passwd', 'dump', 'bench-client']) {
+  for (const c of ['sync-server', 'backupd', 'passwd', 'dump', 'check', 'expire', 'bench-client', 'version']) t.true(overview.stdout.includes(`  ${c} `), c);
+  for (const c of ['sync-server', 'backupd', 'passwd', 'dump', 'check', 'expire', 'bench-client']) {
     const a = run(['help', c]);
     const b = run([c, '--help']);
     t.is(a.status, 0, c);

@@ -15,24 +15,31 @@ import * as fs from 'node:fs';
 import { num } from './db.js';
 import type { ReplicaStore } from './store.js';
 
+/** What housekeeping needs of a store: its database, blob paths and write transactions. */
+export type HousekeepingStore = Pick<ReplicaStore, 'db' | 'blobs' | 'tx'>;
+
 export interface PurgeOptions {
   /** expunged records whose last change is older than this are removed (default 7 days) */
   olderThanSeconds?: number;
   now?: number;
+  /** only this mailbox's records (default: every mailbox) */
+  mailboxId?: number;
 }
 
 /** Removes expunged records (and their annotations) last changed before the cutoff. CRCs are unaffected. */
-export function purgeExpunged(store: ReplicaStore, opts: PurgeOptions = {}): number {
+export function purgeExpunged(store: HousekeepingStore, opts: PurgeOptions = {}): number {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const cutoff = now - (opts.olderThanSeconds ?? 7 * 86400);
+  const only = opts.mailboxId === undefined ? '' : ' AND mailbox_id = ?';
+  const args = opts.mailboxId === undefined ? [cutoff] : [cutoff, opts.mailboxId];
   return store.tx(() => {
     store.db
       .prepare(
         `DELETE FROM record_annot WHERE EXISTS (SELECT 1 FROM record r WHERE r.mailbox_id = record_annot.mailbox_id
-         AND r.uid = record_annot.uid AND r.expunged = 1 AND r.last_updated < ?)`,
+         AND r.uid = record_annot.uid AND r.expunged = 1 AND r.last_updated < ?)${only.replace('mailbox_id', 'record_annot.mailbox_id')}`,
       )
-      .run(cutoff);
-    return store.db.prepare('DELETE FROM record WHERE expunged = 1 AND last_updated < ?').run(cutoff).changes;
+      .run(...args);
+    return store.db.prepare(`DELETE FROM record WHERE expunged = 1 AND last_updated < ?${only}`).run(...args).changes;
   });
 }
 
@@ -45,7 +52,7 @@ export interface CollectOptions {
 }
 
 /** Deletes unreferenced blobs; returns how many were removed. */
-export function collectGarbage(store: ReplicaStore, opts: CollectOptions = {}): number {
+export function collectGarbage(store: HousekeepingStore, opts: CollectOptions = {}): number {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const cutoff = now - (opts.minAgeSeconds ?? 86400);
   return store.tx(() => {
@@ -73,7 +80,7 @@ export function collectGarbage(store: ReplicaStore, opts: CollectOptions = {}): 
 }
 
 /** Counts for monitoring: blobs, their bytes, and how many are unreferenced. */
-export function blobStats(store: ReplicaStore): { blobs: number; bytes: number; unreferenced: number } {
+export function blobStats(store: HousekeepingStore): { blobs: number; bytes: number; unreferenced: number } {
   const a = store.db.prepare('SELECT count(*) AS c, coalesce(sum(size), 0) AS s FROM blob').get() as { c: bigint; s: bigint };
   const u = store.db
     .prepare('SELECT count(*) AS c FROM blob WHERE NOT EXISTS (SELECT 1 FROM record WHERE record.guid = blob.guid AND record.has_blob = 1)')

@@ -432,9 +432,11 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
   };
 
   let code = 0;
+  let stopHousekeeping = (): void => {};
   try {
     if (mode === 'standalone') {
       const { parseListen, serveListener } = await import('./listener.js');
+      if (profile === 'sync') stopHousekeeping = (await import('./expire-timer.js')).startHousekeepingTimer(settings, log);
       if (args.listen !== undefined) {
         const addr = parseListen(args.listen);
         if (args.embedded) announceEmbedded(profile, config, addr.host, addr.port);
@@ -464,6 +466,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
     log.fatal({ err }, 'service failed');
     code = EX_OSERR;
   } finally {
+    stopHousekeeping();
     await sink.close().catch((err: unknown) => log.error({ err }, 'closing the store failed'));
   }
   if (code === 0 && deferred?.failed) code = EX_SOFTWARE;
