@@ -3,20 +3,29 @@
  * store (sinks/replica, sync_server) and the Cyrus-format backup store
  * (sinks/backup, backupd). The router knows only this interface.
  *
- * Each get* writes its `*` data lines through `out` and resolves; each apply*
- * resolves once its effect is durable (committed, fsynced) or rejects with a
- * CommandError carrying a Cyrus code, which the router turns into
- * `NO <code> <text>`. A sink never writes to the connection itself.
+ * A session's handlers are derived from the sub-command table
+ * (src/protocol/commands/table.ts): one handler per GET and per store-handled
+ * APPLY sub-command, so a sub-command added to the table is a compile error
+ * until every store handles it. Each GET handler writes its `*` data lines
+ * through `out` and resolves; each APPLY handler resolves once its effect is
+ * durable (committed, fsynced) or rejects with a CommandError carrying a
+ * Cyrus code, which the router turns into `NO <code> <text>`. A sink never
+ * writes to the connection itself.
  */
 import type { BodySink, DlistItem } from '../transforms/dlist-types.js';
-import type { ApplyCommand, GetCommand } from '../src/protocol/types.js';
+import type { ApplyCommandOf, GetCommandOf, GetSub, StoreApplySub } from '../src/protocol/types.js';
 
 /** Writes one data line `* <key> <value>`; awaiting it honours backpressure. */
 export type ReplyOut = (item: DlistItem) => Promise<void> | void;
 
-type Sub<C, S extends string> = Extract<C, { sub: S }>;
-type G<S extends string> = Sub<GetCommand, S>;
-type A<S extends string> = Sub<ApplyCommand, S>;
+export type Handler<C> = (cmd: C, out: ReplyOut) => Promise<void>;
+export type GetHandlers = { [S in GetSub]: Handler<GetCommandOf<S>> };
+export type ApplyHandlers = { [S in StoreApplySub]: Handler<ApplyCommandOf<S>> };
+
+export interface SessionHandlers {
+  get: GetHandlers;
+  apply: ApplyHandlers;
+}
 
 export interface SessionInfo {
   /** authenticated administrator */
@@ -41,34 +50,8 @@ export interface SinkSession {
   sieveMailboxMode: boolean;
   forceMode: boolean;
 
-  getUser(cmd: G<'USER'>, out: ReplyOut): Promise<void>;
-  getMeta(cmd: G<'META'>, out: ReplyOut): Promise<void>;
-  getMailboxes(cmd: G<'MAILBOXES'>, out: ReplyOut): Promise<void>;
-  getUniqueids(cmd: G<'UNIQUEIDS'>, out: ReplyOut): Promise<void>;
-  getFullMailbox(cmd: G<'FULLMAILBOX'>, out: ReplyOut): Promise<void>;
-  getQuota(cmd: G<'QUOTA'>, out: ReplyOut): Promise<void>;
-  getAnnotation(cmd: G<'ANNOTATION'>, out: ReplyOut): Promise<void>;
-  getFetch(cmd: G<'FETCH'>, out: ReplyOut): Promise<void>;
-  getFetchSieve(cmd: G<'FETCH_SIEVE'>, out: ReplyOut): Promise<void>;
-
-  applyReserve(cmd: A<'RESERVE'>, out: ReplyOut): Promise<void>;
-  applyMessage(cmd: A<'MESSAGE'>): Promise<void>;
-  applyMailbox(cmd: A<'MAILBOX'>): Promise<void>;
-  applyUnmailbox(cmd: A<'UNMAILBOX'>): Promise<void>;
-  applyRename(cmd: A<'RENAME'>): Promise<void>;
-  applyExpunge(cmd: A<'EXPUNGE'>): Promise<void>;
-  applyQuota(cmd: A<'QUOTA'>): Promise<void>;
-  applyUnquota(cmd: A<'UNQUOTA'>): Promise<void>;
-  applySub(cmd: A<'SUB'>): Promise<void>;
-  applyUnsub(cmd: A<'UNSUB'>): Promise<void>;
-  applySeen(cmd: A<'SEEN'>): Promise<void>;
-  applyAnnotation(cmd: A<'ANNOTATION'>): Promise<void>;
-  applyUnannotation(cmd: A<'UNANNOTATION'>): Promise<void>;
-  applySieve(cmd: A<'SIEVE'>): Promise<void>;
-  applyUnsieve(cmd: A<'UNSIEVE'>): Promise<void>;
-  applyActivateSieve(cmd: A<'ACTIVATE_SIEVE'>): Promise<void>;
-  applyUnactivateSieve(cmd: A<'UNACTIVATE_SIEVE'>): Promise<void>;
-  applyUnuser(cmd: A<'UNUSER'>): Promise<void>;
+  /** The handler of every sub-command; a session whose store is still opening gives them once it is open. */
+  readonly handlers: SessionHandlers | Promise<SessionHandlers>;
 
   /** RESTART: drop staging, keep negotiated switches. */
   restart(): Promise<void>;

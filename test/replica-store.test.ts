@@ -635,7 +635,7 @@ test('connection loss while a command runs: the command completes and commits, t
     const bodies = [message(31), message(32)];
     const files = await stage(s, bodies);
     // the store call has started when the connection goes: end() lets it finish
-    const applying = s.applyMessage({ verb: 'APPLY', sub: 'MESSAGE', files });
+    const applying = s.handlers.apply.MESSAGE({ verb: 'APPLY', sub: 'MESSAGE', files }, () => {});
     const ending = s.end();
     await t.notThrowsAsync(Promise.all([applying, ending]));
     for (const b of bodies) {

@@ -17,19 +17,15 @@
 import type { Logger } from 'pino';
 import type { BodySink, BodyWriter, DlistFile } from '../../transforms/dlist-types.js';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
-import type { ApplyCommand, GetCommand } from '../../src/protocol/types.js';
+import type { ApplyCommandOf, GetCommandOf } from '../../src/protocol/types.js';
 import { missingItem } from '../../src/protocol/replies.js';
 import { validateMailboxName } from '../../src/protocol/names.js';
-import type { ReplyOut, SessionInfo, SinkSession } from '../sink.js';
+import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
 import { checkMailbox, recordOf, type StoredApply } from './apply.js';
 import { IndexReader } from './get.js';
 import { SHARED_OWNER, ownerOfMailbox, validateOwnerId, validateSieveFilename, validateUniqueid } from './paths.js';
 import { IDLE_RELEASE_MS, OpenBackup } from './sink.js';
 import { BackupBodySink, stagedSource, verifiedRef, type BackupStagedRef, type StagingArea } from './staging.js';
-
-type Sub<C, S extends string> = Extract<C, { sub: S }>;
-type G<S extends string> = Sub<GetCommand, S>;
-type A<S extends string> = Sub<ApplyCommand, S>;
 
 /** What a session needs from the store. */
 export interface BackupStoreHandle {
@@ -168,208 +164,143 @@ export class BackupSession implements SinkSession {
     }
   }
 
-  // -- GET ----------------------------------------------------------------------
+  /**
+   * backupd answers GET QUOTA / ANNOTATION / FETCH / FETCH_SIEVE and APPLY
+   * EXPUNGE / UNQUOTA / ANNOTATION / UNANNOTATION with a protocol error (the
+   * decoder already refuses them; these handlers say the same when a command
+   * is built by hand), and accepts and ignores QUOTA, ACTIVATE_SIEVE,
+   * UNACTIVATE_SIEVE and UNUSER: quota and the active script are not backed
+   * up; deleting a user keeps its backup.
+   */
+  readonly handlers: SessionHandlers = {
+    get: {
+      USER: (cmd, out) => this.run(async () => new IndexReader((await this.backup(this.userOwner(cmd.userid))).index).user(out)),
+      META: (cmd, out) => this.run(async () => new IndexReader((await this.backup(this.userOwner(cmd.userid))).index).meta(out)),
+      MAILBOXES: (cmd, out) => this.run(() => this.getMailboxes(cmd, out)),
+      UNIQUEIDS: () => this.run(async () => {}),
+      FULLMAILBOX: (cmd, out) => this.run(() => this.getFullMailbox(cmd, out)),
+      QUOTA: () => this.unsupported('GET QUOTA'),
+      ANNOTATION: () => this.unsupported('GET ANNOTATION'),
+      FETCH: () => this.unsupported('GET FETCH'),
+      FETCH_SIEVE: () => this.unsupported('GET FETCH_SIEVE'),
+    },
+    apply: {
+      RESERVE: (cmd, out) => this.run(() => this.reserve(cmd, out)),
+      MESSAGE: (cmd) => this.run(() => this.message(cmd)),
+      MAILBOX: (cmd) => this.run(() => this.mailbox(cmd)),
+      UNMAILBOX: (cmd) => this.run(async () => this.appendTo(this.ownerOf(cmd.mboxname), cmd)),
+      RENAME: (cmd) => this.run(() => this.rename(cmd)),
+      SEEN: (cmd) => this.run(async () => this.appendTo(this.userOwner(cmd.seen.userid), cmd)),
+      SUB: (cmd) => this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd)),
+      UNSUB: (cmd) => this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd)),
+      SIEVE: (cmd) => this.run(() => this.sieve(cmd)),
+      UNSIEVE: (cmd) => this.run(() => this.sieve(cmd)),
+      QUOTA: () => this.run(async () => {}),
+      ACTIVATE_SIEVE: () => this.run(async () => {}),
+      UNACTIVATE_SIEVE: () => this.run(async () => {}),
+      UNUSER: () => this.run(async () => {}),
+      EXPUNGE: () => this.unsupported('APPLY EXPUNGE'),
+      UNQUOTA: () => this.unsupported('APPLY UNQUOTA'),
+      ANNOTATION: () => this.unsupported('APPLY ANNOTATION'),
+      UNANNOTATION: () => this.unsupported('APPLY UNANNOTATION'),
+    },
+  };
 
-  getUser(cmd: G<'USER'>, out: ReplyOut): Promise<void> {
+  private unsupported(what: string): Promise<void> {
     return this.run(async () => {
-      const b = await this.backup(this.userOwner(cmd.userid));
-      await new IndexReader(b.index).user(out);
+      throw protocolError(`${what} is not supported by a backup server`);
     });
   }
 
-  getMeta(cmd: G<'META'>, out: ReplyOut): Promise<void> {
-    return this.run(async () => {
-      const b = await this.backup(this.userOwner(cmd.userid));
-      await new IndexReader(b.index).meta(out);
-    });
+  private async getMailboxes(cmd: GetCommandOf<'MAILBOXES'>, out: ReplyOut): Promise<void> {
+    if (cmd.names.length === 0) return;
+    const owners = new Set(cmd.names.map((n) => this.ownerOf(n)));
+    // backupd answers one owner at a time; the client then asks per user.
+    if (owners.size !== 1) throw badParameters('GET MAILBOXES names mailboxes of more than one owner');
+    const b = await this.backup([...owners][0]!);
+    await new IndexReader(b.index).mailboxes(cmd.names, out);
   }
 
-  getMailboxes(cmd: G<'MAILBOXES'>, out: ReplyOut): Promise<void> {
-    return this.run(async () => {
-      if (cmd.names.length === 0) return;
-      const owners = new Set(cmd.names.map((n) => this.ownerOf(n)));
-      // backupd answers one owner at a time; the client then asks per user.
-      if (owners.size !== 1) throw badParameters('GET MAILBOXES names mailboxes of more than one owner');
-      const b = await this.backup([...owners][0]!);
-      await new IndexReader(b.index).mailboxes(cmd.names, out);
-    });
+  private async getFullMailbox(cmd: GetCommandOf<'FULLMAILBOX'>, out: ReplyOut): Promise<void> {
+    const b = await this.backup(this.ownerOf(cmd.mboxname));
+    const found = await new IndexReader(b.index).fullMailbox(cmd.mboxname, out);
+    if (!found) throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No mailbox ${cmd.mboxname} in the backup`);
   }
 
-  getUniqueids(_cmd: G<'UNIQUEIDS'>, _out: ReplyOut): Promise<void> {
-    return this.run(async () => {});
-  }
-
-  getFullMailbox(cmd: G<'FULLMAILBOX'>, out: ReplyOut): Promise<void> {
-    return this.run(async () => {
-      const b = await this.backup(this.ownerOf(cmd.mboxname));
-      const found = await new IndexReader(b.index).fullMailbox(cmd.mboxname, out);
-      if (!found) throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No mailbox ${cmd.mboxname} in the backup`);
-    });
-  }
-
-  private unsupportedGet(what: string): Promise<void> {
-    return this.run(async () => {
-      throw protocolError(`GET ${what} is not supported by a backup server`);
-    });
-  }
-  getQuota(): Promise<void> {
-    return this.unsupportedGet('QUOTA');
-  }
-  getAnnotation(): Promise<void> {
-    return this.unsupportedGet('ANNOTATION');
-  }
-  getFetch(): Promise<void> {
-    return this.unsupportedGet('FETCH');
-  }
-  getFetchSieve(): Promise<void> {
-    return this.unsupportedGet('FETCH_SIEVE');
-  }
-
-  // -- APPLY ----------------------------------------------------------------
-
-  applyReserve(cmd: A<'RESERVE'>, out: ReplyOut): Promise<void> {
-    return this.run(async () => {
-      const users = new Set<string>();
-      let shared = false;
-      for (const name of cmd.mboxnames) {
-        const o = this.ownerOf(name);
-        if (o === SHARED_OWNER) shared = true;
-        else users.add(o);
-      }
-      const owners = [...users].sort();
-      if (shared) owners.push(SHARED_OWNER);
-      const missing: string[] = [];
-      const seen = new Set<string>();
-      for (const owner of owners) {
-        await this.appendTo(owner, cmd);
-        const b = this.open.get(owner)!;
-        let set = this.awaited.get(owner);
-        if (!set) this.awaited.set(owner, (set = new Set()));
-        for (const g of cmd.guids) {
-          if (b.index.hasMessage(g)) continue;
-          set.add(g);
-          if (!seen.has(g)) {
-            seen.add(g);
-            missing.push(g);
-          }
+  private async reserve(cmd: ApplyCommandOf<'RESERVE'>, out: ReplyOut): Promise<void> {
+    const users = new Set<string>();
+    let shared = false;
+    for (const name of cmd.mboxnames) {
+      const o = this.ownerOf(name);
+      if (o === SHARED_OWNER) shared = true;
+      else users.add(o);
+    }
+    const owners = [...users].sort();
+    if (shared) owners.push(SHARED_OWNER);
+    const missing: string[] = [];
+    const seen = new Set<string>();
+    for (const owner of owners) {
+      await this.appendTo(owner, cmd);
+      const b = this.open.get(owner)!;
+      let set = this.awaited.get(owner);
+      if (!set) this.awaited.set(owner, (set = new Set()));
+      for (const g of cmd.guids) {
+        if (b.index.hasMessage(g)) continue;
+        set.add(g);
+        if (!seen.has(g)) {
+          seen.add(g);
+          missing.push(g);
         }
       }
-      if (missing.length > 0) await out(missingItem(missing));
-    });
+    }
+    if (missing.length > 0) await out(missingItem(missing));
   }
 
-  applyMessage(cmd: A<'MESSAGE'>): Promise<void> {
-    return this.run(async () => {
-      if (cmd.files.length === 0) throw protocolError('APPLY MESSAGE without file literals');
-      const files: DlistFile[] = [];
-      for (const f of cmd.files) {
-        const guid = f.guid.toLowerCase();
-        const ref = /^[0-9a-f]{40}$/.test(guid) && f.sha1 === guid ? verifiedRef(f.body?.ref, guid, f.size) : null;
-        if (!ref) {
-          throw protocolError(`message ${f.guid.slice(0, 60)}: the ${f.size} octets received do not match the GUID`);
-        }
-        files.push({ kind: 'file', partition: f.partition, guid, size: f.size, sha1: guid, body: f.body ?? null, source: stagedSource(ref) });
+  private async message(cmd: ApplyCommandOf<'MESSAGE'>): Promise<void> {
+    if (cmd.files.length === 0) throw protocolError('APPLY MESSAGE without file literals');
+    const files: DlistFile[] = [];
+    for (const f of cmd.files) {
+      const guid = f.guid.toLowerCase();
+      const ref = /^[0-9a-f]{40}$/.test(guid) && f.sha1 === guid ? verifiedRef(f.body?.ref, guid, f.size) : null;
+      if (!ref) {
+        throw protocolError(`message ${f.guid.slice(0, 60)}: the ${f.size} octets received do not match the GUID`);
       }
-      const record: A<'MESSAGE'> = { verb: 'APPLY', sub: 'MESSAGE', files };
-      const guids = files.map((f) => f.guid);
-      const targets: string[] = [];
-      for (const [owner, set] of this.awaited) {
-        let hit = false;
-        for (const g of guids) if (set.delete(g)) hit = true;
-        if (hit && this.open.get(owner) && !this.open.get(owner)!.isClosed) targets.push(owner);
-      }
-      if (targets.length === 0) {
-        for (const [owner, b] of this.open) if (!b.isClosed) targets.push(owner);
-      }
-      if (targets.length === 0) throw protocolError('APPLY MESSAGE with no backup open in this session (no RESERVE or GET came first)');
-      for (const owner of targets) await this.appendTo(owner, record);
-    });
+      files.push({ kind: 'file', partition: f.partition, guid, size: f.size, sha1: guid, body: f.body ?? null, source: stagedSource(ref) });
+    }
+    const record: ApplyCommandOf<'MESSAGE'> = { verb: 'APPLY', sub: 'MESSAGE', files };
+    const guids = files.map((f) => f.guid);
+    const targets: string[] = [];
+    for (const [owner, set] of this.awaited) {
+      let hit = false;
+      for (const g of guids) if (set.delete(g)) hit = true;
+      if (hit && this.open.get(owner) && !this.open.get(owner)!.isClosed) targets.push(owner);
+    }
+    if (targets.length === 0) {
+      for (const [owner, b] of this.open) if (!b.isClosed) targets.push(owner);
+    }
+    if (targets.length === 0) throw protocolError('APPLY MESSAGE with no backup open in this session (no RESERVE or GET came first)');
+    for (const owner of targets) await this.appendTo(owner, record);
   }
 
-  applyMailbox(cmd: A<'MAILBOX'>): Promise<void> {
-    return this.run(async () => {
-      const m = cmd.mailbox;
-      const owner = this.ownerOf(m.mboxname);
-      checkMailbox(m);
-      checked(() => validateUniqueid(m.uniqueid));
-      if (m.badRecord) throw protocolError(`APPLY MAILBOX ${m.mboxname}: a RECORD entry could not be read`);
-      await this.appendTo(owner, cmd);
-    });
+  private async mailbox(cmd: ApplyCommandOf<'MAILBOX'>): Promise<void> {
+    const m = cmd.mailbox;
+    const owner = this.ownerOf(m.mboxname);
+    checkMailbox(m);
+    checked(() => validateUniqueid(m.uniqueid));
+    if (m.badRecord) throw protocolError(`APPLY MAILBOX ${m.mboxname}: a RECORD entry could not be read`);
+    await this.appendTo(owner, cmd);
   }
 
-  applyUnmailbox(cmd: A<'UNMAILBOX'>): Promise<void> {
-    return this.run(async () => this.appendTo(this.ownerOf(cmd.mboxname), cmd));
+  private async rename(cmd: ApplyCommandOf<'RENAME'>): Promise<void> {
+    const owner = this.ownerOf(cmd.oldname);
+    this.ownerOf(cmd.newname);
+    await this.appendTo(owner, cmd);
   }
 
-  applyRename(cmd: A<'RENAME'>): Promise<void> {
-    return this.run(async () => {
-      const owner = this.ownerOf(cmd.oldname);
-      this.ownerOf(cmd.newname);
-      await this.appendTo(owner, cmd);
-    });
-  }
-
-  applySeen(cmd: A<'SEEN'>): Promise<void> {
-    return this.run(async () => this.appendTo(this.userOwner(cmd.seen.userid), cmd));
-  }
-
-  applySub(cmd: A<'SUB'>): Promise<void> {
-    return this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd));
-  }
-
-  applyUnsub(cmd: A<'UNSUB'>): Promise<void> {
-    return this.run(async () => this.appendTo(this.userOwner(cmd.userid), cmd));
-  }
-
-  applySieve(cmd: A<'SIEVE'>): Promise<void> {
-    return this.run(async () => {
-      const owner = this.userOwner(cmd.userid);
-      checked(() => validateSieveFilename(cmd.filename));
-      await this.appendTo(owner, cmd);
-    });
-  }
-
-  applyUnsieve(cmd: A<'UNSIEVE'>): Promise<void> {
-    return this.run(async () => {
-      const owner = this.userOwner(cmd.userid);
-      checked(() => validateSieveFilename(cmd.filename));
-      await this.appendTo(owner, cmd);
-    });
-  }
-
-  /** Accepted and ignored: quota and the active script are not backed up; deleting a user keeps its backup. */
-  private ignored(): Promise<void> {
-    return this.run(async () => {});
-  }
-  applyQuota(): Promise<void> {
-    return this.ignored();
-  }
-  applyActivateSieve(): Promise<void> {
-    return this.ignored();
-  }
-  applyUnactivateSieve(): Promise<void> {
-    return this.ignored();
-  }
-  applyUnuser(): Promise<void> {
-    return this.ignored();
-  }
-
-  private refused(what: string): Promise<void> {
-    return this.run(async () => {
-      throw protocolError(`APPLY ${what} is not supported by a backup server`);
-    });
-  }
-  applyExpunge(): Promise<void> {
-    return this.refused('EXPUNGE');
-  }
-  applyUnquota(): Promise<void> {
-    return this.refused('UNQUOTA');
-  }
-  applyAnnotation(): Promise<void> {
-    return this.refused('ANNOTATION');
-  }
-  applyUnannotation(): Promise<void> {
-    return this.refused('UNANNOTATION');
+  private async sieve(cmd: ApplyCommandOf<'SIEVE'> | ApplyCommandOf<'UNSIEVE'>): Promise<void> {
+    const owner = this.userOwner(cmd.userid);
+    checked(() => validateSieveFilename(cmd.filename));
+    await this.appendTo(owner, cmd);
   }
 
   // -- lifecycle ------------------------------------------------------------

@@ -12,15 +12,11 @@
  */
 import type { BodySink, BodyWriter } from '../../transforms/dlist-types.js';
 import { CommandError } from '../../transforms/errors.js';
-import type { ApplyCommand, GetCommand } from '../../src/protocol/types.js';
+import type { ApplyCommandOf } from '../../src/protocol/types.js';
 import { validateGuid, validateMailboxName, validatePartition } from '../../src/protocol/names.js';
-import type { ReplyOut, SessionInfo, SinkSession } from '../sink.js';
+import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
 import { ReplicaBodySink, type StagedRef } from './blobs.js';
 import type { ReplicaStore } from './store.js';
-
-type Sub<C, S extends string> = Extract<C, { sub: S }>;
-type G<S extends string> = Sub<GetCommand, S>;
-type A<S extends string> = Sub<ApplyCommand, S>;
 
 export class ReplicaSession implements SinkSession {
   readonly bodySink: BodySink;
@@ -82,117 +78,66 @@ export class ReplicaSession implements SinkSession {
     return { sieveMailboxMode: this.sieveMailboxMode, forceMode: this.forceMode };
   }
 
-  // GET
+  readonly handlers: SessionHandlers = {
+    get: {
+      USER: (cmd, out) => this.run(() => this.store.getUser(cmd.userid, this.flags, out)),
+      META: (cmd, out) => this.run(() => this.store.getMeta(cmd.userid, this.flags, out)),
+      MAILBOXES: (cmd, out) => this.run(() => this.store.getMailboxes(cmd.names, this.flags, out)),
+      UNIQUEIDS: (cmd, out) => this.run(() => this.store.getUniqueids(cmd.uniqueids, this.flags, out)),
+      FULLMAILBOX: (cmd, out) => this.run(() => this.store.getFullMailbox(cmd.mboxname, this.flags, out)),
+      QUOTA: (cmd, out) => this.run(() => this.store.getQuota(cmd.root, out)),
+      ANNOTATION: (cmd, out) => this.run(() => this.store.getAnnotation(cmd.mboxname, out)),
+      FETCH: (cmd, out) => this.run(() => this.store.getFetch(cmd, out)),
+      FETCH_SIEVE: (cmd, out) => this.run(() => this.store.getFetchSieve(cmd.userid, cmd.filename, out)),
+    },
+    apply: {
+      RESERVE: (cmd, out) => this.run(() => this.reserve(cmd, out)),
+      MESSAGE: (cmd) => this.run(() => this.message(cmd)),
+      MAILBOX: (cmd) => this.run(() => this.store.applyMailbox(cmd.mailbox, this.flags)),
+      UNMAILBOX: (cmd) => this.run(() => this.store.applyUnmailbox(cmd.mboxname)),
+      RENAME: (cmd) => this.run(() => this.store.applyRename(cmd.oldname, cmd.newname, cmd.partition)),
+      EXPUNGE: (cmd) => this.run(() => this.store.applyExpunge(cmd.mboxname, cmd.uniqueid, cmd.uids)),
+      QUOTA: (cmd) => this.run(() => this.store.applyQuota(cmd.quota)),
+      UNQUOTA: (cmd) => this.run(() => this.store.applyUnquota(cmd.root)),
+      SUB: (cmd) => this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, true)),
+      UNSUB: (cmd) => this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, false)),
+      SEEN: (cmd) => this.run(() => this.store.applySeen(cmd.seen)),
+      ANNOTATION: (cmd) => this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, cmd.value)),
+      UNANNOTATION: (cmd) => this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, null)),
+      SIEVE: (cmd) => this.run(() => this.store.applySieve(cmd.userid, cmd.filename, cmd.lastUpdate, cmd.content)),
+      UNSIEVE: (cmd) => this.run(() => this.store.applyUnsieve(cmd.userid, cmd.filename)),
+      ACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyActivateSieve(cmd.userid, cmd.filename)),
+      UNACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyUnactivateSieve(cmd.userid)),
+      UNUSER: (cmd) => this.run(() => this.store.applyUnuser(cmd.userid)),
+    },
+  };
 
-  getUser(cmd: G<'USER'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getUser(cmd.userid, this.flags, out));
-  }
-  getMeta(cmd: G<'META'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getMeta(cmd.userid, this.flags, out));
-  }
-  getMailboxes(cmd: G<'MAILBOXES'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getMailboxes(cmd.names, this.flags, out));
-  }
-  getUniqueids(cmd: G<'UNIQUEIDS'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getUniqueids(cmd.uniqueids, this.flags, out));
-  }
-  getFullMailbox(cmd: G<'FULLMAILBOX'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getFullMailbox(cmd.mboxname, this.flags, out));
-  }
-  getQuota(cmd: G<'QUOTA'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getQuota(cmd.root, out));
-  }
-  getAnnotation(cmd: G<'ANNOTATION'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getAnnotation(cmd.mboxname, out));
-  }
-  getFetch(cmd: G<'FETCH'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getFetch(cmd, out));
-  }
-  getFetchSieve(cmd: G<'FETCH_SIEVE'>, out: ReplyOut): Promise<void> {
-    return this.run(() => this.store.getFetchSieve(cmd.userid, cmd.filename, out));
-  }
-
-  // APPLY
-
-  applyReserve(cmd: A<'RESERVE'>, out: ReplyOut): Promise<void> {
-    return this.run(async () => {
-      if (typeof cmd.partition !== 'string' || !Array.isArray(cmd.mboxnames) || !Array.isArray(cmd.guids)) {
-        throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', 'APPLY RESERVE needs PARTITION, MBOXNAME and GUID');
-      }
-      validatePartition(cmd.partition);
-      for (const n of cmd.mboxnames) validateMailboxName(n);
-      const order: string[] = [];
-      for (const g of cmd.guids) {
-        const guid = validateGuid(g);
-        if (!this.staging.has(guid)) this.staging.set(guid, false);
-        order.push(guid);
-      }
-      const pending = [...new Set(order.filter((g) => this.staging.get(g) === false))];
-      const { available } = this.store.reserve(pending);
-      for (const g of available) this.staging.set(g, true);
-      const missing = pending.filter((g) => this.staging.get(g) === false);
-      if (missing.length > 0) {
-        await out({ key: 'MISSING', value: { kind: 'list', items: missing.map((g) => ({ kind: 'atom', value: g })) } });
-      }
-    });
-  }
-
-  applyMessage(cmd: A<'MESSAGE'>): Promise<void> {
-    return this.run(async () => {
-      if (!Array.isArray(cmd.files)) throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', 'APPLY MESSAGE needs a list');
-      const files = cmd.files.filter((f) => f && f.kind === 'file');
-      const stored = await this.store.storeMessages(files, (g) => this.staging.set(g, true));
-      for (const g of stored) this.staging.set(g, true);
-    });
+  private async reserve(cmd: ApplyCommandOf<'RESERVE'>, out: ReplyOut): Promise<void> {
+    if (typeof cmd.partition !== 'string' || !Array.isArray(cmd.mboxnames) || !Array.isArray(cmd.guids)) {
+      throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', 'APPLY RESERVE needs PARTITION, MBOXNAME and GUID');
+    }
+    validatePartition(cmd.partition);
+    for (const n of cmd.mboxnames) validateMailboxName(n);
+    const order: string[] = [];
+    for (const g of cmd.guids) {
+      const guid = validateGuid(g);
+      if (!this.staging.has(guid)) this.staging.set(guid, false);
+      order.push(guid);
+    }
+    const pending = [...new Set(order.filter((g) => this.staging.get(g) === false))];
+    const { available } = this.store.reserve(pending);
+    for (const g of available) this.staging.set(g, true);
+    const missing = pending.filter((g) => this.staging.get(g) === false);
+    if (missing.length > 0) {
+      await out({ key: 'MISSING', value: { kind: 'list', items: missing.map((g) => ({ kind: 'atom', value: g })) } });
+    }
   }
 
-  applyMailbox(cmd: A<'MAILBOX'>): Promise<void> {
-    return this.run(() => this.store.applyMailbox(cmd.mailbox, this.flags));
-  }
-  applyUnmailbox(cmd: A<'UNMAILBOX'>): Promise<void> {
-    return this.run(() => this.store.applyUnmailbox(cmd.mboxname));
-  }
-  applyRename(cmd: A<'RENAME'>): Promise<void> {
-    return this.run(() => this.store.applyRename(cmd.oldname, cmd.newname, cmd.partition));
-  }
-  applyExpunge(cmd: A<'EXPUNGE'>): Promise<void> {
-    return this.run(() => this.store.applyExpunge(cmd.mboxname, cmd.uniqueid, cmd.uids));
-  }
-  applyQuota(cmd: A<'QUOTA'>): Promise<void> {
-    return this.run(() => this.store.applyQuota(cmd.quota));
-  }
-  applyUnquota(cmd: A<'UNQUOTA'>): Promise<void> {
-    return this.run(() => this.store.applyUnquota(cmd.root));
-  }
-  applySub(cmd: A<'SUB'>): Promise<void> {
-    return this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, true));
-  }
-  applyUnsub(cmd: A<'UNSUB'>): Promise<void> {
-    return this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, false));
-  }
-  applySeen(cmd: A<'SEEN'>): Promise<void> {
-    return this.run(() => this.store.applySeen(cmd.seen));
-  }
-  applyAnnotation(cmd: A<'ANNOTATION'>): Promise<void> {
-    return this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, cmd.value));
-  }
-  applyUnannotation(cmd: A<'UNANNOTATION'>): Promise<void> {
-    return this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, null));
-  }
-  applySieve(cmd: A<'SIEVE'>): Promise<void> {
-    return this.run(() => this.store.applySieve(cmd.userid, cmd.filename, cmd.lastUpdate, cmd.content));
-  }
-  applyUnsieve(cmd: A<'UNSIEVE'>): Promise<void> {
-    return this.run(() => this.store.applyUnsieve(cmd.userid, cmd.filename));
-  }
-  applyActivateSieve(cmd: A<'ACTIVATE_SIEVE'>): Promise<void> {
-    return this.run(() => this.store.applyActivateSieve(cmd.userid, cmd.filename));
-  }
-  applyUnactivateSieve(cmd: A<'UNACTIVATE_SIEVE'>): Promise<void> {
-    return this.run(() => this.store.applyUnactivateSieve(cmd.userid));
-  }
-  applyUnuser(cmd: A<'UNUSER'>): Promise<void> {
-    return this.run(() => this.store.applyUnuser(cmd.userid));
+  private async message(cmd: ApplyCommandOf<'MESSAGE'>): Promise<void> {
+    if (!Array.isArray(cmd.files)) throw new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', 'APPLY MESSAGE needs a list');
+    const files = cmd.files.filter((f) => f && f.kind === 'file');
+    const stored = await this.store.storeMessages(files, (g) => this.staging.set(g, true));
+    for (const g of stored) this.staging.set(g, true);
   }
 
   async restart(): Promise<void> {

@@ -18,7 +18,9 @@ import * as net from 'node:net';
 import { Readable } from 'node:stream';
 import { CommandWriter } from '../../transforms/serializer.js';
 import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
-import type { DlistFile, DlistItem, DlistValue } from '../../transforms/dlist-types.js';
+import type { DlistFile, DlistItem } from '../../transforms/dlist-types.js';
+import { encodeCommand } from '../protocol/commands.js';
+import type { ApplyCommand, GetCommand, MailboxIn } from '../protocol/types.js';
 import { mailboxCrcs, type CrcRecord } from '../protocol/crc.js';
 import { EX_USAGE, UsageError, defineCommand, formatUsageError, intValue, parseCommandLine, type OptionValues } from '../cli-args.js';
 
@@ -287,11 +289,6 @@ class Connection {
 // ---------------------------------------------------------------------------
 // The run
 
-const atom = (value: string): DlistValue => ({ kind: 'atom', value });
-const str = (value: string): DlistValue => ({ kind: 'string', value });
-const num = (value: number | bigint): DlistValue => ({ kind: 'num', value });
-const kv = (pairs: [string, DlistValue][]): DlistValue => ({ kind: 'kvlist', items: pairs.map(([key, value]) => ({ key, value })) });
-
 function mailboxNames(user: string, count: number): string[] {
   const inbox = `user.${user}`;
   const names = [inbox];
@@ -326,6 +323,11 @@ export async function runBench(opts: BenchOptions): Promise<BenchSummary> {
     await conn.send(verb, item);
     return conn.reply(item ? `${verb} ${item.key}` : verb);
   };
+  /** A typed command, written by the protocol module's encoder. */
+  const send = (cmd: GetCommand | ApplyCommand): Promise<string[]> => {
+    const { verb, item } = encodeCommand(cmd);
+    return call(verb, item);
+  };
   try {
     const caps = await conn.greeting();
     const authz = Buffer.from(`\0${opts.authname}\0${opts.password}`).toString('base64');
@@ -339,7 +341,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchSummary> {
     }
     for (let u = 1; u <= w.users; u++) {
       const user = `${w.userPrefix}${u}`;
-      await call('GET', { key: 'USER', value: atom(user) });
+      await send({ verb: 'GET', sub: 'USER', userid: user });
       const now = Math.floor(Date.now() / 1000);
       for (const mboxname of mailboxNames(user, w.mailboxesPerUser)) {
         const records: { uid: number; size: number; guid: string }[] = [];
@@ -347,7 +349,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchSummary> {
         let batchBytes = 0;
         const flush = async (): Promise<void> => {
           if (batch.length === 0) return;
-          await call('APPLY', { key: 'MESSAGE', value: { kind: 'list', items: batch } });
+          await send({ verb: 'APPLY', sub: 'MESSAGE', files: batch });
           messagesDone += batch.length;
           bytes += batchBytes;
           batch = [];
@@ -384,42 +386,36 @@ export async function runBench(opts: BenchOptions): Promise<BenchSummary> {
             }),
           ),
         );
-        const mailbox = kv([
-          ['UNIQUEID', atom(uniqueid(w.seed, mboxname))],
-          ['MBOXNAME', str(mboxname)],
-          ['SYNC_CRC', num(crcs.basic)],
-          ['LAST_UID', num(w.messages)],
-          ['HIGHESTMODSEQ', num(w.messages + 1)],
-          ['RECENTUID', num(0)],
-          ['RECENTTIME', num(0)],
-          ['LAST_APPENDDATE', num(now)],
-          ['POP3_LAST_LOGIN', num(0)],
-          ['POP3_SHOW_AFTER', num(0)],
-          ['UIDVALIDITY', num(now)],
-          ['PARTITION', str(w.partition)],
-          ['ACL', str(`${user}\tlrswipkxtecdan\t`)],
-          ['OPTIONS', str('P')],
-          ['CREATEDMODSEQ', num(1)],
-          ['FOLDERMODSEQ', num(1)],
-          [
-            'RECORD',
-            {
-              kind: 'list',
-              items: records.map((r) =>
-                kv([
-                  ['UID', num(r.uid)],
-                  ['MODSEQ', num(r.uid + 1)],
-                  ['LAST_UPDATED', num(now)],
-                  ['FLAGS', { kind: 'list', items: [] }],
-                  ['INTERNALDATE', num(now)],
-                  ['SIZE', num(r.size)],
-                  ['GUID', atom(r.guid)],
-                ]),
-              ),
-            },
-          ],
-        ]);
-        await call('APPLY', { key: 'MAILBOX', value: mailbox });
+        const mailbox: MailboxIn = {
+          uniqueid: uniqueid(w.seed, mboxname),
+          mboxname,
+          mboxtype: null,
+          syncCrc: crcs.basic,
+          lastUid: w.messages,
+          highestmodseq: BigInt(w.messages + 1),
+          recentUid: 0,
+          recentTime: 0,
+          lastAppenddate: now,
+          pop3LastLogin: 0,
+          pop3ShowAfter: 0,
+          uidvalidity: now,
+          partition: w.partition,
+          acl: `${user}\tlrswipkxtecdan\t`,
+          options: 'P',
+          createdmodseq: 1n,
+          foldermodseq: 1n,
+          records: records.map((r) => ({
+            uid: r.uid,
+            modseq: BigInt(r.uid + 1),
+            lastUpdated: now,
+            flags: [],
+            internaldate: now,
+            size: r.size,
+            guid: r.guid,
+            annotations: null,
+          })),
+        };
+        await send({ verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox });
       }
     }
     await call('EXIT');

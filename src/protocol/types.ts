@@ -5,12 +5,14 @@
  * binary values (annotation values, sieve content) are `BinaryValue`.
  */
 import type { CyrsyncError } from '../../transforms/errors.js';
-import type { DlistFile, DlistValue, StagedBody } from '../../transforms/dlist-types.js';
+import type { Readable } from 'node:stream';
+import type { StagedBody } from '../../transforms/dlist-types.js';
+import type { ApplyCommandOf, ApplySub, GetCommandOf, GetSub } from './commands/table.js';
 
 /** A `map`-typed value: small ones in memory, big ones staged on disk. */
 export type BinaryValue =
   | { kind: 'buffer'; value: Buffer }
-  | { kind: 'staged'; size: number; sha1: string; body: StagedBody };
+  | { kind: 'staged'; size: number; sha1: string; body: StagedBody; source?: () => Readable };
 
 export interface Annot {
   entry: string;
@@ -81,44 +83,10 @@ export interface SeenIn {
   seenuids: string;
 }
 
-export type GetCommand =
-  | { verb: 'GET'; sub: 'USER'; userid: string }
-  | { verb: 'GET'; sub: 'META'; userid: string }
-  | { verb: 'GET'; sub: 'MAILBOXES'; names: string[] }
-  | { verb: 'GET'; sub: 'UNIQUEIDS'; uniqueids: string[] }
-  | { verb: 'GET'; sub: 'FULLMAILBOX'; mboxname: string }
-  | { verb: 'GET'; sub: 'QUOTA'; root: string }
-  | { verb: 'GET'; sub: 'ANNOTATION'; mboxname: string }
-  | { verb: 'GET'; sub: 'FETCH'; mboxname: string; partition: string; uniqueid: string; guid: string; uid: number }
-  | { verb: 'GET'; sub: 'FETCH_SIEVE'; userid: string; filename: string };
-
-/**
- * APPLY sub-commands. `raw` is the operand exactly as parsed, for stores that
- * keep what the client sent (the backup store writes it to its data file).
- */
-export type ApplyCommand = ApplyCommandBody & { raw?: DlistValue };
-
-type ApplyCommandBody =
-  | { verb: 'APPLY'; sub: 'RESERVE'; partition: string; mboxnames: string[]; guids: string[] }
-  | { verb: 'APPLY'; sub: 'MESSAGE'; files: DlistFile[] }
-  | { verb: 'APPLY'; sub: 'MAILBOX'; local: boolean; mailbox: MailboxIn }
-  | { verb: 'APPLY'; sub: 'UNMAILBOX'; local: boolean; mboxname: string }
-  | { verb: 'APPLY'; sub: 'RENAME'; local: boolean; oldname: string; newname: string; partition: string; uidvalidity: number | null }
-  | { verb: 'APPLY'; sub: 'EXPUNGE'; mboxname: string; uniqueid: string; uids: number[] }
-  | { verb: 'APPLY'; sub: 'QUOTA'; quota: QuotaIn }
-  | { verb: 'APPLY'; sub: 'UNQUOTA'; root: string }
-  | { verb: 'APPLY'; sub: 'SUB'; userid: string; mboxname: string }
-  | { verb: 'APPLY'; sub: 'UNSUB'; userid: string; mboxname: string }
-  | { verb: 'APPLY'; sub: 'SEEN'; seen: SeenIn }
-  | { verb: 'APPLY'; sub: 'ANNOTATION'; mboxname: string; entry: string; userid: string; value: BinaryValue }
-  | { verb: 'APPLY'; sub: 'UNANNOTATION'; mboxname: string; entry: string; userid: string }
-  | { verb: 'APPLY'; sub: 'SIEVE'; userid: string; filename: string; lastUpdate: number; content: BinaryValue }
-  | { verb: 'APPLY'; sub: 'UNSIEVE'; userid: string; filename: string }
-  | { verb: 'APPLY'; sub: 'ACTIVATE_SIEVE'; userid: string; filename: string }
-  | { verb: 'APPLY'; sub: 'UNACTIVATE_SIEVE'; userid: string }
-  | { verb: 'APPLY'; sub: 'UNUSER'; local: boolean; userid: string }
-  | { verb: 'APPLY'; sub: 'FORCE' }
-  | { verb: 'APPLY'; sub: 'CAPABILITIES'; names: string[] };
+/** GET and APPLY commands, derived from the sub-command table (./commands/table.ts). */
+export type GetCommand = { [S in GetSub]: GetCommandOf<S> }[GetSub];
+export type ApplyCommand = { [S in ApplySub]: ApplyCommandOf<S> }[ApplySub];
+export type { ApplyCommandOf, ApplySub, GetCommandOf, GetSub, SessionApplySub, StoreApplySub } from './commands/table.js';
 
 export type SessionCommand =
   | { verb: 'AUTHENTICATE'; mechanism: string; initial: string | null }

@@ -76,13 +76,8 @@ function deferredSession(opening: Promise<SinkSession>): SinkSession {
       return real.bodySink.open(header);
     },
   };
-  const call =
-    <K extends keyof SinkSession>(name: K) =>
-    async (...args: unknown[]): Promise<void> => {
-      const s = real ?? (await opening);
-      return (s[name] as (...a: unknown[]) => Promise<void>)(...args);
-    };
-  const session = {
+  const opened = async (): Promise<SinkSession> => real ?? (await opening);
+  return {
     get bodySink(): BodySink {
       return real ? real.bodySink : bodySink;
     },
@@ -100,31 +95,21 @@ function deferredSession(opening: Promise<SinkSession>): SinkSession {
       if (real) real.forceMode = v;
       else forceMode = v;
     },
+    // Every sub-command's handler is the real session's, once it exists.
+    get handlers() {
+      return real ? real.handlers : opened().then((s) => s.handlers);
+    },
+    async restart(): Promise<void> {
+      await (await opened()).restart();
+    },
     async end(): Promise<void> {
       let s: SinkSession;
       try {
-        s = real ?? (await opening);
+        s = await opened();
       } catch {
         return; // the store never opened: nothing to release
       }
       await s.end();
     },
-  } as Partial<SinkSession> as SinkSession;
-  const methods = [
-    'getUser', 'getMeta', 'getMailboxes', 'getUniqueids', 'getFullMailbox', 'getQuota', 'getAnnotation', 'getFetch',
-    'getFetchSieve', 'applyReserve', 'applyMessage', 'applyMailbox', 'applyUnmailbox', 'applyRename', 'applyExpunge',
-    'applyQuota', 'applyUnquota', 'applySub', 'applyUnsub', 'applySeen', 'applyAnnotation', 'applyUnannotation',
-    'applySieve', 'applyUnsieve', 'applyActivateSieve', 'applyUnactivateSieve', 'applyUnuser', 'restart',
-  ] as const satisfies readonly (keyof SinkSession)[];
-  for (const m of methods) (session as unknown as Record<string, unknown>)[m] = call(m);
-  return session;
+  };
 }
-
-// Every method of SinkSession is forwarded: adding one to the interface without listing it here fails to compile.
-type MethodName = { [K in keyof SinkSession]: SinkSession[K] extends (...a: never[]) => unknown ? K : never }[keyof SinkSession];
-type Forwarded = 'end' | 'getUser' | 'getMeta' | 'getMailboxes' | 'getUniqueids' | 'getFullMailbox' | 'getQuota' | 'getAnnotation' | 'getFetch'
-  | 'getFetchSieve' | 'applyReserve' | 'applyMessage' | 'applyMailbox' | 'applyUnmailbox' | 'applyRename' | 'applyExpunge'
-  | 'applyQuota' | 'applyUnquota' | 'applySub' | 'applyUnsub' | 'applySeen' | 'applyAnnotation' | 'applyUnannotation'
-  | 'applySieve' | 'applyUnsieve' | 'applyActivateSieve' | 'applyUnactivateSieve' | 'applyUnuser' | 'restart';
-const allForwarded: [Exclude<MethodName, Forwarded>] extends [never] ? true : false = true;
-void allForwarded;

@@ -13,8 +13,9 @@
 import type { Logger } from 'pino';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, StagedBody } from '../../transforms/dlist-types.js';
-import type { ReplyOut, SinkSession } from '../../sinks/sink.js';
-import type { ApplyCommand, GetCommand } from '../protocol/types.js';
+import type { ApplyHandlers, GetHandlers, ReplyOut, SinkSession } from '../../sinks/sink.js';
+import type { ApplyCommand, ApplyCommandOf, GetCommand, GetCommandOf, GetSub, SessionApplySub, StoreApplySub } from '../protocol/types.js';
+import { isStoreApply } from '../protocol/commands/table.js';
 import { noFromError, okSuccess } from '../protocol/replies.js';
 
 export type Profile = 'sync' | 'backup';
@@ -78,53 +79,43 @@ export class Router {
     return noFromError(new CommandError('IMAP_INTERNAL', String(e?.message ?? err)), this.profile);
   }
 
+  /** The APPLY sub-commands the session answers itself, without the store. */
+  private readonly sessionApply: { [S in SessionApplySub]: (cmd: ApplyCommandOf<S>, out: ReplyOut) => Promise<void> } = {
+    FORCE: async () => {
+      this.sink.forceMode = true;
+    },
+    CAPABILITIES: async (cmd, out) => {
+      const offered = offeredCapabilities(this.profile);
+      const enabled = cmd.names.map((n) => n.toUpperCase()).filter((n) => offered.includes(n));
+      if (enabled.includes('SIEVE-MAILBOX')) this.sink.sieveMailboxMode = true;
+      // 3.6+ clients crash when the ENABLED line is missing, even when empty.
+      await out({ key: 'ENABLED', value: { kind: 'list', items: enabled.map((n) => ({ kind: 'atom', value: n })) } });
+    },
+  };
+
+  /** Table lookup: the session's handler, or the store's handler of the sub-command. */
   private async dispatch(cmd: GetCommand | ApplyCommand, out: ReplyOut): Promise<void> {
-    const s = this.sink;
-    if (cmd.verb === 'GET') {
-      switch (cmd.sub) {
-        case 'USER': return s.getUser(cmd, out);
-        case 'META': return s.getMeta(cmd, out);
-        case 'MAILBOXES': return s.getMailboxes(cmd, out);
-        case 'UNIQUEIDS': return s.getUniqueids(cmd, out);
-        case 'FULLMAILBOX': return s.getFullMailbox(cmd, out);
-        case 'QUOTA': return s.getQuota(cmd, out);
-        case 'ANNOTATION': return s.getAnnotation(cmd, out);
-        case 'FETCH': return s.getFetch(cmd, out);
-        case 'FETCH_SIEVE': return s.getFetchSieve(cmd, out);
-      }
-    }
-    switch (cmd.sub) {
-      case 'RESERVE': return s.applyReserve(cmd, out);
-      case 'MESSAGE': return s.applyMessage(cmd);
-      case 'MAILBOX': return s.applyMailbox(cmd);
-      case 'UNMAILBOX': return s.applyUnmailbox(cmd);
-      case 'RENAME': return s.applyRename(cmd);
-      case 'EXPUNGE': return s.applyExpunge(cmd);
-      case 'QUOTA': return s.applyQuota(cmd);
-      case 'UNQUOTA': return s.applyUnquota(cmd);
-      case 'SUB': return s.applySub(cmd);
-      case 'UNSUB': return s.applyUnsub(cmd);
-      case 'SEEN': return s.applySeen(cmd);
-      case 'ANNOTATION': return s.applyAnnotation(cmd);
-      case 'UNANNOTATION': return s.applyUnannotation(cmd);
-      case 'SIEVE': return s.applySieve(cmd);
-      case 'UNSIEVE': return s.applyUnsieve(cmd);
-      case 'ACTIVATE_SIEVE': return s.applyActivateSieve(cmd);
-      case 'UNACTIVATE_SIEVE': return s.applyUnactivateSieve(cmd);
-      case 'UNUSER': return s.applyUnuser(cmd);
-      case 'FORCE':
-        s.forceMode = true;
-        return;
-      case 'CAPABILITIES': {
-        const offered = offeredCapabilities(this.profile);
-        const enabled = cmd.names.map((n) => n.toUpperCase()).filter((n) => offered.includes(n));
-        if (enabled.includes('SIEVE-MAILBOX')) s.sieveMailboxMode = true;
-        // 3.6+ clients crash when the ENABLED line is missing, even when empty.
-        await out({ key: 'ENABLED', value: { kind: 'list', items: enabled.map((n) => ({ kind: 'atom', value: n })) } });
-        return;
-      }
-    }
+    if (cmd.verb === 'APPLY' && !isStoreApply(cmd)) return callSessionApply(this.sessionApply, cmd, out);
+    const handlers = await this.sink.handlers;
+    if (cmd.verb === 'GET') return callGet(handlers.get, cmd, out);
+    return callApply(handlers.apply, cmd, out);
   }
+}
+
+function callGet<S extends GetSub>(h: GetHandlers, cmd: GetCommandOf<S>, out: ReplyOut): Promise<void> {
+  return h[cmd.sub](cmd, out);
+}
+
+function callApply<S extends StoreApplySub>(h: ApplyHandlers, cmd: ApplyCommandOf<S>, out: ReplyOut): Promise<void> {
+  return h[cmd.sub](cmd, out);
+}
+
+function callSessionApply<S extends SessionApplySub>(
+  h: { [K in SessionApplySub]: (cmd: ApplyCommandOf<K>, out: ReplyOut) => Promise<void> },
+  cmd: ApplyCommandOf<S>,
+  out: ReplyOut,
+): Promise<void> {
+  return h[cmd.sub](cmd, out);
 }
 
 /**
