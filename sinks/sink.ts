@@ -13,7 +13,7 @@
  * writes to the connection itself.
  */
 import type { BodySink, DlistItem } from '../transforms/dlist-types.js';
-import type { ApplyCommandOf, GetCommandOf, GetSub, StoreApplySub } from '../src/protocol/types.js';
+import type { ApplyCommandOf, GetCommandOf, GetSub, RestoreCommandOf, RestoreSub, StoreApplySub } from '../src/protocol/types.js';
 
 /** Writes one data line `* <key> <value>`; awaiting it honours backpressure. */
 export type ReplyOut = (item: DlistItem) => Promise<void> | void;
@@ -21,10 +21,12 @@ export type ReplyOut = (item: DlistItem) => Promise<void> | void;
 export type Handler<C> = (cmd: C, out: ReplyOut) => Promise<void>;
 export type GetHandlers = { [S in GetSub]: Handler<GetCommandOf<S>> };
 export type ApplyHandlers = { [S in StoreApplySub]: Handler<ApplyCommandOf<S>> };
+export type RestoreHandlers = { [S in RestoreSub]: Handler<RestoreCommandOf<S>> };
 
 export interface SessionHandlers {
   get: GetHandlers;
   apply: ApplyHandlers;
+  restore: RestoreHandlers;
 }
 
 export interface SessionInfo {

@@ -204,6 +204,10 @@ export class BackupSession implements SinkSession {
       ANNOTATION: () => this.unsupported('APPLY ANNOTATION'),
       UNANNOTATION: () => this.unsupported('APPLY UNANNOTATION'),
     },
+    restore: {
+      // backupd knows no RESTORE verb: the decoder answers `BAD ... Unrecognized command`.
+      MAILBOX: () => this.unsupported('RESTORE MAILBOX'),
+    },
   };
 
   private unsupported(what: string): Promise<void> {

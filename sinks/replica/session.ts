@@ -16,6 +16,7 @@ import type { ApplyCommandOf } from '../../src/protocol/types.js';
 import { validateGuid, validateMailboxName, validatePartition } from '../../src/protocol/names.js';
 import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
 import { ReplicaBodySink, type StagedRef } from './blobs.js';
+import { restoreMailbox } from './restore.js';
 import type { ReplicaStore } from './store.js';
 
 export class ReplicaSession implements SinkSession {
@@ -109,6 +110,9 @@ export class ReplicaSession implements SinkSession {
       ACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyActivateSieve(cmd.userid, cmd.filename)),
       UNACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyUnactivateSieve(cmd.userid)),
       UNUSER: (cmd) => this.run(() => this.store.applyUnuser(cmd.userid)),
+    },
+    restore: {
+      MAILBOX: (cmd) => this.run(() => restoreMailbox(this.store, cmd.mailbox, this.flags)),
     },
   };
 

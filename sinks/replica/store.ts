@@ -160,7 +160,7 @@ interface ParsedRecord {
   annots: AnnotRow[];
 }
 
-interface ResolvedAnnot {
+export interface ResolvedAnnot {
   entry: string;
   userid: string;
   modseq: bigint;
@@ -739,7 +739,7 @@ export class ReplicaStore {
     this.q('DELETE FROM mailbox_annot WHERE mailbox_id = ?').run(id);
   }
 
-  private deleteEntry(id: number): void {
+  deleteEntry(id: number): void {
     this.deleteContent(id);
     this.q('DELETE FROM mailbox WHERE id = ?').run(id);
   }
@@ -783,7 +783,7 @@ export class ReplicaStore {
     this.tombstone(mb, mb.highestmodseq);
   }
 
-  private setAnnots(table: 'mailbox_annot' | 'record_annot', key: number[], wanted: ResolvedAnnot[]): void {
+  setAnnots(table: 'mailbox_annot' | 'record_annot', key: number[], wanted: ResolvedAnnot[]): void {
     const where = table === 'mailbox_annot' ? 'mailbox_id = ?' : 'mailbox_id = ? AND uid = ?';
     const cols = table === 'mailbox_annot' ? 'mailbox_id' : 'mailbox_id, uid';
     const marks = table === 'mailbox_annot' ? '?' : '?, ?';
@@ -848,9 +848,21 @@ export class ReplicaStore {
     };
   }
 
+  /** Inserts a new record and its annotations; returns its [basic, annotation] CRC contributions. */
+  insertRecord(mailboxId: number, rec: ParsedRecord, size: number, hasBlob: boolean): [number, number] {
+    const [b, a] = ReplicaStore.recordCrcs(rec);
+    this.q(
+      `INSERT INTO record (mailbox_id, uid, guid, size, modseq, last_updated, internaldate, sysflags, expunged, userflags,
+       thrid, basethrid, savedate, createdmodseq, has_blob, crc_basic, crc_annot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(mailboxId, rec.uid, rec.guid, size, ...ReplicaStore.mutableColumns(rec), hasBlob ? 1 : 0, b, a);
+    // a new UID has no stored annotations (a removed mailbox takes its annotations with it)
+    if (rec.annots.length > 0) this.setAnnots('record_annot', [mailboxId, rec.uid], rec.annots);
+    return [b, a];
+  }
+
   // ------------------------------------------------------------------ APPLY MAILBOX (§6)
 
-  private parseRecord(r: RecordIn, annots: ResolvedAnnot[] | null): ParsedRecord {
+  parseRecord(r: RecordIn, annots: ResolvedAnnot[] | null): ParsedRecord {
     const perr = (why: string): CommandError => new CommandError('IMAP_PROTOCOL_ERROR', `Unparsable RECORD: ${why}`);
     if (!r || !isU32(r.uid) || r.uid === 0) throw perr('UID missing or not a positive 32-bit number');
     if (typeof r.modseq !== 'bigint') throw perr(`MODSEQ missing at UID ${r.uid}`);
@@ -1131,28 +1143,12 @@ export class ReplicaStore {
         );
         this.setAnnots('record_annot', [mb.id, rec.uid], rec.annots);
       }
-      const ins = this.q(
-        `INSERT INTO record (mailbox_id, uid, guid, size, modseq, last_updated, internaldate, sysflags, expunged, userflags,
-         thrid, basethrid, savedate, createdmodseq, has_blob, crc_basic, crc_annot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      );
       const now = Math.floor(Date.now() / 1000);
       for (const { rec, size, hasBlob } of appends) {
         if (rec.internaldate === 0) rec.internaldate = now;
-        const [b, a] = ReplicaStore.recordCrcs(rec);
+        const [b, a] = this.insertRecord(mb.id, rec, size, hasBlob);
         crcBasic = (crcBasic ^ b) >>> 0;
         crcAnnot = (crcAnnot ^ a) >>> 0;
-        ins.run(
-          mb.id,
-          rec.uid,
-          rec.guid,
-          size,
-          ...ReplicaStore.mutableColumns(rec),
-          hasBlob ? 1 : 0,
-          b,
-          a,
-        );
-        // a new UID has no stored annotations (a removed mailbox takes its annotations with it)
-        if (rec.annots.length > 0) this.setAnnots('record_annot', [mb.id, rec.uid], rec.annots);
       }
       this.setAnnots('mailbox_annot', [mb.id], prepared.annots ?? []);
       const fm = m.foldermodseq && m.foldermodseq !== 0n ? m.foldermodseq : m.highestmodseq;

@@ -26,8 +26,7 @@ import {
 import type { Command, RefusedCommand } from './types.js';
 import type { DecodeOptions } from './commands/define.js';
 import { FieldReader, Refusal, printable, scalarText } from './commands/fields.js';
-import { decodeMailboxLenient } from './commands/mailbox.js';
-import { decodeApply, decodeGet } from './commands/table.js';
+import { decodeApply, decodeGet, decodeRestore } from './commands/table.js';
 
 export type { DecodeOptions } from './commands/define.js';
 export { encodeCommand, encodeOperand, type EncodedCommand } from './commands/table.js';
@@ -179,7 +178,7 @@ function decodeDlistCommand(verb: DlistVerb, line: CommandLine, opts: DecodeOpti
   const sub = profile === 'backup' && verb === 'APPLY' ? keyText! : keyText!.toUpperCase();
   if (verb === 'GET') return decodeGet(sub, value, opts);
   if (verb === 'APPLY') return decodeApply(sub, value, opts);
-  return decodeRestore(sub, value, opts);
+  return restoreCommand(sub, value, opts);
 }
 
 /** A dlist key: an astring without NUL. */
@@ -195,11 +194,11 @@ function keyOf(v: DlistValue): string | null {
   }
 }
 
-/** RESTORE MAILBOX / LOCAL_MAILBOX (sync_restore): only MBOXNAME required. */
-function decodeRestore(sub: string, v: DlistValue, opts: DecodeOptions): Command {
-  const f = new FieldReader(opts.profile);
-  if (sub === 'MAILBOX' || sub === 'LOCAL_MAILBOX') return { verb: 'RESTORE', sub, mailbox: decodeMailboxLenient(f, v) };
-  throw f.protocolError(`unknown RESTORE ${printable(sub)}`);
+/** RESTORE (sync_restore): MAILBOX and LOCAL_MAILBOX. */
+function restoreCommand(sub: string, v: DlistValue, opts: DecodeOptions): Command {
+  const cmd = decodeRestore(sub, v, opts);
+  if (cmd === null) throw new FieldReader(opts.profile).protocolError(`unknown RESTORE ${printable(sub)}`);
+  return cmd;
 }
 
 /** For callers that build refusals themselves (e.g. the router). */

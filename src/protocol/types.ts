@@ -7,7 +7,7 @@
 import type { CyrsyncError } from '../../transforms/errors.js';
 import type { Readable } from 'node:stream';
 import type { StagedBody } from '../../transforms/dlist-types.js';
-import type { ApplyCommandOf, ApplySub, GetCommandOf, GetSub } from './commands/table.js';
+import type { ApplyCommandOf, ApplySub, GetCommandOf, GetSub, RestoreCommandOf, RestoreSub } from './commands/table.js';
 
 /** A `map`-typed value: small ones in memory, big ones staged on disk. */
 export type BinaryValue =
@@ -86,7 +86,17 @@ export interface SeenIn {
 /** GET and APPLY commands, derived from the sub-command table (./commands/table.ts). */
 export type GetCommand = { [S in GetSub]: GetCommandOf<S> }[GetSub];
 export type ApplyCommand = { [S in ApplySub]: ApplyCommandOf<S> }[ApplySub];
-export type { ApplyCommandOf, ApplySub, GetCommandOf, GetSub, SessionApplySub, StoreApplySub } from './commands/table.js';
+export type RestoreCommand = { [S in RestoreSub]: RestoreCommandOf<S> }[RestoreSub];
+export type {
+  ApplyCommandOf,
+  ApplySub,
+  GetCommandOf,
+  GetSub,
+  RestoreCommandOf,
+  RestoreSub,
+  SessionApplySub,
+  StoreApplySub,
+} from './commands/table.js';
 
 export type SessionCommand =
   | { verb: 'AUTHENTICATE'; mechanism: string; initial: string | null }
@@ -94,8 +104,7 @@ export type SessionCommand =
   | { verb: 'COMPRESS'; algorithm: string }
   | { verb: 'NOOP' }
   | { verb: 'RESTART' }
-  | { verb: 'EXIT' }
-  | { verb: 'RESTORE'; sub: string; mailbox: MailboxIn | null };
+  | { verb: 'EXIT' };
 
 /**
  * A line the session must refuse without any store call. `reply` is the full
@@ -104,4 +113,4 @@ export type SessionCommand =
  */
 export type RefusedCommand = { verb: 'REFUSED'; reply: string; error?: CyrsyncError; probeTag?: string };
 
-export type Command = GetCommand | ApplyCommand | SessionCommand | RefusedCommand;
+export type Command = GetCommand | ApplyCommand | RestoreCommand | SessionCommand | RefusedCommand;

@@ -13,12 +13,26 @@
 import type { Logger } from 'pino';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, StagedBody } from '../../transforms/dlist-types.js';
-import type { ApplyHandlers, GetHandlers, ReplyOut, SinkSession } from '../../sinks/sink.js';
-import type { ApplyCommand, ApplyCommandOf, GetCommand, GetCommandOf, GetSub, SessionApplySub, StoreApplySub } from '../protocol/types.js';
+import type { ApplyHandlers, GetHandlers, ReplyOut, RestoreHandlers, SinkSession } from '../../sinks/sink.js';
+import type {
+  ApplyCommand,
+  ApplyCommandOf,
+  GetCommand,
+  GetCommandOf,
+  GetSub,
+  RestoreCommand,
+  RestoreCommandOf,
+  RestoreSub,
+  SessionApplySub,
+  StoreApplySub,
+} from '../protocol/types.js';
 import { isStoreApply } from '../protocol/commands/table.js';
 import { noFromError, okSuccess } from '../protocol/replies.js';
 
 export type Profile = 'sync' | 'backup';
+
+/** The commands the router runs: every GET, APPLY and RESTORE sub-command of the table. */
+export type Routed = GetCommand | ApplyCommand | RestoreCommand;
 
 /** What the router needs from the session's output side. */
 export interface RouterOutput {
@@ -40,7 +54,7 @@ export class Router {
   ) {}
 
   /** Runs one GET/APPLY; resolves once its status line has been written. */
-  async run(cmd: GetCommand | ApplyCommand, bodies: StagedBody[]): Promise<string> {
+  async run(cmd: Routed, bodies: StagedBody[]): Promise<string> {
     const emit: ReplyOut = (item) => this.out.data(item);
     let status: string;
     try {
@@ -58,7 +72,7 @@ export class Router {
     return this.profile === 'backup' ? 'backup' : 'replica';
   }
 
-  private refusal(cmd: GetCommand | ApplyCommand, err: unknown): string {
+  private refusal(cmd: Routed, err: unknown): string {
     const what = `${cmd.verb} ${cmd.sub}`;
     if (err instanceof CyrsyncError && err.code !== 'IMAP_NOSPACE' && fullDisk(err)) {
       // a store's I/O error whose cause is a full disk (ENOSPC, SQLITE_FULL) says so
@@ -94,10 +108,11 @@ export class Router {
   };
 
   /** Table lookup: the session's handler, or the store's handler of the sub-command. */
-  private async dispatch(cmd: GetCommand | ApplyCommand, out: ReplyOut): Promise<void> {
+  private async dispatch(cmd: Routed, out: ReplyOut): Promise<void> {
     if (cmd.verb === 'APPLY' && !isStoreApply(cmd)) return callSessionApply(this.sessionApply, cmd, out);
     const handlers = await this.sink.handlers;
     if (cmd.verb === 'GET') return callGet(handlers.get, cmd, out);
+    if (cmd.verb === 'RESTORE') return callRestore(handlers.restore, cmd, out);
     return callApply(handlers.apply, cmd, out);
   }
 }
@@ -107,6 +122,10 @@ function callGet<S extends GetSub>(h: GetHandlers, cmd: GetCommandOf<S>, out: Re
 }
 
 function callApply<S extends StoreApplySub>(h: ApplyHandlers, cmd: ApplyCommandOf<S>, out: ReplyOut): Promise<void> {
+  return h[cmd.sub](cmd, out);
+}
+
+function callRestore<S extends RestoreSub>(h: RestoreHandlers, cmd: RestoreCommandOf<S>, out: ReplyOut): Promise<void> {
   return h[cmd.sub](cmd, out);
 }
 

@@ -233,12 +233,9 @@ export class Session {
         if (!this.mayRun()) return this.refuseState();
         await this.compress(cmd.algorithm);
         return false;
-      case 'RESTORE':
-        if (!this.admin) return this.refuseState();
-        await this.refuse('NO IMAP_PROTOCOL_ERROR Protocol error', 'IMAP_PROTOCOL_ERROR', 'RESTORE is not supported by this server');
-        return false;
       case 'GET':
       case 'APPLY':
+      case 'RESTORE':
         if (!this.admin) return this.refuseState();
         // A router per command: cheap, and it logs with the session's current bindings (user).
         await new Router(this.opts.profile, this.sinkSession, this.writer, this.log).run(cmd, line.bodies);

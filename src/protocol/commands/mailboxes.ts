@@ -12,6 +12,8 @@ import { decodeMailbox, decodeMailboxLenient, encodeMailbox } from './mailbox.js
 export interface ReserveOp { partition: string; mboxnames: string[]; guids: string[] }
 export interface MessageOp { files: DlistFile[] }
 export interface MailboxOp { local: boolean; mailbox: MailboxIn }
+/** RESTORE MAILBOX: only MBOXNAME is required (sync_restore_mailbox). */
+export type RestoreMailboxOp = MailboxOp;
 export interface UnmailboxOp { local: boolean; mboxname: string }
 export interface RenameOp { local: boolean; oldname: string; newname: string; partition: string; uidvalidity: number | null }
 export interface ExpungeOp { mboxname: string; uniqueid: string; uids: number[] }
@@ -76,6 +78,13 @@ export const MAILBOX: SubDef<MailboxOp> = {
   local: true,
   decode: (v, { key, f, opts }) => ({ local: key === 'LOCAL_MAILBOX', mailbox: decodeMailbox(f, v, opts) }),
   decodeBackup: (v, { f }) => ({ local: false, mailbox: decodeMailboxLenient(f, v) }),
+  encode: (op, o) => encodeMailbox(op.mailbox, o),
+};
+
+export const RESTORE_MAILBOX: SubDef<RestoreMailboxOp> = {
+  handler: 'store',
+  local: true,
+  decode: (v, { key, f }) => ({ local: key === 'LOCAL_MAILBOX', mailbox: decodeMailboxLenient(f, v) }),
   encode: (op, o) => encodeMailbox(op.mailbox, o),
 };
 

@@ -19,10 +19,10 @@
  * are written as big literals from their `source`, or through `o.staged`.
  */
 import type { DlistItem, DlistValue } from '../../../transforms/dlist-types.js';
-import type { ApplyCommand, GetCommand } from '../types.js';
+import type { ApplyCommand, GetCommand, RestoreCommand } from '../types.js';
 import type { DecodeContext, DecodeOptions, Handling, OpOf, SubDef } from './define.js';
 import { FieldReader, printable, type EncodeOptions } from './fields.js';
-import { EXPUNGE, GET_ANNOTATION, GET_FETCH, GET_FULLMAILBOX, GET_MAILBOXES, GET_UNIQUEIDS, MAILBOX, MESSAGE, RENAME, RESERVE, UNMAILBOX } from './mailboxes.js';
+import { EXPUNGE, GET_ANNOTATION, GET_FETCH, GET_FULLMAILBOX, GET_MAILBOXES, GET_UNIQUEIDS, MAILBOX, MESSAGE, RENAME, RESERVE, RESTORE_MAILBOX, UNMAILBOX } from './mailboxes.js';
 import { CAPABILITIES, FORCE } from './session.js';
 import { ACTIVATE_SIEVE, GET_FETCH_SIEVE, SIEVE, UNACTIVATE_SIEVE, UNSIEVE } from './sieve.js';
 import { ANNOTATION, GET_META, GET_QUOTA, GET_USER, QUOTA, SEEN, SUB, UNANNOTATION, UNQUOTA, UNSUB, UNUSER } from './user.js';
@@ -62,12 +62,18 @@ export const APPLY_TABLE = {
   CAPABILITIES,
 } as const;
 
+/** RESTORE (sync_server's sync_restore; backupd does not know the verb). */
+export const RESTORE_TABLE = { MAILBOX: RESTORE_MAILBOX } as const;
+
 type GetTable = typeof GET_TABLE;
 type ApplyTable = typeof APPLY_TABLE;
+type RestoreTable = typeof RESTORE_TABLE;
 export type GetSub = keyof GetTable;
 export type ApplySub = keyof ApplyTable;
+export type RestoreSub = keyof RestoreTable;
 export type GetOps = { [S in GetSub]: OpOf<GetTable[S]> };
 export type ApplyOps = { [S in ApplySub]: OpOf<ApplyTable[S]> };
+export type RestoreOps = { [S in RestoreSub]: OpOf<RestoreTable[S]> };
 
 /** `GET <S>`: the verb and sub-command with the typed operand's fields. */
 export type GetCommandOf<S extends GetSub> = { verb: 'GET'; sub: S } & GetOps[S];
@@ -76,6 +82,8 @@ export type GetCommandOf<S extends GetSub> = { verb: 'GET'; sub: S } & GetOps[S]
  * what the client sent (the backup store writes it to its data file).
  */
 export type ApplyCommandOf<S extends ApplySub> = { verb: 'APPLY'; sub: S; raw?: DlistValue } & ApplyOps[S];
+/** `RESTORE <S>`. */
+export type RestoreCommandOf<S extends RestoreSub> = { verb: 'RESTORE'; sub: S } & RestoreOps[S];
 
 /** APPLY sub-commands the store handles; the others are the session's (FORCE, CAPABILITIES). */
 export type StoreApplySub = { [S in ApplySub]: ApplyTable[S]['handler'] extends 'store' ? S : never }[ApplySub];
@@ -85,6 +93,7 @@ export type SessionApplySub = Exclude<ApplySub, StoreApplySub>;
 // generic key keeps the key's operand type.
 const GET_DEFS: { [S in GetSub]: SubDef<GetOps[S], Handling> } = GET_TABLE;
 const APPLY_DEFS: { [S in ApplySub]: SubDef<ApplyOps[S], Handling> } = APPLY_TABLE;
+const RESTORE_DEFS: { [S in RestoreSub]: SubDef<RestoreOps[S], Handling> } = RESTORE_TABLE;
 
 export function isGetSub(key: string): key is GetSub {
   return Object.hasOwn(GET_TABLE, key);
@@ -92,6 +101,17 @@ export function isGetSub(key: string): key is GetSub {
 
 export function isApplySub(key: string): key is ApplySub {
   return Object.hasOwn(APPLY_TABLE, key);
+}
+
+export function isRestoreSub(key: string): key is RestoreSub {
+  return Object.hasOwn(RESTORE_TABLE, key);
+}
+
+/** The sub-command a key names: itself, or for the replica `LOCAL_<SUB>` of a sub-command that has that form. */
+function subOf(table: Record<string, SubDef<unknown, Handling>>, key: string, opts: DecodeOptions): string {
+  if (opts.profile !== 'sync' || !key.startsWith('LOCAL_')) return key;
+  const sub = key.slice(6);
+  return Object.hasOwn(table, sub) && table[sub]!.local ? sub : key;
 }
 
 export type StoreApplyCommand = { [S in StoreApplySub]: ApplyCommandOf<S> }[StoreApplySub];
@@ -138,10 +158,7 @@ function decodeApplyOf<S extends ApplySub>(sub: S, v: DlistValue, c: DecodeConte
  */
 export function decodeApply(key: string, v: DlistValue, opts: DecodeOptions): ApplyCommand {
   const c = context(key, opts);
-  let sub: string = key;
-  if (opts.profile === 'sync' && key.startsWith('LOCAL_') && isApplySub(key.slice(6)) && APPLY_TABLE[key.slice(6) as ApplySub].local) {
-    sub = key.slice(6);
-  }
+  const sub = subOf(APPLY_TABLE, key, opts);
   if (!isApplySub(sub)) {
     if (opts.profile === 'backup') throw c.f.protocolError(`APPLY ${printable(key)} is not supported by a backup server`);
     throw c.f.protocolError(`unknown APPLY ${printable(key)}`);
@@ -150,10 +167,22 @@ export function decodeApply(key: string, v: DlistValue, opts: DecodeOptions): Ap
   return decodeApplyOf(sub, v, c) as ApplyCommand;
 }
 
+function decodeRestoreOf<S extends RestoreSub>(sub: S, v: DlistValue, c: DecodeContext): RestoreCommandOf<S> {
+  return { verb: 'RESTORE', sub, ...RESTORE_DEFS[sub].decode(v, c) };
+}
+
+/** `RESTORE <key> <value>` (sync_restore); null when the table has no such sub-command. */
+export function decodeRestore(key: string, v: DlistValue, opts: DecodeOptions): RestoreCommand | null {
+  const sub = subOf(RESTORE_TABLE, key, opts);
+  if (!isRestoreSub(sub)) return null;
+  // A key known only at run time: the one place its operand type is asserted.
+  return decodeRestoreOf(sub, v, context(key, opts)) as RestoreCommand;
+}
+
 // -- encoders -------------------------------------------------------------------
 
 export interface EncodedCommand {
-  verb: 'GET' | 'APPLY';
+  verb: 'GET' | 'APPLY' | 'RESTORE';
   /** `KEY value`: write with CommandWriter.command(verb, item). */
   item: DlistItem;
 }
@@ -168,9 +197,17 @@ function encodeApplyOf<S extends ApplySub>(cmd: ApplyCommandOf<S>, o: EncodeOpti
   return { verb: 'APPLY', item: { key: local ? `LOCAL_${cmd.sub}` : cmd.sub, value: def.encode(cmd, o) } };
 }
 
-/** A typed GET or APPLY as the verb and `KEY value` item a client sends. */
-export function encodeCommand(cmd: GetCommand | ApplyCommand, o: EncodeOptions = {}): EncodedCommand {
-  return cmd.verb === 'GET' ? encodeGetOf(cmd, o) : encodeApplyOf(cmd, o);
+function encodeRestoreOf<S extends RestoreSub>(cmd: RestoreCommandOf<S>, o: EncodeOptions): EncodedCommand {
+  const def = RESTORE_DEFS[cmd.sub];
+  const local = def.local === true && 'local' in cmd && cmd.local === true;
+  return { verb: 'RESTORE', item: { key: local ? `LOCAL_${cmd.sub}` : cmd.sub, value: def.encode(cmd, o) } };
+}
+
+/** A typed GET, APPLY or RESTORE as the verb and `KEY value` item a client sends. */
+export function encodeCommand(cmd: GetCommand | ApplyCommand | RestoreCommand, o: EncodeOptions = {}): EncodedCommand {
+  if (cmd.verb === 'GET') return encodeGetOf(cmd, o);
+  if (cmd.verb === 'APPLY') return encodeApplyOf(cmd, o);
+  return encodeRestoreOf(cmd, o);
 }
 
 /** Only the operand of a typed APPLY (e.g. the record a backup data file keeps). */
