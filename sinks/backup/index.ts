@@ -6,15 +6,21 @@
  */
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
-import type { Settings } from '../../src/config.js';
 import { trackSession, type SessionInfo, type Sink, type SinkSession } from '../sink.js';
-import { openBackupsDb, type BackupsDb } from './backupsdb.js';
-import { backupPartitions, createDataFile, stagingRoot } from './paths.js';
+import { openBackupsDb, type BackupsDb, type BackupsDbSettings } from './backupsdb.js';
+import { backupPartitions, createDataFile, stagingRoot, type PathSettings } from './paths.js';
 import { BackupSession, type BackupStoreHandle } from './session.js';
 import { StagingArea } from './staging.js';
 
+/**
+ * Where the backup store keeps its files: the backup partitions, the staging
+ * area and backups.db (the imapd.conf keys of the same names; the daemon
+ * maps its configuration to these).
+ */
+export type BackupStoreSettings = PathSettings & BackupsDbSettings;
+
 export interface BackupSinkOptions {
-  settings: Settings;
+  settings: BackupStoreSettings;
   logger?: Logger;
 }
 
@@ -24,7 +30,7 @@ export class BackupSink implements Sink, BackupStoreHandle {
   private readonly sessions = new Set<BackupSession>();
 
   constructor(
-    private readonly settings: Settings,
+    private readonly settings: BackupStoreSettings,
     private readonly db: BackupsDb,
     readonly staging: StagingArea,
     readonly log: Logger | undefined,

@@ -195,7 +195,18 @@ export async function openSink(profile: Profile, settings: Settings, log: Logger
     });
   }
   const { createBackupSink } = await import('../../sinks/backup/index.js');
-  return createBackupSink({ settings, logger: log });
+  return createBackupSink({
+    settings: {
+      configdirectory: settings.configdirectory,
+      backuppartitions: { ...settings.backuppartitions },
+      fulldirhash: settings.fulldirhash,
+      backup_staging_path: settings.backup_staging_path,
+      temp_path: settings.temp_path,
+      backup_db: settings.backup_db,
+      backup_db_path: settings.backup_db_path,
+    },
+    logger: log,
+  });
 }
 
 async function loadTls(settings: Settings): Promise<SecureContext | undefined> {
