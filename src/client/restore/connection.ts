@@ -78,13 +78,9 @@ export class CsyncConnection {
   private input: Readable;
   capabilities: string[] = [];
   compressed = false;
-  bytesOut = 0;
 
   private constructor(private sock: net.Socket | tls.TLSSocket) {
     this.input = sock;
-    this.writer.on('data', (d: Buffer) => {
-      this.bytesOut += d.length;
-    });
     this.writer.pipe(sock);
     sock.pipe(this.reader);
     this.reader.on('error', () => undefined);

@@ -31,7 +31,7 @@ import {
   encodeSub,
 } from './encode.js';
 import type { Plan, PlanMailbox } from './plan.js';
-import type { BackupSource } from './source.js';
+import { stagedReader, type BackupSource } from './source.js';
 
 /** GUIDs per APPLY RESERVE (sync_reserve_partition stops after 8192). */
 const RESERVE_BATCH = 8192;
@@ -261,7 +261,7 @@ export class RestoreRun {
         };
         for (const [guid, file] of staged) {
           const size = fs.statSync(file).size;
-          batch.push({ kind: 'file', partition, guid, size, source: () => fs.createReadStream(file) });
+          batch.push({ kind: 'file', partition, guid, size, source: () => stagedReader(file) });
           bytes += size;
           if (batch.length >= MAX_MESSAGE_FILES || bytes >= MESSAGE_BATCH_BYTES) await flush();
         }

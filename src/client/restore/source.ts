@@ -18,12 +18,14 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
 import type { BodyHeader, BodySink, BodyWriter, StagedBody } from '../../../transforms/dlist-types.js';
 import { CyrsyncError } from '../../../transforms/errors.js';
 import { readChunkRecords } from '../../../sinks/backup/datafile.js';
 import { BackupIndex, type ChunkRow, type MessageRow } from '../../../sinks/backup/index-db.js';
 import { lockFile, type FileLock } from '../../../sinks/backup/lock.js';
 import { TooEarlyError } from '../backup/pit.js';
+import { noteInput } from '../../memory.js';
 
 export class RestoreSourceError extends CyrsyncError {}
 
@@ -166,6 +168,8 @@ class StagingSink implements BodySink {
     const hash = createHash('sha1');
     return {
       write: (c: Buffer): boolean => {
+        // Inflated pieces are fresh Buffers: a minor GC every few MB frees the dead ones (src/memory.ts).
+        noteInput(c.length);
         hash.update(c);
         return out.write(c);
       },
@@ -228,6 +232,19 @@ async function buildIndexAt(lock: FileLock, indexPath: string, at: number): Prom
     index.close();
     throw err;
   }
+}
+
+/** A staged body for APPLY MESSAGE, read with the same periodic minor GC. */
+export function stagedReader(file: string): Readable {
+  const src = fs.createReadStream(file);
+  const out = new Transform({
+    transform(c: Buffer, _e, cb) {
+      noteInput(c.length);
+      cb(null, c);
+    },
+  });
+  src.on('error', (err) => out.destroy(err));
+  return src.pipe(out);
 }
 
 export function defaultTempDir(tempPath: string | undefined): string {
