@@ -4,6 +4,7 @@
  * readable by the peer from the bytes sent so far, without more input.
  */
 import test from 'ava';
+import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import {
@@ -12,6 +13,7 @@ import {
   createCompressInflate,
   deflateReplySync,
   flushReply,
+  gatherWrites,
   insertCompression,
 } from '../transforms/deflate.js';
 import { ResponseWriter } from '../transforms/serializer.js';
@@ -163,4 +165,46 @@ test('ResponseWriter with compression: destroying it releases a writer waiting o
   t.false(settled, 'held by backpressure');
   w.destroy();
   await t.throwsAsync(pending);
+});
+
+test('createCompressInflate: small reads queued behind a busy inflater are inflated together, in order, byte for byte', async (t) => {
+  // Half random (incompressible), half repetitive, so the stream has both kinds of blocks.
+  const plain = Buffer.concat(
+    Array.from({ length: 500 }, (_, i) => Buffer.concat([Buffer.from(`message ${i} `.repeat(40)), randomBytes(1024)])),
+  );
+  const wire = deflateReplySync(plain);
+  const inflate = createCompressInflate();
+  let jobs = 0;
+  const raw = inflate as unknown as { _write: (c: Buffer, e: BufferEncoding, cb: () => void) => void };
+  const write = raw._write.bind(inflate);
+  raw._write = (c, e, cb) => {
+    jobs++;
+    write(c, e, cb);
+  };
+  const got: Buffer[] = [];
+  inflate.on('data', (d: Buffer) => got.push(d));
+  let reads = 0;
+  // 4 KiB reads, written as fast as the stream accepts them.
+  for (let i = 0; i < wire.length; i += 4096) {
+    reads++;
+    if (!inflate.write(wire.subarray(i, i + 4096))) await new Promise((r) => inflate.once('drain', r));
+  }
+  const out = await readUntil(inflate, got, plain.length);
+  t.true(out.equals(plain));
+  t.true(jobs < reads, `${reads} reads inflated in ${jobs} jobs`);
+  inflate.destroy();
+});
+
+test('gatherWrites keeps a queued flush() a flush of its own', async (t) => {
+  const deflate = createCompressDeflate();
+  gatherWrites(deflate);
+  const got: Buffer[] = [];
+  deflate.on('data', (d: Buffer) => got.push(d));
+  const replies = ['* ONE\r\n', '* TWO\r\n', 'OK done\r\n'];
+  for (const r of replies) deflate.write(r);
+  await new Promise<void>((resolve) => deflate.flush(zlib.constants.Z_SYNC_FLUSH, () => resolve()));
+  const all = Buffer.concat(got);
+  t.true(all.subarray(all.length - 4).equals(SYNC_FLUSH_TRAILER), 'the output ends with the sync flush');
+  t.is(inflatePrefix(all).toString(), replies.join(''));
+  deflate.destroy();
 });
