@@ -7,14 +7,15 @@
  * directories of backupd processes that are gone are reported as leftovers.
  *
  * The seam: `verifyOne` is the only place that knows how one backup is
- * verified; a fuller verifier (the ctl-backups verify command) plugs in
- * there through `BackupCheckOptions.verify`.
+ * verified (with `ctl-backups verify`'s verifier); another one plugs in
+ * through `BackupCheckOptions.verify`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Settings } from '../../config.js';
 import { openBackupsDb } from '../../../sinks/backup/backupsdb.js';
-import { BackupIndex, VERIFY_FULL, verifyBackup } from '../../../sinks/backup/index-db.js';
+import { BackupIndex } from '../../../sinks/backup/index-db.js';
+import { verifyFull } from '../backup/verify.js';
 import { lockFile } from '../../../sinks/backup/lock.js';
 import { indexPathOf, stagingRoot } from '../../../sinks/backup/paths.js';
 import { processAlive, readdirOrNull, type CheckCounts, type Problem } from './problems.js';
@@ -35,19 +36,23 @@ export interface BackupCheckOptions {
 
 type Report = (p: Problem) => void;
 
-/** The full verification of one backup under a shared lock on its data file. */
+/**
+ * The full verification of one backup under a shared lock on its data file:
+ * the one `ctl-backups verify` does (src/client/backup/verify.ts), so both
+ * name the same problems at the same chunk, offset and record.
+ */
 export const verifyOne: BackupVerifier = async (dataPath, lockTimeoutMs) => {
   const lock = await lockFile(dataPath, { wait: true, shared: true, timeoutMs: lockTimeoutMs });
   if (lock === null) return { problems: null };
   let index: BackupIndex | null = null;
   try {
     index = BackupIndex.open(indexPathOf(dataPath), { dataFileSize: lock.size(), readonly: true });
-    const result = await verifyBackup(lock.fd, index, VERIFY_FULL);
+    const found = await verifyFull(lock.fd, index, { fname: dataPath });
     return {
-      problems: result.problems.map((p) => {
-        const m = /^chunk (\d+): (.*)$/s.exec(p);
-        return m ? { chunk: Number(m[1]), detail: m[2]! } : { detail: p };
-      }),
+      problems: found.map((p) => ({
+        ...(p.chunkId !== null ? { chunk: p.chunkId } : {}),
+        detail: `at offset ${p.offset}${p.position === null ? '' : `, record at ${p.position}`}: ${p.what}`,
+      })),
     };
   } finally {
     index?.close();
