@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseRestoreArgs, UsageError } from '../src/client/restore/args.js';
 import { TooEarlyError } from '../src/client/backup/pit.js';
-import { encodeRestoreMailbox } from '../src/client/restore/encode.js';
+import { encodeCommand } from '../src/protocol/commands.js';
+import { restoreMailboxCommand } from '../src/client/restore/run.js';
 import { Planner, trimDeletedPrefix, type PlanOptions } from '../src/client/restore/plan.js';
 import { BackupSource } from '../src/client/restore/source.js';
 import { serializeItem } from '../transforms/serializer.js';
@@ -133,9 +134,9 @@ test('plan -a and extraction: every planned message comes out of its chunk with 
   t.is(n, guids.length);
   // RESTORE MAILBOX as backup_mailbox_to_dlist: keeps uniqueid/uidvalidity with -U.
   const inbox = plan.mailboxes.find((m) => m.mboxname === 'user.fixt')!;
-  const wire = serializeItem('MAILBOX', encodeRestoreMailbox(inbox, inbox.records, false).value, 'client').toString('latin1');
+  const wire = serializeItem('MAILBOX', encodeCommand(restoreMailboxCommand(inbox, inbox.records, false)).item.value, 'client').toString('latin1');
   t.regex(wire, new RegExp(`^MAILBOX %\\(UNIQUEID ${inbox.source!.uniqueid} MBOXNAME user\\.fixt MBOXTYPE `));
-  t.regex(wire, /RECORD \(%\(UID \d+ MODSEQ \d+ LAST_UPDATED \d+ INTERNALDATE \d+ GUID [0-9a-f]{40} SIZE \d+ FLAGS \(/);
+  t.regex(wire, /RECORD \(%\(UID \d+ MODSEQ \d+ LAST_UPDATED \d+ FLAGS \([^)]*\) INTERNALDATE \d+ SIZE \d+ GUID [0-9a-f]{40}/);
 });
 
 test('plan without -U: no uniqueid, uidvalidity or modseq; -M merges; -X and -x filter; a GUID restores into its folders', async (t) => {

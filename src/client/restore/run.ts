@@ -16,22 +16,87 @@ import { MAX_MESSAGE_FILES } from '../../../transforms/serializer.js';
 import { dlistText } from '../../../sinks/backup/index-db.js';
 import type { RecordRow } from '../../../sinks/backup/index-db.js';
 import type { CsyncConnection } from './connection.js';
-import {
-  encodeGetFullMailbox,
-  encodeGetMailboxes,
-  annotationOf,
-  encodeAnnotation,
-  encodeGetMeta,
-  mailboxAnnotations,
-  encodeMessages,
-  encodeReserve,
-  encodeRestoreMailbox,
-  encodeSeen,
-  encodeSieve,
-  encodeSub,
-} from './encode.js';
+import { encodeCommand } from '../../protocol/commands.js';
+import { parseAnnot, scalarText } from '../../protocol/commands/fields.js';
+import type { Annot, MailboxIn, RecordIn } from '../../protocol/types.js';
+import type { ApplyCommand, GetCommand, RestoreCommand } from '../../protocol/types.js';
+import { parseStoredList } from '../../../sinks/backup/get.js';
 import type { Plan, PlanMailbox } from './plan.js';
 import { stagedReader, type BackupSource } from './source.js';
+
+// -- backup rows to typed commands (written by the protocol table's encoders) --
+
+/** SQLite keeps 64-bit values signed: unwrapped as Cyrus's C cast does. */
+function u64(v: number | bigint | null | undefined): bigint {
+  if (v === null || v === undefined) return 0n;
+  const b = BigInt(v);
+  return b < 0n ? b + 2n ** 64n : b;
+}
+
+function n32(v: number | bigint | null | undefined): number {
+  return v === null || v === undefined ? 0 : Number(v);
+}
+
+function storedAnnots(text: string | null): Annot[] | null {
+  const l = parseStoredList(text);
+  if (l === null || l.kind !== 'list') return null;
+  return l.items.map(parseAnnot).filter((a): a is Annot => a !== null);
+}
+
+function recordIn(r: RecordRow, revive: boolean): RecordIn {
+  const stored = parseStoredList(r.flags);
+  const flags = (stored && stored.kind === 'list' ? stored.items : []).map((f) => scalarText(f)).filter((f): f is string => f !== null && f !== '');
+  if (r.expunged !== null && !revive) flags.push('\\Expunged');
+  return {
+    uid: r.uid,
+    modseq: u64(r.modseq),
+    lastUpdated: n32(r.last_updated),
+    flags,
+    internaldate: n32(r.internaldate),
+    size: r.size ?? 0,
+    guid: r.guid,
+    annotations: storedAnnots(r.annotations),
+  };
+}
+
+/**
+ * `RESTORE MAILBOX` (or `LOCAL_MAILBOX` with -L) of the planned mailbox, with
+ * the fields of backup_mailbox_to_dlist (backup/lcb_indexr.c). What the plan
+ * leaves unset (UNIQUEID, PARTITION, ACL without -U or a source row) is left
+ * out, and the server chooses it. Mailbox annotations only when asked for
+ * (see RestoreRun.run).
+ */
+export function restoreMailboxCommand(m: PlanMailbox, records: readonly RecordRow[], localOnly: boolean, annotations = true): RestoreCommand {
+  const s = m.source;
+  const mailbox: MailboxIn = {
+    uniqueid: m.uniqueid ?? '',
+    mboxname: m.mboxname,
+    mboxtype: m.mboxtype,
+    highestmodseq: u64(m.highestmodseq),
+    lastUid: n32(s?.last_uid),
+    recentUid: n32(s?.recentuid),
+    recentTime: n32(s?.recenttime),
+    lastAppenddate: n32(s?.last_appenddate),
+    pop3LastLogin: n32(s?.pop3_last_login),
+    pop3ShowAfter: n32(s?.pop3_show_after),
+    uidvalidity: n32(m.uidvalidity),
+    syncCrc: n32(s?.sync_crc),
+    syncCrcAnnot: n32(s?.sync_crc_annot),
+    quotaroot: s?.quotaroot ?? null,
+    xconvmodseq: u64(s?.xconvmodseq),
+    annotations: s && annotations ? storedAnnots(s.annotations) : null,
+    records: records.map((r) => recordIn(r, m.revive.has(r.id))),
+  };
+  if (m.partition !== null) mailbox.partition = m.partition;
+  if (m.acl !== null) mailbox.acl = m.acl;
+  if (s?.options != null) mailbox.options = s.options;
+  return { verb: 'RESTORE', sub: 'MAILBOX', local: localOnly, mailbox };
+}
+
+/** The mailbox annotations the backup holds for the planned mailbox (with a value). */
+export function mailboxAnnotations(m: PlanMailbox): Annot[] {
+  return (m.source ? (storedAnnots(m.source.annotations) ?? []) : []).filter((a) => a.value.kind !== 'buffer' || a.value.value.length > 0);
+}
 
 /** GUIDs per APPLY RESERVE (sync_reserve_partition stops after 8192). */
 const RESERVE_BATCH = 8192;
@@ -98,8 +163,10 @@ export class RestoreRun {
     private readonly opts: RunOptions,
   ) {}
 
-  private async call(verb: string, item: DlistItem): Promise<DlistItem[]> {
+  /** One typed command, written by the protocol table's encoder. */
+  private async call(cmd: GetCommand | ApplyCommand | RestoreCommand): Promise<DlistItem[]> {
     this.summary.commands++;
+    const { verb, item } = encodeCommand(cmd);
     const r = await this.conn.call(verb, item);
     return r.data;
   }
@@ -128,7 +195,7 @@ export class RestoreRun {
         // namespace lock it created the mailbox under), and ignores them for
         // a mailbox that exists. They follow as APPLY ANNOTATION, as
         // sync_client sends them.
-        await this.call('RESTORE', encodeRestoreMailbox(m, records, this.opts.localOnly, false));
+        await this.call(restoreMailboxCommand(m, records, this.opts.localOnly, false));
         this.summary.mailboxes++;
         this.summary.records += records.length;
         this.opts.onEvent({ event: 'mailbox', mboxname: m.mboxname, records: records.length });
@@ -149,7 +216,7 @@ export class RestoreRun {
     const have = this.destAnnotations.get(m.mboxname) ?? new Set<string>();
     for (const a of want) {
       if (have.has(`${a.entry}\0${a.userid}`)) continue;
-      await this.call('APPLY', encodeAnnotation(m.mboxname, a));
+      await this.call({ verb: 'APPLY', sub: 'ANNOTATION', mboxname: m.mboxname, entry: a.entry, userid: a.userid, value: a.value });
       this.summary.annotations++;
     }
   }
@@ -159,14 +226,14 @@ export class RestoreRun {
     const names = this.plan.mailboxes.map((m) => m.mboxname);
     const existing = new Set<string>();
     if (names.length > 0) {
-      for (const d of await this.call('GET', encodeGetMailboxes(names))) {
+      for (const d of await this.call({ verb: 'GET', sub: 'MAILBOXES', names })) {
         const n = dlistText(field(d.value, 'MBOXNAME'));
         if (d.key !== 'MAILBOX' || n === undefined) continue;
         existing.add(n);
         const annots = new Set<string>();
         for (const v of values(field(d.value, 'ANNOTATIONS'))) {
-          const a = annotationOf(v);
-          if (a && a.value.length > 0) annots.add(`${a.entry}\0${a.userid}`);
+          const a = parseAnnot(v);
+          if (a && (a.value.kind !== 'buffer' || a.value.value.length > 0)) annots.add(`${a.entry}\0${a.userid}`);
         }
         this.destAnnotations.set(n, annots);
       }
@@ -177,7 +244,7 @@ export class RestoreRun {
       if (existing.has(m.mboxname)) {
         // guid -> whether the destination holds it visible (not expunged).
         const have = new Map<string, boolean>();
-        for (const d of await this.call('GET', encodeGetFullMailbox(m.mboxname))) {
+        for (const d of await this.call({ verb: 'GET', sub: 'FULLMAILBOX', mboxname: m.mboxname })) {
           for (const r of values(field(d.value, 'RECORD'))) {
             const g = dlistText(field(r, 'GUID'))?.toLowerCase();
             if (g === undefined) continue;
@@ -212,7 +279,7 @@ export class RestoreRun {
     const missing: string[] = [];
     for (let i = 0; i < guids.length; i += RESERVE_BATCH) {
       const batch = guids.slice(i, i + RESERVE_BATCH);
-      const data = await this.call('APPLY', encodeReserve(partition, this.plan.reserveFolders, batch));
+      const data = await this.call({ verb: 'APPLY', sub: 'RESERVE', partition, mboxnames: this.plan.reserveFolders, guids: batch });
       for (const d of data) {
         if (d.key !== 'MISSING') continue;
         for (const g of values(d.value)) {
@@ -250,7 +317,7 @@ export class RestoreRun {
         let bytes = 0;
         const flush = async (): Promise<void> => {
           if (batch.length === 0) return;
-          await this.call('APPLY', encodeMessages(batch));
+          await this.call({ verb: 'APPLY', sub: 'MESSAGE', files: batch });
           this.summary.messagesUploaded += batch.length;
           this.summary.bytesUploaded += bytes;
           this.progress.messages += batch.length;
@@ -277,19 +344,23 @@ export class RestoreRun {
     const subs = new Set<string>();
     const sieve = new Map<string, string>();
     const seen = new Map<string, string>();
-    for (const d of await this.call('GET', encodeGetMeta(userid))) {
+    for (const d of await this.call({ verb: 'GET', sub: 'META', userid })) {
       if (d.key === 'LSUB') for (const v of values(d.value)) subs.add(dlistText(v) ?? '');
       if (d.key === 'SIEVE') sieve.set(dlistText(field(d.value, 'FILENAME')) ?? '', (dlistText(field(d.value, 'GUID')) ?? '').toLowerCase());
       if (d.key === 'SEEN') seen.set(dlistText(field(d.value, 'UNIQUEID')) ?? '', dlistText(field(d.value, 'SEENUIDS')) ?? '');
     }
     for (const s of this.source.index.subscriptions(true)) {
       if (subs.has(s.mboxname)) continue;
-      await this.call('APPLY', encodeSub(userid, s.mboxname));
+      await this.call({ verb: 'APPLY', sub: 'SUB', userid, mboxname: s.mboxname });
       this.summary.subscriptions++;
     }
     for (const s of this.source.index.seen()) {
       if (seen.get(s.uniqueid) === (s.seenuids ?? '')) continue;
-      await this.call('APPLY', encodeSeen(userid, s));
+      await this.call({
+        verb: 'APPLY',
+        sub: 'SEEN',
+        seen: { userid, uniqueid: s.uniqueid, lastread: s.lastread ?? 0, lastuid: s.lastuid ?? 0, lastchange: s.lastchange ?? 0, seenuids: s.seenuids ?? '' },
+      });
       this.summary.seen++;
     }
     for (const s of this.source.index.sieve(true)) {
@@ -300,7 +371,7 @@ export class RestoreRun {
         this.opts.onEvent({ event: 'warning', message: `sieve script ${s.filename}: its content is not in the backup` });
         continue;
       }
-      await this.call('APPLY', encodeSieve(userid, s.filename, s.last_update ?? 0, content));
+      await this.call({ verb: 'APPLY', sub: 'SIEVE', userid, filename: s.filename, lastUpdate: s.last_update ?? 0, content: { kind: 'buffer', value: content } });
       this.summary.sieve++;
     }
   }

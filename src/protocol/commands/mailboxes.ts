@@ -85,7 +85,16 @@ export const RESTORE_MAILBOX: SubDef<RestoreMailboxOp> = {
   handler: 'store',
   local: true,
   decode: (v, { key, f }) => ({ local: key === 'LOCAL_MAILBOX', mailbox: decodeMailboxLenient(f, v) }),
-  encode: (op, o) => encodeMailbox(op.mailbox, o),
+  // As backup_mailbox_to_dlist writes it: MBOXTYPE always (NIL for a plain
+  // mailbox); Cyrus restore without -U drops UNIQUEID (the server makes one
+  // up), and the decoder reads an absent UNIQUEID as ''.
+  encode(op, o) {
+    const v = encodeMailbox(op.mailbox, o);
+    if (v.kind !== 'kvlist') return v;
+    const items = v.items.filter((i) => !(i.key === 'UNIQUEID' && op.mailbox.uniqueid === ''));
+    if (op.mailbox.mboxtype === null) items.splice(items.findIndex((i) => i.key === 'MBOXNAME') + 1, 0, { key: 'MBOXTYPE', value: str(null) });
+    return { kind: 'kvlist', items };
+  },
 };
 
 export const UNMAILBOX: SubDef<UnmailboxOp> = {
