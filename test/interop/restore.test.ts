@@ -6,7 +6,8 @@
  * backupd) over three syncs with `mutate` between them (T1 < T2 < T3); the
  * master's dumps at those times are what each restore must give back in a
  * fresh real sync_server (read over the replica's imapd, the same
- * `cyrus-peer dump`).
+ * `cyrus-peer dump`), and in a fresh `cyrsync sync-server` (`cyrsync dump`,
+ * the same canonical form).
  *
  * Fields a backup cannot reproduce, left out of the comparisons:
  * - the `quota` line: backups do not keep quotas (backupd accepts and
@@ -20,7 +21,7 @@ import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ADMIN, ADMIN_PASSWORD, CLI, Peer, describe, freePort, makeRunDir, portOpen, run, sleep, stopOwnProcesses, waitFor, type RunResult } from './harness.js';
+import { ADMIN, ADMIN_PASSWORD, CLI, Cyrsync, Peer, describe, freePort, makeRunDir, portOpen, run, sleep, stopOwnProcesses, waitFor, type RunResult } from './harness.js';
 
 interface Ctx {
   peer: Peer;
@@ -152,6 +153,30 @@ test('restore -U -a gives the master as it was at the last backup; a second run 
   const done = again.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e['event'] === 'done');
   t.like(done, { mailboxes: 0, messagesUploaded: 0, annotations: 0, subscriptions: 0, seen: 0, sieve: 0 });
   t.is(await c.peer.replicaDump(USER), restored);
+});
+
+test('restore -U -a into cyrsync sync-server gives the master as it was at the last backup; a second run sends nothing', async (t) => {
+  const c = t.context;
+  const server = await Cyrsync.start();
+  t.teardown(async () => {
+    await server.stop();
+    if (t.passed) await server.remove();
+    else t.log(`kept: ${server.dir}\n${server.log().split('\n').slice(-25).join('\n')}`);
+  });
+  const dump = async (): Promise<string> => {
+    const d = await server.dump(USER);
+    if (d.code !== 0) throw new Error(describe(d));
+    return d.stdout;
+  };
+  const r = await restore(c, ['-U', '-a', '--json', server.target, USER]);
+  t.is(r.code, 0, describe(r));
+  const restored = await dump();
+  t.is(comparable(restored).trimEnd(), comparable(c.dumps[2]!).trimEnd());
+  const again = await restore(c, ['-U', '-a', '--json', server.target, USER]);
+  t.is(again.code, 0, describe(again));
+  const done = again.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e['event'] === 'done');
+  t.like(done, { mailboxes: 0, messagesUploaded: 0, annotations: 0, subscriptions: 0, seen: 0, sieve: 0 });
+  t.is(await dump(), restored);
 });
 
 test('the real Cyrus restore as the reference: the same mailboxes; and its crash that cyrsync avoids', async (t) => {
