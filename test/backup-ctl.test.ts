@@ -71,6 +71,9 @@ test('list, stat and verify print what ctl_backups prints', async (t) => {
   const missing = await ctl(fx, 'verify', 'nobody');
   t.is(missing.code, 75);
   t.is(missing.err, 'nobody: not found in backups.db\n');
+  const nofile = await ctl(fx, 'verify', '-f', path.join(fx.dir, 'none'));
+  t.is(nofile.out, `verify ${path.join(fx.dir, 'none')}: failed (Mailbox does not exist)\n`);
+  t.is(nofile.code, 75);
 });
 
 test('verify finds a flipped byte and a truncated file, and names chunk and offset', async (t) => {
@@ -183,3 +186,54 @@ for (const step of ['created', 'chunk-written', 'before-rename', 'between-rename
     t.false(fs.existsSync(`${dataPath}.index.new`));
   });
 }
+
+/** Runs ctl-backups with `stdin`; `locked` resolves once it prints "OK locked". */
+function ctlWithStdin(fx: ToolsFixture, stdin: PassThrough, ...args: string[]): { locked: Promise<void>; done: Promise<{ code: number; out: string }> } {
+  const stdout = new PassThrough();
+  let out = '';
+  let onLocked: () => void = () => undefined;
+  const locked = new Promise<void>((resolve) => (onLocked = resolve));
+  stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+    if (out.includes('OK locked\n')) onLocked();
+  });
+  const done = runCtlBackups(['-C', fx.conf, ...args], { stdin, stdout, stderr: new PassThrough() }).then((code) => ({ code, out }));
+  return { locked, done };
+}
+
+test('lock: -p holds the lock until EOF on stdin; others see the backup locked; -x runs a command under it', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  const stdin = new PassThrough();
+  const held = ctlWithStdin(fx, stdin, 'lock', 'bob');
+  await held.locked;
+  // While the lock is held, verify reports the backup locked (exit 75).
+  const other = await ctl(fx, 'verify', 'bob');
+  t.is(other.out, 'verify bob: locked\n');
+  t.is(other.code, 75);
+  const second = await ctl(fx, 'lock', 'bob');
+  t.is(second.out, '* Trying to obtain lock on bob...\nNO failed (Mailbox is locked)\n');
+  t.is(second.code, 70);
+  stdin.end();
+  const first = await held.done;
+  t.is(first.out, '* Trying to obtain lock on bob...\nOK locked\n');
+  t.is(first.code, 0);
+  t.is((await ctl(fx, 'verify', 'bob')).code, 0, 'released');
+  const marker = path.join(fx.dir, 'seen');
+  const x = await ctl(fx, 'lock', '-x', `printf '%s %s' "$ctl_backups_lock_data_fname" "$ctl_backups_lock_index_fname" > ${marker}; exit 3`, 'bob');
+  t.is(x.code, 3);
+  t.is(fs.readFileSync(marker, 'utf8'), `${dataPath} ${dataPath}.index`);
+});
+
+test('reindex -v prints the chunks it finds, as ctl_backups does', async (t) => {
+  const fx = fixture(t);
+  const { dataPath } = await bobHistory(fx);
+  const db = new Database(`${dataPath}.index`, { readonly: true });
+  const offsets = (db.prepare('SELECT offset FROM chunk ORDER BY id').all() as { offset: number }[]).map((r) => r.offset);
+  db.close();
+  const r = await ctl(fx, '-v', 'reindex', 'bob');
+  const expected = [...offsets, fs.statSync(dataPath).size].map((o) => `\nfound chunk at offset ${o}\n\n`).join('') + 'reached end of file\nreindex bob: ok\n';
+  t.is(r.out, expected);
+  const j = await ctl(fx, '--json', 'reindex', 'bob');
+  t.deepEqual(JSON.parse(j.out), { command: 'reindex', userid: 'bob', fname: dataPath, status: 'ok' });
+});

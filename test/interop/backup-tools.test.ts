@@ -67,7 +67,8 @@ async function same(t: { context: Ctx; is: (a: unknown, b: unknown, m?: string) 
   return theirs;
 }
 
-const CTL = [['list'], ['-j', 'list'], ['stat', 'bob'], ['-j', 'stat', 'bob'], ['verify', 'bob'], ['-v', 'verify', 'bob'], ['-j', 'verify', 'bob'], ['verify', 'nobody'], ['-V', 'list', '-u', 'bob']];
+const CTL = [['list'], ['-j', 'list'], ['stat', 'bob'], ['-j', 'stat', 'bob'], ['verify', 'bob'], ['-v', 'verify', 'bob'], ['-j', 'verify', 'bob'], ['verify', 'nobody'], ['-V', 'list', '-u', 'bob'],
+  ['verify', '-f', '/nonexistent'], ['stat', '-f', '/nonexistent'], ['list', '-f', '/nonexistent'], ['list', '-t', '1']];
 
 test('same output as the real tools on a backup written by cyrsync', async (t) => {
   const fx = toolsFixture();

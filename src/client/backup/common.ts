@@ -11,7 +11,7 @@ import { CyrsyncError } from '../../../transforms/errors.js';
 import { ConfigError, loadConfigOrEmbedded, type Config } from '../../config.js';
 import { openBackupsDb, type BackupsDb } from '../../../sinks/backup/backupsdb.js';
 import { BackupIndex, ReindexNeededError, VERIFY_QUICK, verifyBackup } from '../../../sinks/backup/index-db.js';
-import { lockExclusive, type FileLock } from '../../../sinks/backup/lock.js';
+import { LockOpenError, lockExclusive, type FileLock } from '../../../sinks/backup/lock.js';
 import { ownerOfMailbox } from '../../../sinks/backup/paths.js';
 import { recoverCompaction } from './compact.js';
 
@@ -105,6 +105,7 @@ export interface ToolBackup {
 /** Cyrus's error_message() texts for the failures the tools report. */
 export function errorText(err: unknown): string {
   if (err instanceof LockedError) return 'Mailbox is locked';
+  if (err instanceof LockOpenError && err.errno === 'ENOENT') return 'Mailbox does not exist';
   if (err instanceof ReindexNeededError) return 'System I/O error';
   if (err instanceof CyrsyncError || err instanceof Error) return err.message;
   return String(err);

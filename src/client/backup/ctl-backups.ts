@@ -241,7 +241,17 @@ async function reindexOne(run: Run, t: Target): Promise<number> {
   try {
     const r = await reindexBackup(t.fname, { wait: o.wait, keepPrevious: compactSettings(run.config).keepPrevious });
     if (r === null) status = 'locked';
-    else if (o.verbose > 0) for (const e of r.errors) io.stdout.write(`${e}\n`);
+    else if (o.verbose > 0) {
+      for (const e of r.errors) io.stderr.write(`${e}\n`);
+      // Cyrus's -v lines: one per chunk found, and one at the end of the file.
+      const b = await openToolBackup(t.fname, { wait: o.wait, verify: false });
+      try {
+        for (const off of [...b.index.chunks().map((c) => c.offset), b.lock.size()]) await write(io.stdout, `\nfound chunk at offset ${off}\n\n`);
+        await write(io.stdout, 'reached end of file\n');
+      } finally {
+        b.close();
+      }
+    }
   } catch (err) {
     status = statusOf(err);
   }
