@@ -237,3 +237,48 @@ test('reindex -v prints the chunks it finds, as ctl_backups does', async (t) => 
   const j = await ctl(fx, '--json', 'reindex', 'bob');
   t.deepEqual(JSON.parse(j.out), { command: 'reindex', userid: 'bob', fname: dataPath, status: 'ok' });
 });
+
+function chunkLengths(dataPath: string): number[] {
+  const db = new Database(`${dataPath}.index`, { readonly: true });
+  try {
+    return (db.prepare('SELECT length FROM chunk ORDER BY id').all() as { length: number }[]).map((r) => r.length);
+  } finally {
+    db.close();
+  }
+}
+
+test('compact: backup_compact_minsize combines small chunks, backup_compact_maxsize splits large ones', async (t) => {
+  const small = fixture(t, ['backup_retention: 0', 'backup_compact_minsize: 4']);
+  const a = await bobHistory(small);
+  t.is(chunkLengths(a.dataPath).length, 3);
+  const r = await ctl(small, 'compact', 'bob');
+  t.is(r.out, 'compact bob: ok\n', 'three chunks under 4 KiB are work enough');
+  t.is(chunkLengths(a.dataPath).length, 1);
+  t.is((await ctl(small, 'verify', 'bob')).code, 0);
+  t.deepEqual(guidsOf(a.dataPath), a.bodies.map((b) => sha1(b)).sort());
+
+  const big = fixture(t, ['backup_retention: 0', 'backup_compact_maxsize: 1']);
+  const b = await bobHistory(big);
+  const before = chunkLengths(b.dataPath);
+  t.is((await ctl(big, 'compact', 'bob')).out, 'compact bob: ok\n');
+  const after = chunkLengths(b.dataPath);
+  t.true(after.length > before.length, `${before.join(',')} -> ${after.join(',')}`);
+  t.is((await ctl(big, '-v', 'verify', 'bob')).code, 0);
+  t.deepEqual(guidsOf(b.dataPath), b.bodies.map((x) => sha1(x)).sort());
+});
+
+test('modes: -A, -P prefixes, -D domains, -m mailboxes, -f files', async (t) => {
+  const fx = fixture(t, ['unixhierarchysep: 1']);
+  const { dataPath } = await bobHistory(fx);
+  const { writeBackup } = await import('./backup-tools-helpers.js');
+  const alice = await writeBackup(fx, 'alice@example.com', [{ ts: 500, records: ['SUB %(USERID alice@example.com MBOXNAME example.com!user.alice)'] }]);
+  const users = (r: { out: string }): string[] => r.out.trim().split('\n').map((l) => l.split('\t')[2]!);
+  t.deepEqual(users(await ctl(fx, 'list')), ['alice@example.com', 'bob']);
+  t.deepEqual(users(await ctl(fx, 'list', '-P', 'b')), ['bob']);
+  t.deepEqual(users(await ctl(fx, 'list', '-D', 'example.com')), ['alice@example.com']);
+  t.deepEqual(users(await ctl(fx, 'list', '-m', 'user/bob/Old')), ['bob']);
+  t.is((await ctl(fx, 'list', '-f', alice)).out.split('\t')[2], '[unknown]');
+  t.is((await ctl(fx, 'verify', '-f', dataPath)).out, `verify ${dataPath}: ok\n`);
+  t.is((await ctl(fx, 'verify', '-A')).out, 'verify alice@example.com: ok\nverify bob: ok\n');
+  t.is((await ctl(fx, 'list', '-A', 'bob')).code, 64, '-A takes no names');
+});

@@ -132,3 +132,20 @@ test('a cyrsync compaction with retention: expunged messages leave, the real too
   t.is(dump.stdout, bodies[2]!.toString('latin1'));
   await same(t, fx.conf, 'ctl_backups', ['stat', 'bob']);
 });
+
+test('cyrsync compactions that combine and split chunks verify with the real ctl_backups', async (t) => {
+  for (const extra of [['backup_retention: 0', 'backup_compact_minsize: 4'], ['backup_retention: 0', 'backup_compact_maxsize: 1']]) {
+    const fx = toolsFixture(extra);
+    t.teardown(() => fs.rmSync(fx.dir, { recursive: true, force: true }));
+    const { bodies } = await bobHistory(fx);
+    const c = await ours('ctl', ['-C', fx.conf, 'compact', 'bob']);
+    t.is(c.stdout, 'compact bob: ok\n', c.stderr);
+    fs.chmodSync(fx.dir, 0o755);
+    await chownCyrus(fx.dir);
+    const verify = await t.context.peer.cmd(['tool', fx.conf, 'ctl_backups', 'verify', 'bob']);
+    t.is(verify.stdout, 'verify bob: ok\n', describe(verify));
+    const listed = await t.context.peer.cmd(['tool', fx.conf, 'cyr_backup', '-u', 'bob', 'list', 'messages']);
+    t.deepEqual(listed.stdout.trim().split('\n').sort(), bodies.map((b) => sha1(b)).sort());
+    await same(t, fx.conf, 'cyr_backup', ['-u', 'bob', 'list', 'chunks']);
+  }
+});
