@@ -133,13 +133,16 @@ test('a cyrsync compaction with retention: expunged messages leave, the real too
   await same(t, fx.conf, 'ctl_backups', ['stat', 'bob']);
 });
 
-test('cyrsync compactions that combine and split chunks verify with the real ctl_backups', async (t) => {
+test('cyrsync compactions that combine and split chunks, and a cyrsync reindex, verify with the real ctl_backups', async (t) => {
   for (const extra of [['backup_retention: 0', 'backup_compact_minsize: 4'], ['backup_retention: 0', 'backup_compact_maxsize: 1']]) {
     const fx = toolsFixture(extra);
     t.teardown(() => fs.rmSync(fx.dir, { recursive: true, force: true }));
     const { bodies } = await bobHistory(fx);
     const c = await ours('ctl', ['-C', fx.conf, 'compact', 'bob']);
     t.is(c.stdout, 'compact bob: ok\n', c.stderr);
+    // and an index rebuilt by cyrsync from the compacted file
+    const r = await ours('ctl', ['-C', fx.conf, 'reindex', 'bob']);
+    t.is(r.stdout, 'reindex bob: ok\n', r.stderr);
     fs.chmodSync(fx.dir, 0o755);
     await chownCyrus(fx.dir);
     const verify = await t.context.peer.cmd(['tool', fx.conf, 'ctl_backups', 'verify', 'bob']);

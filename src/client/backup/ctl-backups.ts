@@ -14,7 +14,6 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
 import { EX_CONFIG, type Config } from '../../config.js';
-import { reindexBackup } from '../../../sinks/backup/index-db.js';
 import { formatHelp } from '../../cli-args.js';
 import { CTL_SPEC, CTL_USAGE, HelpWanted, parseCtlArgs, type CtlOptions } from './ctl-args.js';
 
@@ -26,6 +25,7 @@ import {
 import { compactBackup } from './compact.js';
 import { compactSettings, liveChunkIds, liveMessages, sinceOf } from './live.js';
 import { Progress } from './progress.js';
+import { reindexStreaming } from './reindex.js';
 import { problemText, verifyFull } from './verify.js';
 
 export interface ToolIO {
@@ -238,21 +238,18 @@ async function verifyOne(run: Run, t: Target): Promise<number> {
 async function reindexOne(run: Run, t: Target): Promise<number> {
   const { o, io } = run;
   let status: Status = 'ok';
+  const progress = new Progress(io.stdout, `reindex ${t.userid ?? t.fname}`, 0);
   try {
-    const r = await reindexBackup(t.fname, { wait: o.wait, keepPrevious: compactSettings(run.config).keepPrevious });
-    if (r === null) status = 'locked';
-    else if (o.verbose > 0) {
-      for (const e of r.errors) io.stderr.write(`${e}\n`);
-      // Cyrus's -v lines: one per chunk found, and one at the end of the file.
-      const b = await openToolBackup(t.fname, { wait: o.wait, verify: false });
-      try {
-        for (const off of [...b.index.chunks().map((c) => c.offset), b.lock.size()]) await write(io.stdout, `\nfound chunk at offset ${off}\n\n`);
-        await write(io.stdout, 'reached end of file\n');
-      } finally {
-        b.close();
-      }
+    const found = o.verbose > 0 ? (off: number): Promise<void> => write(io.stdout, `\nfound chunk at offset ${off}\n\n`) : undefined;
+    const errors = await reindexStreaming(t.fname, { wait: o.wait, keepPrevious: compactSettings(run.config).keepPrevious, found, progress: progress.sized(t.fname) });
+    progress.done();
+    if (errors === null) status = 'locked';
+    else {
+      for (const e of errors) io.stderr.write(`${e}\n`);
+      if (o.verbose > 0) await write(io.stdout, 'reached end of file\n');
     }
   } catch (err) {
+    progress.done();
     status = statusOf(err);
   }
   await printStatus(run, 'reindex', t, status);

@@ -4,6 +4,7 @@
  * is a terminal; otherwise every call is a no-op, so piped output stays
  * exactly what the Cyrus tools print.
  */
+import * as fs from 'node:fs';
 import type { Writable } from 'node:stream';
 
 function human(n: number): string {
@@ -38,9 +39,19 @@ export class Progress {
   constructor(
     private readonly out: Writable & { isTTY?: boolean; columns?: number },
     private readonly label: string,
-    private readonly total: number,
+    private total: number,
   ) {
     this.enabled = out.isTTY === true;
+  }
+
+  /** Takes the total from a file's size (when it can be read); returns this. */
+  sized(file: string): this {
+    try {
+      this.total = fs.statSync(file).size;
+    } catch {
+      /* unknown size: the bar shows bytes only */
+    }
+    return this;
   }
 
   /** Bytes of the data file done so far, and messages seen. */
