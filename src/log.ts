@@ -103,7 +103,8 @@ function renderValue(v: unknown): string {
 /** `message key=value ...` of one pino record (the form used for syslog and the terminal). */
 export function formatRecordText(rec: Record<string, unknown>): string {
   const parts: string[] = [];
-  if (rec['msg'] !== undefined) parts.push(String(rec['msg']));
+  const msg = rec['msg'];
+  if (msg !== undefined) parts.push(typeof msg === 'string' ? msg : JSON.stringify(msg));
   for (const [k, v] of Object.entries(rec)) {
     if (OMIT.has(k)) continue;
     if (k === 'err' && v && typeof v === 'object') {
@@ -180,7 +181,7 @@ export function loadLibcSyslog(): SyslogBinding | null {
     libcBinding = {
       openlog(ident: string, option: number, facility: number): void {
         const bytes = Buffer.concat([Buffer.from(ident, 'utf8'), Buffer.from([0])]);
-        const mem = koffi.alloc('uint8_t', bytes.length);
+        const mem: unknown = koffi.alloc('uint8_t', bytes.length);
         koffi.encode(mem, koffi.array('uint8_t', bytes.length), [...bytes]);
         openlog(mem, option, facility);
         // libc now points at the new ident; calls are synchronous on this thread, so the old one is unused.

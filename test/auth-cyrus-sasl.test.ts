@@ -21,7 +21,7 @@ const FAST = { N: 1024, r: 8, p: 1 };
 
 function saslpasswd(db: string, realm: string, user: string, password: string): void {
   const r = spawnSync(SASLPASSWD2, ['-p', '-c', '-f', db, '-u', realm, user], { input: password });
-  if (r.status !== 0) throw new Error(`saslpasswd2 failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`saslpasswd2 failed: ${r.stderr.toString()}`);
 }
 
 function setup(extra = ''): { dir: string; text: string } {

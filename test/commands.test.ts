@@ -30,7 +30,7 @@ function reply(c: Command): string | null {
 }
 
 function applyOf(c: Command): ApplyCommand {
-  if (c.verb !== 'APPLY') throw new Error(`not an APPLY: ${JSON.stringify(c, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v))}`);
+  if (c.verb !== 'APPLY') throw new Error(`not an APPLY: ${JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))}`);
   return c;
 }
 

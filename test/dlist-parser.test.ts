@@ -148,7 +148,7 @@ test('the sink sees the file header with a lower-cased guid before any body byte
       return null;
     },
   };
-  let writes = 0;
+  const writes = 0;
   parseCommandLines(bin('APPLY MESSAGE (%{default ABCDEF 3}\r\nxyz)\r\n'), { sink });
   t.deepEqual(seen, [{ kind: 'file', partition: 'default', guid: 'abcdef', size: 3, bytesSoFar: 0 }]);
 });

@@ -134,7 +134,7 @@ for (const name of taps) {
     Readable.from(tap.chunks.filter((c) => c.dir === 'C').map((c) => c.data)).pipe(reader);
     const got: CommandLine[] = [];
     for await (const c of reader) got.push(c);
-    const plain = (cs: CommandLine[]) => JSON.stringify(cs, (_k, v) => (v instanceof Promise ? 'done' : v));
+    const plain = (cs: CommandLine[]) => JSON.stringify(cs, (_k, v: unknown) => (v instanceof Promise ? 'done' : v));
     t.is(plain(got), plain(expected));
   });
 

@@ -238,7 +238,7 @@ const octets = (max: number): fc.Arbitrary<string> =>
   fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: max }).map((a) => Buffer.from(a).toString('latin1'));
 
 const atomText = fc
-  .stringMatching(/^[A-Za-z0-9$_.\-\/\[\]+!#&'<>=?@^`|~]{1,20}$/)
+  .stringMatching(/^[A-Za-z0-9$_.\-/[\]+!#&'<>=?@^`|~]{1,20}$/)
   .filter((s) => s !== 'NIL');
 
 const scalar: fc.Arbitrary<DlistValue> = fc.oneof(

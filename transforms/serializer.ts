@@ -144,6 +144,7 @@ function isQuotedOctet(c: number): boolean {
 
 type Bytes = string | Buffer;
 
+// eslint-disable-next-line no-control-regex -- the class is every octet value, NUL included
 const NOT_LATIN1 = /[^\x00-\xff]/;
 
 /** Text must be one char per octet; anything else would be silently mangled. */

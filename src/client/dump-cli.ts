@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
 import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../config.js';
-import { dumpEntries, formatDumpEntry } from '../../sinks/replica/dump.js';
+import { dumpEntries, formatDumpEntry, type DumpEntry } from '../../sinks/replica/dump.js';
 import { ReplicaStore } from '../../sinks/replica/store.js';
 import { defineCommand, parseCommandLine } from '../cli-args.js';
 
@@ -54,7 +54,7 @@ export async function runDump(argv: string[]): Promise<number> {
   }
   try {
     let count = 0;
-    const entries = Readable.from(dumpEntries(store, user)).map((e) => {
+    const entries = Readable.from(dumpEntries(store, user)).map((e: DumpEntry) => {
       count++;
       return e;
     });
@@ -63,7 +63,7 @@ export async function runDump(argv: string[]): Promise<number> {
       // The JSONL stringer separates lines; the last one still ends a line.
       if (count > 0) process.stdout.write('\n');
     } else {
-      await pipeline(entries.map((e) => formatDumpEntry(e) + '\n'), process.stdout, { end: false });
+      await pipeline(entries.map((e: DumpEntry) => formatDumpEntry(e) + '\n'), process.stdout, { end: false });
     }
   } catch (err) {
     // The reader went away (`| head`): stop quietly, as Unix tools do.

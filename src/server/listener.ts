@@ -53,7 +53,7 @@ export async function serveListener(
     }
     sessions.add(session);
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    session
+    void session
       .run()
       .then(() => releaseSocket(socket, closed))
       .finally(() => sessions.delete(session));

@@ -47,6 +47,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`backupd-server: ${(err as Error)?.stack ?? err}\n`);
+  process.stderr.write(`backupd-server: ${err instanceof Error ? err.stack : JSON.stringify(err)}\n`);
   process.exit(1);
 });

@@ -294,7 +294,7 @@ interface Wire {
   name: string;
   port(t: ExecutionContext<Ctx>): number;
   /** cyrsync only: the directory tree that holds everything it stores. */
-  dataDir?(t: ExecutionContext<Ctx>): string;
+  dataDir?: (t: ExecutionContext<Ctx>) => string;
 }
 
 const WIRES: Wire[] = [

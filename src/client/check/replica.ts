@@ -151,7 +151,7 @@ function* allBlobRows(db: DB): Generator<BlobRow[]> {
 
 function* blobRowsFor(db: DB, guids: Set<string>): Generator<BlobRow[]> {
   const one = db.prepare('SELECT guid, partition, size FROM blob WHERE guid = ?');
-  let batch: BlobRow[] = [];
+  const batch: BlobRow[] = [];
   for (const g of guids) {
     const r = one.get(g) as Record<string, unknown> | undefined;
     if (r) batch.push(blobRow(r));

@@ -94,7 +94,7 @@ function bind(koffi: KoffiModule): CyrusSasl {
 
   const nativeCopy = (b: Buffer): { ptr: unknown; len: number; free(wipe?: boolean): void } => {
     const n = b.length + 1;
-    const ptr = koffi.alloc('uint8_t', n);
+    const ptr: unknown = koffi.alloc('uint8_t', n);
     koffi.encode(ptr, koffi.array('uint8_t', n), [...b, 0]);
     return {
       ptr,
@@ -149,7 +149,7 @@ function bind(koffi: KoffiModule): CyrusSasl {
       const p = nativeCopy(password);
       checkpass.async(conn, u.ptr, u.len, p.ptr, p.len, (err: unknown, code: number) => {
         const c = err ? -1 : code;
-        const detail = err ? String(err) : ((errdetail(conn) as string | null) ?? '');
+        const detail = err ? (err instanceof Error ? String(err) : JSON.stringify(err)) : ((errdetail(conn) as string | null) ?? '');
         dispose([conn]);
         u.free();
         p.free(true);
