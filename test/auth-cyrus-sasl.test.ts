@@ -5,13 +5,15 @@
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config.js';
 import { loadCyrusSasl, cyrusSaslLoadError } from '../src/server/auth/cyrus-sasl.js';
 import { authenticate, createPasswordChecker } from '../src/server/auth/verify.js';
 import { setPasswordSync } from '../src/server/auth/passwd.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 const SASLPASSWD2 = '/usr/sbin/saslpasswd2';
 const have = existsSync(SASLPASSWD2) && loadCyrusSasl() !== null;
@@ -25,7 +27,7 @@ function saslpasswd(db: string, realm: string, user: string, password: string): 
 }
 
 function setup(extra = ''): { dir: string; text: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'cyrsync-sasldb-'));
+  const dir = trackedTempDir('cyrsync-sasldb-');
   chmodSync(dir, 0o755);
   const db = join(dir, 'sasldb2');
   saslpasswd(db, 'peer-replica', 'alice', 'Pw1secret');

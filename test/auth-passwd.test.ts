@@ -1,6 +1,6 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -21,11 +21,14 @@ import {
 } from '../src/server/auth/passwd.js';
 import { advertisedMechanisms, authenticate, createPasswordChecker, isAdmin, mechanismRefusal, unixGroupsOf } from '../src/server/auth/verify.js';
 import { createSaslExchange } from '../src/server/auth/sasl.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 /** Cheap parameters for tests; the format and code path are the same. */
 const FAST: ScryptParams = { N: 1024, r: 8, p: 1 };
 
-const tmp = (): string => mkdtempSync(join(tmpdir(), 'cyrsync-passwd-'));
+const tmp = (): string => trackedTempDir('cyrsync-passwd-');
 
 class Sink extends Writable {
   text = '';

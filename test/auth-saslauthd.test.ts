@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,13 +74,30 @@ async function startHarness(): Promise<Harness> {
   let stderr = '';
   daemon.stderr!.on('data', (d) => (stderr += d));
   const mux = join(dir, 'mux');
-  for (let i = 0; i < 100; i++) {
-    if (existsSync(mux) && statSync(mux).isSocket()) break;
-    if (daemon.exitCode !== null) throw new Error(`saslauthd exited: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
+  const harness = { dir, mux, imap, daemon, logins };
+  try {
+    for (let i = 0; i < 100; i++) {
+      if (existsSync(mux) && statSync(mux).isSocket()) break;
+      if (daemon.exitCode !== null) throw new Error(`saslauthd exited: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!existsSync(mux)) throw new Error(`saslauthd did not create ${mux}: ${stderr}`);
+  } catch (err) {
+    // Nothing may outlive a failed start: the after hook only sees a harness that started.
+    await stopHarness(harness);
+    throw err;
   }
-  if (!existsSync(mux)) throw new Error(`saslauthd did not create ${mux}: ${stderr}`);
-  return { dir, mux, imap, daemon, logins };
+  return harness;
+}
+
+async function stopHarness(s: Harness): Promise<void> {
+  if (s.daemon.exitCode === null && s.daemon.signalCode === null) {
+    const exited = new Promise((r) => s.daemon.once('exit', r));
+    s.daemon.kill('SIGTERM');
+    await exited;
+  }
+  await new Promise((r) => s.imap.close(r));
+  rmSync(s.dir, { recursive: true, force: true });
 }
 
 test.before(async () => {
@@ -88,13 +105,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  if (!h) return;
-  if (h.daemon.exitCode === null && h.daemon.signalCode === null) {
-    const exited = new Promise((r) => h!.daemon.once('exit', r));
-    h.daemon.kill('SIGTERM');
-    await exited;
-  }
-  await new Promise((r) => h!.imap.close(r));
+  if (h) await stopHarness(h);
 });
 
 test('request layout: four counted strings, user@realm split at the last @', (t) => {
@@ -142,7 +153,9 @@ realTest(realTitle('sasl_pwcheck_method: saslauthd, and auxprop falling back to 
 });
 
 test('saslauthd unreachable is "unavailable" and answers NO generic failure', async (t) => {
-  const missing = join(mkdtempSync(join(tmpdir(), 'cyrsync-nosasl-')), 'mux');
+  const empty = mkdtempSync(join(tmpdir(), 'cyrsync-nosasl-'));
+  t.teardown(() => rmSync(empty, { recursive: true, force: true }));
+  const missing = join(empty, 'mux');
   const r = await saslauthdCheck(missing, 'alice', 'x');
   t.is(r.result, 'unavailable');
   t.regex(r.result === 'unavailable' ? r.text : '', /cannot connect to saslauthd server at .*mux: ENOENT/);
@@ -158,11 +171,11 @@ test('a saslauthd that never answers times out', async (t) => {
     sock.on('error', () => undefined);
     sock.resume(); // read and ignore, so the client's close is seen
   });
+  t.teardown(() => new Promise<void>((r) => mute.close(() => r())).then(() => rmSync(dir, { recursive: true, force: true })));
   await new Promise<void>((r) => mute.listen(path, r));
   const r = await saslauthdCheck(path, 'a', 'b', { timeoutMs: 200 });
   t.is(r.result, 'unavailable');
   t.regex(r.result === 'unavailable' ? r.text : '', /no answer from saslauthd/);
-  await new Promise((r2) => mute.close(r2));
 });
 
 test('short or malformed saslauthd replies are "unavailable"', async (t) => {
@@ -173,11 +186,11 @@ test('short or malformed saslauthd replies are "unavailable"', async (t) => {
     sock.on('error', () => undefined);
     sock.once('data', () => sock.end(reply));
   });
+  t.teardown(() => new Promise<void>((r) => liar.close(() => r())).then(() => rmSync(dir, { recursive: true, force: true })));
   await new Promise<void>((r) => liar.listen(path, r));
   t.deepEqual(await saslauthdCheck(path, 'a', 'b'), { result: 'unavailable', text: 'bad response from saslauthd' });
   reply = Buffer.from([0, 10, 0x4f, 0x4b]);
   t.deepEqual(await saslauthdCheck(path, 'a', 'b'), { result: 'unavailable', text: 'read failed' });
   reply = Buffer.from([0, 2, 0x4f, 0x4b]);
   t.deepEqual(await saslauthdCheck(path, 'a', 'b'), { result: 'ok' });
-  await new Promise((r) => liar.close(r));
 });

@@ -2,7 +2,6 @@ import test from 'ava';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
@@ -20,11 +19,14 @@ import {
   sha1OfPrefix,
 } from '../sinks/backup/datafile.js';
 import { lockExclusive, type FileLock } from '../sinks/backup/lock.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
 
 async function freshFile(): Promise<{ file: string; lock: FileLock }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-datafile-'));
+  const dir = trackedTempDir('cyrsync-datafile-');
   const file = path.join(dir, 'bob_ABCDEF');
   const lock = (await lockExclusive(file, { wait: false, create: true, append: true }))!;
   return { file, lock };

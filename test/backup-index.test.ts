@@ -2,7 +2,6 @@ import test from 'ava';
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
@@ -19,6 +18,9 @@ import { readChunkRecords, CHUNK_HEADER } from '../sinks/backup/datafile.js';
 import { VERIFY_FULL, VERIFY_QUICK, reindexBackup, verifyBackup } from '../sinks/backup/index-db.js';
 import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
 import { readTap } from './helpers/tap.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
 const atom = (value: string): DlistValue => ({ kind: 'atom', value });
@@ -28,7 +30,7 @@ const kv = (o: Record<string, DlistValue>): DlistValue => ({ kind: 'kvlist', ite
 const flag = (value: string): DlistValue => ({ kind: 'flag', value });
 
 function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-index-'));
+  return trackedTempDir('cyrsync-index-');
 }
 
 function freshIndex(): BackupIndex {

@@ -1,12 +1,14 @@
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { lockExclusive, lockedElsewhere, isLockedHere } from '../sinks/backup/lock.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 function tmpfile(content = 'data'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-lock-'));
+  const dir = trackedTempDir('cyrsync-lock-');
   const p = path.join(dir, 'file');
   fs.writeFileSync(p, content);
   return p;
@@ -54,7 +56,7 @@ test('the lock descriptor is read-write and appends', async (t) => {
 });
 
 test('create and exclusive create', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-lock-'));
+  const dir = trackedTempDir('cyrsync-lock-');
   const p = path.join(dir, 'new');
   const e = await t.throwsAsync(lockExclusive(p, { wait: false }), { code: 'IMAP_IOERROR' } as never);
   t.is((e as { errno?: string }).errno, 'ENOENT');
@@ -73,7 +75,11 @@ fcntl.lockf(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
 `, p], { stdio: ['pipe', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+  t.teardown(() => void child.kill('SIGKILL'));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the lock holder exited (${code}) before taking the lock`)));
+  });
   t.true(lockedElsewhere(p) > 0);
   t.is(await lockExclusive(p, { wait: false }), null);
   const waiting = lockExclusive(p, { wait: true });

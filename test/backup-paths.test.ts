@@ -1,7 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   SHARED_OWNER,
@@ -18,6 +17,9 @@ import {
   validateSieveFilename,
   validateUniqueid,
 } from '../sinks/backup/paths.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 /** dir_hash_c of lib/util.c with fulldirhash, written out independently. */
 function fullHashReference(name: string): string {
@@ -69,7 +71,7 @@ test('owner ids that could leave the hash directory are refused', (t) => {
 });
 
 test('data files: <partition>/<H>/<owner>_XXXXXX, mode 0600, inside the partition', (t) => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-paths-'));
+  const root = trackedTempDir('cyrsync-paths-');
   const settings = { backuppartitions: { default: path.join(root, 'part') } };
   const names = new Set<string>();
   for (let i = 0; i < 5; i++) {
@@ -90,7 +92,7 @@ test('data files: <partition>/<H>/<owner>_XXXXXX, mode 0600, inside the partitio
 });
 
 test('data files go to the partition with the most free space', (t) => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-paths-'));
+  const root = trackedTempDir('cyrsync-paths-');
   const settings = { backuppartitions: { one: path.join(root, 'one'), two: '/dev/shm/cyrsync-paths-test' } };
   const p = createDataFile(settings, 'carol');
   const freeOne = fs.statfsSync(root);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkChunks, dataFiles, openIndexRO, openSession, run, tempBackupStore } from './backup-sink-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -67,7 +68,7 @@ test('SIGKILL while chunks are written: reopening trims the torn chunk and keeps
     const torn = tornOnCopy(before!, scratch);
     t.log(`killed ${delay} ms after a commit: ${torn ? 'a torn chunk was left' : 'no torn chunk'}`);
     const s = await tempBackupStore(dir);
-    t.teardown(() => s.sink.close().catch(() => undefined));
+    storeTeardown(t, s.sink, s.dir);
     const a = openSession(s.sink);
     const r = await run(a, { verb: 'GET', sub: 'USER', userid: 'crash' });
     t.is(r.status, 'OK Success');

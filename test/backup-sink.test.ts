@@ -24,12 +24,14 @@ import {
   tempBackupStore,
   walk,
 } from './backup-sink-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 const PROTOCOL_ERROR = 'NO IMAP_PROTOCOL_ERROR Protocol error';
 const TRANSCRIPTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'transcripts');
 
 test('a full session: appended records, index rows, checksums, and GET answers from the index', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   t.is((await run(a, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'OK Success');
   const bodies = [message(1), message(2, ' with more')];
@@ -131,6 +133,7 @@ test('a full session: appended records, index rows, checksums, and GET answers f
 
 test('RESERVE reports missing GUIDs and routes the next MESSAGE to the owners that await them', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const [m1, m2] = [message(1), message(2)];
   const reserve = await run(a, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.carol', 'user.dave.Sent'], guids: [sha1(m1), sha1(m2)] });
@@ -156,6 +159,7 @@ test('RESERVE reports missing GUIDs and routes the next MESSAGE to the owners th
 
 test('a MESSAGE whose octets do not match its GUID is a protocol error and nothing of it is written', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   await run(a, { verb: 'GET', sub: 'USER', userid: 'erin' });
   const good = message(1);
@@ -175,6 +179,7 @@ test('a MESSAGE whose octets do not match its GUID is a protocol error and nothi
 
 test('MESSAGE without any open backup, unknown APPLYs and unsupported GETs are protocol errors that write nothing', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const files = await stage(a, [message(1)]);
   t.is((await run(a, { verb: 'APPLY', sub: 'MESSAGE', files })).status, PROTOCOL_ERROR);
@@ -194,6 +199,7 @@ test('MESSAGE without any open backup, unknown APPLYs and unsupported GETs are p
 
 test('GET MAILBOXES naming two owners is refused with bad parameters', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const r = await run(a, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob', 'user.carol'] });
   t.regex(r.status, /^NO IMAP_PROTOCOL_BAD_PARAMETERS/);
@@ -204,6 +210,7 @@ test('GET MAILBOXES naming two owners is refused with bad parameters', async (t)
 
 test('user ids, mailbox names, uniqueids and sieve file names from the wire never name a path outside the partition', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const bad = ['../evil', '../../etc/x', 'a/b', '..', '.', '', 'x\x00y', 'tab\there'];
   for (const u of bad) {
@@ -233,6 +240,7 @@ test('user ids, mailbox names, uniqueids and sieve file names from the wire neve
 
 test('a backup in use by one session is locked for another', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const b = openSession(s.sink);
   t.is((await run(a, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'OK Success');
@@ -252,6 +260,7 @@ test('a backup in use by one session is locked for another', async (t) => {
 
 test('a torn chunk after the last committed one is cut off at the next open', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
   await a.end();
@@ -273,6 +282,7 @@ test('a torn chunk after the last committed one is cut off at the next open', as
 
 test('a damaged committed chunk refuses the backup instead of rewriting it', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
   await a.end();
@@ -289,6 +299,7 @@ test('a damaged committed chunk refuses the backup instead of rewriting it', asy
 
 test('RENAME, UNMAILBOX, UNSUB and UNSIEVE update the index as §6.4 says', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const mk = (uniqueid: string, mboxname: string) => run(a, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid, mboxname }) });
   t.is((await mk('u1', 'user.bob.A')).status, 'OK Success');
@@ -321,6 +332,7 @@ test('RENAME, UNMAILBOX, UNSUB and UNSIEVE update the index as §6.4 says', asyn
 
 test('the recorded real backupd sessions replayed: every reply equals the real backupd reply', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   for (const name of ['02-full-backupd', '04-incremental-backupd']) {
     const { client, server } = tapStreams(path.join(TRANSCRIPTS, `${name}.tap`));
     const session = openSession(s.sink);
@@ -338,6 +350,7 @@ test('the recorded real backupd sessions replayed: every reply equals the real b
 
 test('GET USER of a user never seen creates the backup with one empty chunk', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const r = await run(a, { verb: 'GET', sub: 'USER', userid: 'new.user@example.com' });
   t.is(r.reply.toString(), 'OK Success\r\n');
@@ -350,6 +363,7 @@ test('GET USER of a user never seen creates the backup with one empty chunk', as
 
 test('a big sieve script staged on disk is copied into the record and indexed by its SHA-1', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const script = Buffer.alloc(3 * 1024 * 1024 + 17, 'require "fileinto";\r\n');
   const w = a.bodySink.open({ kind: 'literal', size: script.length })!;
@@ -388,6 +402,7 @@ test('staging left behind by a dead process is removed when the store opens', as
   fs.mkdirSync(stale, { recursive: true });
   fs.writeFileSync(path.join(stale, 'leftover'), 'x');
   const s = await tempBackupStore(dir);
+  storeTeardown(t, s.sink, s.dir);
   t.false(fs.existsSync(stale));
   t.true(fs.existsSync(s.sink.staging.dir));
   await s.sink.close();
@@ -396,6 +411,7 @@ test('staging left behind by a dead process is removed when the store opens', as
 
 test('shared mailboxes go to the %SHARED backup in hash directory q', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   const r = await run(a, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid: 'shared1', mboxname: 'shared.news' }) });
   t.is(r.status, 'OK Success');
@@ -412,6 +428,7 @@ test('shared mailboxes go to the %SHARED backup in hash directory q', async (t) 
 
 test('a backup unused for more than 300 seconds is released (its chunk ended) when the next command arrives', async (t) => {
   const s = await tempBackupStore();
+  storeTeardown(t, s.sink, s.dir);
   const a = openSession(s.sink);
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'carol', mboxname: 'user.carol' });

@@ -1,11 +1,13 @@
 import test from 'ava';
 import fc from 'fast-check';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { SkiplistReader, TwoskipDb, compareRaw, isSkiplistFile, isTwoskipFile } from '../sinks/backup/twoskip.js';
 import { openBackupsDb, backupsDbPath } from '../sinks/backup/backupsdb.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 /**
  * Written by the real Cyrus 3.6.1 cyr_dbtool (twoskip backend): set anne,
@@ -14,7 +16,7 @@ import { openBackupsDb, backupsDbPath } from '../sinks/backup/backupsdb.js';
 const CYRUS_FILE = Buffer.from('oQKLDXR3b3NraXAgZmlsZQAAAAAAAAABAAAAAAAAAAEAAAAAAAAAAwAAAAAAAAFQAAAAAAAAA0AAAAAA9KKM6j0fAAAAAAAAAAAAAAAAAaAAAAAAAAABUAAAAAAAAALIAAAAAAAAAsgAAAAAAAACyAAAAAAAAALIAAAAAAAAAsgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAHSMwAgAAAAAKwEABAAAABAAAAAAAAACyAAAAAAAAAH45Ejs3MVDQuNhbm5lL2IvYS9hbm5lX0FBQUFBQQAAAAAkAAAAAAAAAAAAAAAAAAFQXcUcGgAAAAArAQAHAAAAEwAAAAAAAAAAAAAAAAAAAVATK28MqfmeRSVTSEFSRUQvYi9xLyVTSEFSRURfQkJCQkJCAAAAAAAAJAAAAAAAAAAAAAAAAAABoOB47gYAAAAAKwEAAwAAAA8AAAAAAAACmAAAAAAAAAJIzmJhFU1Gbjpib2IvYi9iL2JvYl9DQ0NDQ0MAAAAAAAAkAAAAAAAAAAAAAAAAAAH4hcg3wAAAAAArAQAEAAAAEAAAAAAAAAAAAAAAAAAAAABJ39beKzQh1mNhcmwvYi9jL2NhcmxfREREREREAAAAACQAAAAAAAAAAAAAAAAAAkhlhNePAAAAAC0AAAAAAAAAAAAAAAAAAADyznJxAAAAACQAAAAAAAAAAAAAAAAAApjjVwVbAAAAACsGAAMAAAAPAAAAAAAAAAAAAAAAAAACmAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAenObDkXU06WJvYi9iL2IvYm9iX0VFRUVFRQAAAAAAACQAAAAAAAAAAAAAAAAAAsiIPFSvAAAAAA==', 'base64');
 
 function tmpdir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cyrsync-twoskip-'));
+  return trackedTempDir('cyrsync-twoskip-');
 }
 
 const s = (b: Buffer | null): string | null => (b === null ? null : b.toString('latin1'));

@@ -7,6 +7,7 @@ import { runCheck } from '../src/client/check/cli.js';
 import type { Problem } from '../src/client/check/problems.js';
 import { mailboxIn, message, openSession, recordIn, runCommand, sha1, stage, tempStore } from './replica-helpers.js';
 import * as B from './backup-sink-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 function tempDir(t: ExecutionContext): string {
   const d = fs.mkdtempSync(path.join(tmpdir(), 'cyrsync-check-'));
@@ -18,6 +19,7 @@ function tempDir(t: ExecutionContext): string {
 async function replica(t: ExecutionContext): Promise<{ conf: string; dir: string; spool: string; bodies: Record<string, Buffer[]> }> {
   const dir = tempDir(t);
   const st = await tempStore({}, dir);
+  storeTeardown(t, st.sink, st.dir);
   const s = openSession(st.sink);
   const bodies: Record<string, Buffer[]> = {
     'user.bob': [1, 2, 3, 4].map((n) => message(n, ' bob')),
@@ -169,6 +171,7 @@ test('usage and configuration errors: 64, 66, 78', async (t) => {
 test('backups: each verified as ctl_backups verify does; a damaged chunk is named', async (t) => {
   const dir = tempDir(t);
   const store = await B.tempBackupStore(dir);
+  storeTeardown(t, store.sink, store.dir);
   for (const user of ['bob', 'alice']) {
     const s = B.openSession(store.sink);
     t.is((await B.run(s, { verb: 'GET', sub: 'USER', userid: user })).status, 'OK Success');

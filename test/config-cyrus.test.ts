@@ -8,10 +8,12 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, parseConfig, parseDuration, type Settings } from '../src/config.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 const CYR_INFO = '/usr/lib/cyrus/bin/cyr_info';
 const have = existsSync(CYR_INFO);
@@ -90,7 +92,7 @@ function expectedFromCyrus(key: string, cy: string): unknown {
 (have ? test : test.skip)(
   have ? 'imapd.conf reader agrees with the real Cyrus 3.6.1 reader (cyr_info)' : 'imapd.conf reader agrees with real Cyrus (skipped: cyrus-common is not installed)',
   (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'cyrsync-cfgdiff-'));
+    const dir = trackedTempDir('cyrsync-cfgdiff-');
     // cyr_info runs as the cyrus user: the directory and files must be readable by it.
     chmodSync(dir, 0o755);
     let n = 0;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir, hostname } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   ConfigError,
@@ -17,8 +17,11 @@ import {
   parseDuration,
   parseSwitch,
 } from '../src/config.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
 
-const tmp = (): string => mkdtempSync(join(tmpdir(), 'cyrsync-config-'));
+test.after.always(removeTrackedDirs);
+
+const tmp = (): string => trackedTempDir('cyrsync-config-');
 
 const base = 'configdirectory: /var/lib/cyrus\n';
 

@@ -1,7 +1,6 @@
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -26,13 +25,16 @@ import {
   syslogStream,
   type SyslogBinding,
 } from '../src/log.js';
+import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
+
+test.after.always(removeTrackedDirs);
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const LOG_MODULE = fileURLToPath(new URL('../src/log.ts', import.meta.url));
 const CONFIG_MODULE = fileURLToPath(new URL('../src/config.ts', import.meta.url));
 
 const settingsWith = (extra = ''): ReturnType<typeof parseConfig>['settings'] =>
-  parseConfig(`configdirectory: ${mkdtempSync(join(tmpdir(), 'cyrsync-log-'))}\n${extra}`).settings;
+  parseConfig(`configdirectory: ${trackedTempDir('cyrsync-log-')}\n${extra}`).settings;
 
 class Capture extends Writable {
   text = '';
@@ -156,7 +158,7 @@ test('unknown syslog_facility: warning names it', (t) => {
 });
 
 test('stdio mode with a log file writes nothing to stdout or stderr', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cyrsync-logfile-'));
+  const dir = trackedTempDir('cyrsync-logfile-');
   const file = join(dir, 'sub', 'cyrsync.log');
   const script = `
     const { parseConfig } = await import(${JSON.stringify(CONFIG_MODULE)});
@@ -199,7 +201,7 @@ const nsTest = canNamespace ? test : test.skip;
 nsTest(
   canNamespace ? 'master mode logs to syslog through libc (received on a private /dev/log)' : 'master mode logs to syslog (skipped: needs root, python3 and unshare -m)',
   async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'cyrsync-syslog-'));
+    const dir = trackedTempDir('cyrsync-syslog-');
     const sock = join(dir, 'log.sock');
     const received = join(dir, 'received.txt');
     const receiver = spawn(

@@ -388,12 +388,16 @@ test('master mode: a bad imapd.conf exits with EX_CONFIG, no status message, not
 test('stdin/stdout mode: without fds 3 and 4 one session runs on stdin/stdout, logs never on fd 2', async (t) => {
   const s = makeStore();
   const child = spawn(process.execPath, [...NODE_ARGS, 'sync-server', '-C', s.conf], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => void child.kill('SIGKILL'));
   let out = '';
   let err = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString('latin1')));
   child.stderr!.on('data', (b: Buffer) => (err += b.toString('latin1')));
   const exited = once(child, 'exit');
-  while (!out.includes('* OK ')) await new Promise((r) => setTimeout(r, 20));
+  while (!out.includes('* OK ')) {
+    if (child.exitCode !== null || child.signalCode !== null) return t.fail(`exited before the greeting: ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   child.stdin!.end('NOOP\r\nEXIT\r\n');
   const [code] = (await exited) as [number];
   t.is(code, 0);

@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,15 +6,17 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { openSession, runCommand, tempStore } from './replica-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 /** Starts the child, lets it commit at least `atLeast` batches, then SIGKILLs it; returns the last committed count. */
-function runAndKill(dir: string, atLeast: number, extraDelayMs: number, user = 'crash'): Promise<number> {
+function runAndKill(t: ExecutionContext, dir: string, atLeast: number, extraDelayMs: number, user = 'crash'): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import=tsx', path.join(here, 'replica-crash-child.ts'), dir, user], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    t.teardown(() => void child.kill('SIGKILL'));
     let last = 0;
     let killed = false;
     let err = '';
@@ -36,9 +38,10 @@ function runAndKill(dir: string, atLeast: number, extraDelayMs: number, user = '
 test('killed mid-apply: reopened store is consistent and holds every acknowledged batch', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'cyrsync-crash-'));
   for (const [round, delay] of [[1, 3], [2, 17], [3, 0]] as const) {
-    const acked = await runAndKill(dir, 40 * round, delay);
+    const acked = await runAndKill(t, dir, 40 * round, delay);
     t.log(`round ${round}: ${acked} acknowledged`);
     const st = await tempStore({ fsync: true }, dir);
+    storeTeardown(t, st.sink, st.dir);
     try {
       t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), [], 'staging emptied at open');
       const store = st.sink.store;
@@ -65,8 +68,9 @@ test('killed mid-apply: reopened store is consistent and holds every acknowledge
 
 test('two processes apply to one store at once, both are killed: each user is consistent', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'cyrsync-crash2-'));
-  const [a, b] = await Promise.all([runAndKill(dir, 60, 5, 'alpha'), runAndKill(dir, 60, 11, 'beta')]);
+  const [a, b] = await Promise.all([runAndKill(t, dir, 60, 5, 'alpha'), runAndKill(t, dir, 60, 11, 'beta')]);
   const st = await tempStore({ fsync: true }, dir);
+  storeTeardown(t, st.sink, st.dir);
   try {
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), [], 'staging of both dead writers removed');
     for (const [user, acked] of [['alpha', a], ['beta', b]] as const) {

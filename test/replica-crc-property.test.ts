@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { mailboxCrcs, type CrcRecord } from '../src/protocol/crc.js';
 import type { RecordIn } from '../src/protocol/types.js';
 import { mailboxIn, message, openSession, recordIn, runCommand, sha1, stage, tempStore } from './replica-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 /**
  * Random sequences of record updates and expunges: after each APPLY the
@@ -23,6 +24,7 @@ const opArb = fc.record({
 
 test('incrementally maintained CRCs equal a recomputation after random updates', async (t) => {
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   const s = openSession(st.sink);
   const bodies = Array.from({ length: 12 }, (_, i) => message(i + 1));
   await runCommand(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, bodies) });

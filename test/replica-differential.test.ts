@@ -2,6 +2,7 @@ import test from 'ava';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openSession, replay, serverResponses, tapStreams, tempStore } from './replica-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 /**
  * Hand-made command sequences recorded against the real 3.6.1 sync_server
@@ -55,6 +56,7 @@ const divergences: Record<string, Record<number, { why: string; expect: Expect }
 for (const file of Object.keys(divergences)) {
   test(`${file}: replies equal the real sync_server's, listed divergences excepted`, async (t) => {
     const st = await tempStore();
+    storeTeardown(t, st.sink, st.dir);
     try {
       const { client, server } = tapStreams(path.join(FIX, file));
       const real = serverResponses(server).map((b) => b.toString('latin1'));

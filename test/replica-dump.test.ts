@@ -4,11 +4,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dumpEntries, dumpUser, formatDumpEntry, imapDate, userViewName } from '../sinks/replica/dump.js';
 import { openSession, replay, serverResponses, tapStreams, tempStore } from './replica-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 const FIX = path.join(path.dirname(fileURLToPath(import.meta.url)), 'replica-fixtures');
 
 test('after each recorded sync the replica dump equals the real master dump; replies equal the real sync_server', async (t) => {
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   try {
     for (const [tap, dump] of [
       ['dumpu-1-full.tap', 'dumpu-1.dump'],
@@ -32,6 +34,7 @@ test('dump helpers: RFC 3501 dates, user-view names', async (t) => {
   t.is(imapDate(1795827323), '28-Nov-2026 00:55:23 +0000');
   t.is(imapDate(1699225200), ' 5-Nov-2023 23:00:00 +0000');
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   try {
     const s = st.sink.store;
     t.is(userViewName('user.bob', 'bob', s), 'INBOX');
@@ -47,6 +50,7 @@ test('dump helpers: RFC 3501 dates, user-view names', async (t) => {
 
 test('cyrsync dump --json: one JSON line per entry of the text dump, streamed from the store', async (t) => {
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
   const { writeFileSync } = await import('node:fs');

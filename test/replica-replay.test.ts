@@ -2,6 +2,7 @@ import test from 'ava';
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { TRANSCRIPTS, openSession, replay, serverResponses, tapStreams, tempStore } from './replica-helpers.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 /**
  * Replays the client side of the real 3.6.1 sessions into a fresh replica and
@@ -9,6 +10,7 @@ import { TRANSCRIPTS, openSession, replay, serverResponses, tapStreams, tempStor
  */
 test('01 full then 03 incremental: every reply equals the real sync_server reply', async (t) => {
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   try {
     for (const name of ['01-full-replica.tap', '03-incremental-replica.tap']) {
       const { client, server } = tapStreams(path.join(TRANSCRIPTS, name));

@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { DlistItem, DlistKvList, DlistValue } from '../transforms/dlist-types.js';
@@ -16,6 +16,7 @@ import {
   type TempStore,
 } from './replica-helpers.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
+import { storeTeardown } from './helpers/teardown.js';
 
 const ACL = 'bob\tlrswipkxtecdan\t';
 
@@ -48,8 +49,9 @@ const apply = (s: ReplicaSession, cmd: ApplyCommand) => runCommand(s, cmd);
 const mbox = (s: ReplicaSession, m: MailboxIn) => apply(s, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: m });
 const getc = (s: ReplicaSession, cmd: GetCommand) => runCommand(s, cmd);
 
-async function withStore(fn: (st: TempStore, s: ReplicaSession) => Promise<void>): Promise<void> {
+async function withStore(t: ExecutionContext, fn: (st: TempStore, s: ReplicaSession) => Promise<void>): Promise<void> {
   const st = await tempStore();
+  storeTeardown(t, st.sink, st.dir);
   const s = openSession(st.sink);
   try {
     await fn(st, s);
@@ -95,7 +97,7 @@ async function seedInbox(s: ReplicaSession) {
 }
 
 test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH streams the blob', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const { bodies, m, crcs, r1, r2 } = await seedInbox(s);
     t.is(r1.status, 'OK success');
     t.is(r2.status, 'OK success');
@@ -156,7 +158,7 @@ test('MESSAGE then MAILBOX: blobs by GUID, reports echo what was applied, FETCH 
 });
 
 test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const { bodies } = await seedInbox(s);
     const unknown = 'ab'.repeat(20);
     const r = await apply(s, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.bob'], guids: [sha1(bodies[0]!), unknown] });
@@ -178,7 +180,7 @@ test('RESERVE: MISSING only for unknown GUIDs, omitted when nothing is missing',
 });
 
 test('a file literal whose bytes do not hash to its GUID is never stored; MAILBOX needing it is refused', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const body = message(9);
     const fake = '1234567890'.repeat(4);
     const files = await stage(s, [body], { guids: [fake] });
@@ -200,6 +202,7 @@ test('a file literal whose bytes do not hash to its GUID is never stored; MAILBO
 test('a mismatched file in a batch: the good ones are stored, the command is refused (or accepted when configured)', async (t) => {
   for (const accept of [false, true]) {
     const st = await tempStore({ acceptMismatchedUploads: accept });
+    storeTeardown(t, st.sink, st.dir);
     const s = openSession(st.sink);
     try {
       const good = [message(41), message(42)];
@@ -223,7 +226,7 @@ test('a mismatched file in a batch: the good ones are stored, the command is ref
 });
 
 test('abort in the middle of a literal removes the staging file and stores nothing', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const body = message(5, 'x'.repeat(5000));
     const w = s.bodySink.open({ kind: 'file', partition: 'default', guid: sha1(body), size: body.length })!;
     w.write(body.subarray(0, 1000));
@@ -259,6 +262,7 @@ test('ENOSPC while staging: clear NO, no staging file, store unchanged and usabl
       unlink: (p) => fs.promises.unlink(p),
     },
   });
+  storeTeardown(t, st.sink, st.dir);
   const s = openSession(st.sink);
   try {
     const { m } = await seedInbox(s);
@@ -294,7 +298,7 @@ test('ENOSPC while staging: clear NO, no staging file, store unchanged and usabl
 });
 
 test('bad names never reach the disk', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const before = readdirSync(st.dir).sort();
     for (const name of ['user..bob', '../../etc/passwd', 'user.bob/../../x', 'user.b\x00ob', `user.${'a'.repeat(600)}`, '']) {
       const r = await mbox(s, mailboxIn({ uniqueid: `u-${name.length}`, mboxname: name }));
@@ -315,7 +319,7 @@ test('bad names never reach the disk', async (t) => {
 });
 
 test('APPLY MAILBOX conflicts: MOVED, SINCE (no trace), regressions, record conflicts, post-commit CHECKSUM', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const { m, bodies } = await seedInbox(s);
     // uniqueid used by another name
     t.is((await mbox(s, mailboxIn({ uniqueid: 'inbox-uid', mboxname: 'user.bob.Other' }))).status,
@@ -360,7 +364,7 @@ test('APPLY MAILBOX conflicts: MOVED, SINCE (no trace), regressions, record conf
 });
 
 test('creation needs a live parent; records arriving expunged without a blob are kept without content', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     t.is((await mbox(s, mailboxIn({ uniqueid: 'c1', mboxname: 'user.carol.Sent' }))).status, 'NO Unknown error');
     t.is((await mbox(s, mailboxIn({ uniqueid: 'c0', mboxname: 'user.carol' }))).status, 'OK success');
     const ghost = message(77);
@@ -379,7 +383,7 @@ test('creation needs a live parent; records arriving expunged without a blob are
 });
 
 test('placeholders, tombstones, UNMAILBOX, RENAME, EXPUNGE', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const { m, bodies } = await seedInbox(s);
     // placeholder stub
     t.is((await mbox(s, { uniqueid: 'ph1', mboxname: 'user.bob.A', mboxtype: 'ei', highestmodseq: 7n, createdmodseq: 6n })).status, 'OK success');
@@ -426,7 +430,7 @@ test('placeholders, tombstones, UNMAILBOX, RENAME, EXPUNGE', async (t) => {
 });
 
 test('QUOTA, SUB, SEEN, ANNOTATION, SIEVE, UNUSER and the META items', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     await seedInbox(s);
     const ok = async (cmd: ApplyCommand) => t.is((await apply(s, cmd)).status, 'OK success', cmd.sub);
     await ok({ verb: 'APPLY', sub: 'QUOTA', quota: { root: 'user.bob', limits: { STORAGE: 1000 }, modseq: 7n } });
@@ -483,7 +487,7 @@ test('QUOTA, SUB, SEEN, ANNOTATION, SIEVE, UNUSER and the META items', async (t)
 });
 
 test('sieve-store mailboxes need SIEVE-MAILBOX and are hidden without it', async (t) => {
-  await withStore(async (_st, s) => {
+  await withStore(t, async (_st, s) => {
     await seedInbox(s);
     const sv = mailboxIn({ uniqueid: 'sv', mboxname: 'user.bob.#sieve', mboxtype: 'f' });
     t.is((await mbox(s, sv)).status, 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
@@ -502,6 +506,7 @@ test('sieve-store mailboxes need SIEVE-MAILBOX and are hidden without it', async
 
 test('store survives reopen: metadata and blobs persist, staging is emptied', async (t) => {
   const st = await tempStore({ fsync: true });
+  storeTeardown(t, st.sink, st.dir);
   const s = openSession(st.sink);
   const { crcs } = await seedInbox(s);
   await stage(s, [message(50)]); // left in staging
@@ -513,6 +518,7 @@ test('store survives reopen: metadata and blobs persist, staging is emptied', as
   // a staging file of another live process serving the same store is left alone
   writeFileSync(path.join(tmp, '1-1-bb.tmp'), 'writer alive');
   const st2 = await tempStore({ fsync: true }, st.dir);
+  storeTeardown(t, st2.sink, st2.dir);
   try {
     t.deepEqual(readdirSync(tmp), ['1-1-bb.tmp']);
     // a read-only dump next to the open store
@@ -530,7 +536,7 @@ test('store survives reopen: metadata and blobs persist, staging is emptied', as
 });
 
 test('metadata database full: clear refusal, nothing half-written, next attempt succeeds', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     await seedInbox(s);
     const bodies = Array.from({ length: 300 }, (_, i) => message(1000 + i, 'z'.repeat(200)));
     await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, bodies) });
@@ -554,7 +560,7 @@ test('metadata database full: clear refusal, nothing half-written, next attempt 
 });
 
 test('big literal values (sieve script, annotation) staged on disk are read once and removed', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     await seedInbox(s);
     const stageLiteral = async (b: Buffer) => {
       const w = s.bodySink.open({ kind: 'literal', size: b.length })!;
@@ -580,7 +586,7 @@ test('big literal values (sieve script, annotation) staged on disk are read once
 
 test('housekeeping: unreferenced old blobs are collected, referenced and young ones kept; expunged records purged', async (t) => {
   const { collectGarbage, purgeExpunged, blobStats } = await import('../sinks/replica/housekeeping.js');
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const { bodies } = await seedInbox(s); // UID 3 is expunged and references bodies[2]
     const orphan = message(99);
     await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [orphan]) });
@@ -621,6 +627,7 @@ test('a store written by schema version 1 is migrated at open', async (t) => {
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '1');`);
   old.close();
   const st = await tempStore({}, dir);
+  storeTeardown(t, st.sink, st.dir);
   try {
     const s = openSession(st.sink);
     t.is((await apply(s, { verb: 'APPLY', sub: 'MESSAGE', files: await stage(s, [message(1)]) })).status, 'OK success');
@@ -631,7 +638,7 @@ test('a store written by schema version 1 is migrated at open', async (t) => {
 });
 
 test('connection loss while a command runs: the command completes and commits, then staging is dropped', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const bodies = [message(31), message(32)];
     const files = await stage(s, bodies);
     // the store call has started when the connection goes: end() lets it finish
@@ -647,7 +654,7 @@ test('connection loss while a command runs: the command completes and commits, t
 });
 
 test('staging a big literal: the writer asks the producer to wait, buffers a bounded amount, stores exact bytes', async (t) => {
-  await withStore(async (st, s) => {
+  await withStore(t, async (st, s) => {
     const chunk = Buffer.alloc(256 * 1024, 0x41);
     const n = 80; // 20 MiB
     const { createHash } = await import('node:crypto');
