@@ -54,6 +54,7 @@ export function validateOwnerId(owner: unknown): string {
   if (CONTROL.test(owner)) badName('user id', owner, 'contains NUL or a control character');
   if (owner.includes('/')) badName('user id', owner, "contains '/'");
   if (owner === '.' || owner === '..' || owner.includes('..')) badName('user id', owner, "contains '..'");
+  // eslint-disable-next-line no-control-regex -- the class is every octet value, NUL included
   if (/[^\x00-\xff]/.test(owner)) badName('user id', owner, 'is not octets');
   if (owner !== SHARED_OWNER && owner.startsWith('%')) badName('user id', owner, "starts with '%'");
   return owner;

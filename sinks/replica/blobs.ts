@@ -85,7 +85,7 @@ export async function pool<T>(items: readonly T[], limit: number, fn: (item: T) 
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure !== null) throw failure;
+  if (failure !== null) throw failure as Error;
 }
 
 function processAlive(pid: number): boolean {

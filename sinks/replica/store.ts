@@ -137,6 +137,7 @@ const SYSFLAG_BITS: Record<string, number> = {
 };
 
 /** An IMAP atom: no atom-specials, no controls, not empty. */
+// eslint-disable-next-line no-control-regex -- control octets are not atom characters
 const ATOM_RE = /^[^\x00-\x20\x7f(){%*"\\\]]+$/;
 
 function optionLetters(s: string | undefined): string {
@@ -940,6 +941,7 @@ export class ReplicaStore {
       throw bad('APPLY MAILBOX needs UNIQUEID, MBOXNAME and HIGHESTMODSEQ');
     }
     const name = validateMailboxName(m.mboxname);
+    // eslint-disable-next-line no-control-regex -- a UNIQUEID holds no control octets
     if (m.uniqueid.length === 0 || m.uniqueid.length > 256 || /[\x00-\x20\x7f]/.test(m.uniqueid)) {
       throw bad(`Invalid UNIQUEID ${JSON.stringify(m.uniqueid.slice(0, 60))}`);
     }
@@ -1201,7 +1203,7 @@ export class ReplicaStore {
         );
       }
     });
-    if (checksumAfter) throw checksumAfter;
+    if (checksumAfter) throw checksumAfter as CommandError;
   }
 
   // ------------------------------------------------------------------ other APPLYs
@@ -1285,6 +1287,7 @@ export class ReplicaStore {
   }
 
   private static validQuotaRoot(root: string): void {
+    // eslint-disable-next-line no-control-regex -- a quota root holds no control octets
     if (root.length === 0 || root.startsWith('.') || /[/*%?]/.test(root) || /[\x00-\x1f\x7f]/.test(root) || root.length > 490) {
       throw new CommandError('IMAP_MAILBOX_BADNAME', `Invalid quota root ${JSON.stringify(root.slice(0, 60))}`);
     }
@@ -1381,6 +1384,7 @@ export class ReplicaStore {
     if (typeof name !== 'string' || typeof entry !== 'string' || typeof userid !== 'string') {
       throw bad('MBOXNAME, ENTRY and USERID are required');
     }
+    // eslint-disable-next-line no-control-regex -- an annotation entry holds no control octets
     if (entry.length === 0 || entry.length > 1024 || /[\x00-\x1f]/.test(entry)) throw bad('Invalid ENTRY');
     const v = value === null ? Buffer.alloc(0) : await this.binary(value, `annotation ${entry}`);
     if (name !== '') validateMailboxName(name);

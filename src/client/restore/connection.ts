@@ -84,7 +84,7 @@ export class CsyncConnection {
     this.writer.pipe(sock);
     sock.pipe(this.reader);
     this.reader.on('error', () => undefined);
-    sock.on('error', (err) => this.reader.destroy(err));
+    sock.on('error', (err: Error) => this.reader.destroy(err));
   }
 
   static async connect(opts: ConnectOptions): Promise<CsyncConnection> {
@@ -148,7 +148,7 @@ export class CsyncConnection {
     this.input = secure;
     this.writer.pipe(secure);
     secure.pipe(this.reader);
-    secure.on('error', (err) => this.reader.destroy(err));
+    secure.on('error', (err: Error) => this.reader.destroy(err));
     // The capabilities are sent again after TLS.
     await this.greeting();
   }
