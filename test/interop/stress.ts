@@ -276,7 +276,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error(`stress: ${(err as Error)?.stack ?? err}`);
+    console.error(`stress: ${err instanceof Error ? err.stack : JSON.stringify(err)}`);
     stopOwnProcesses();
     process.exit(2);
   },

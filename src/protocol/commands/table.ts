@@ -127,6 +127,7 @@ function context(key: string, opts: DecodeOptions): DecodeContext {
 
 function decodeGetOf<S extends GetSub>(sub: S, v: DlistValue, c: DecodeContext): GetCommandOf<S> {
   const def = GET_DEFS[sub];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the decoders are plain functions that never use `this`
   const decode = c.opts.profile === 'backup' ? def.decodeBackup : def.decode;
   // backupd (cmd_get) knows only USER, MAILBOXES, FULLMAILBOX, META, UNIQUEIDS.
   if (!decode) throw c.f.protocolError(`GET ${sub} is not supported`);
@@ -146,6 +147,7 @@ export function decodeGet(key: string, v: DlistValue, opts: DecodeOptions): GetC
 
 function decodeApplyOf<S extends ApplySub>(sub: S, v: DlistValue, c: DecodeContext): ApplyCommandOf<S> {
   const def = APPLY_DEFS[sub];
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- the decoders are plain functions that never use `this`
   const decode = c.opts.profile === 'backup' ? def.decodeBackup : def.decode;
   if (!decode) throw c.f.protocolError(`APPLY ${printable(c.key)} is not supported by a backup server`);
   return { verb: 'APPLY', sub, ...decode(v, c), raw: v };
