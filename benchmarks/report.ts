@@ -339,8 +339,50 @@ export function readmeBlock(): string {
     }
     if (comps.length) lines.push('![cyrsync / Cyrus ratios](benchmarks/results/ratios.svg)', '');
   }
+  lines.push(...budgetLines());
   lines.push(README_END);
   return lines.join('\n');
+}
+
+/** What `npm run bench -- budget` writes (benchmarks/budget.ts). */
+interface BudgetResult {
+  machine: { date: string };
+  loadAvg: number[];
+  options: { sessions: number; messages: number; size: number; budgetMiB: number };
+  peakAfterHostileMiB: number;
+  peakMiB: number;
+  sessionsFailed: number;
+  loadSeconds: number;
+}
+
+/** The memory-budget rows of the README block, from budget-latest.json. */
+export function budgetLines(): string[] {
+  let r: BudgetResult;
+  try {
+    r = JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, 'budget-latest.json'), 'utf8')) as BudgetResult;
+  } catch {
+    return [];
+  }
+  const o = r.options;
+  const load = r.loadAvg.map((l) => l.toFixed(1)).join(' / ');
+  const verdict = r.peakMiB <= o.budgetMiB && r.sessionsFailed === 0 ? 'met' : 'missed';
+  return [
+    '`npm run bench -- budget [--sessions 50] [--messages 200] [--size 4k] [--budget 96]`: one standalone cyrsync ' +
+      'sync-server takes the hostile-input catalogue (5 × a 100,000-GUID APPLY RESERVE answered by a `* MISSING` of ' +
+      'all of them, 5 × a 10 MB command line, 100 logins, several connections at once), then N concurrent ' +
+      'sessions of M messages each (bench-client workloads); its peak RSS is compared with `cyrsync_memory_budget`.',
+    '',
+    `Latest (${r.machine.date.slice(0, 16).replace('T', ' ')} UTC, load average ${load} on the 2 shared cores: a noisy single run):`,
+    '',
+    mdTable([
+      ['suite', 'phase', 'server peak RSS MiB', 'budget MiB', 'sessions failed', 'seconds'],
+      ['budget', 'hostile inputs', r.peakAfterHostileMiB.toFixed(1), String(o.budgetMiB), '-', '-'],
+      ['budget', `then ${o.sessions} sessions × ${o.messages} × ${o.size} B`, r.peakMiB.toFixed(1), String(o.budgetMiB), String(r.sessionsFailed), r.loadSeconds.toFixed(1)],
+    ]),
+    '',
+    `Goal (peak RSS within the budget, no session fails): ${verdict}.`,
+    '',
+  ];
 }
 
 /** Re-renders the chart and the README block from the latest result files. */

@@ -9,6 +9,7 @@ const SUITES: Record<string, () => Promise<{ run: (args: string[]) => Promise<vo
   coldstart: () => import('./coldstart.js'),
   report: () => import('./report.js'),
   profile: () => import('./lib/profile.js'),
+  budget: () => import('./budget.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
