@@ -17,6 +17,7 @@ import {
 } from './replica-helpers.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 import { storeTeardown } from './helpers/teardown.js';
+import { applyMailbox } from '../sinks/replica/mailbox-apply.js';
 
 const ACL = 'bob\tlrswipkxtecdan\t';
 
@@ -547,7 +548,7 @@ test('metadata database full: clear refusal, nothing half-written, next attempt 
     const db = st.sink.store.db;
     const pages = Number(db.pragma('page_count', { simple: true }));
     db.pragma(`max_page_count = ${pages}`);
-    const err = await t.throwsAsync(st.sink.store.applyMailbox(m, { sieveMailboxMode: false, forceMode: false }));
+    const err = await t.throwsAsync(applyMailbox(st.sink.store, m, { sieveMailboxMode: false, forceMode: false }));
     t.is((err as { code?: string }).code, 'IMAP_NOSPACE');
     t.regex(err!.message, /No space left/);
     t.is((await mbox(s, m)).status, 'NO IMAP_NOSPACE No space left on the replica disk for the metadata database');

@@ -28,7 +28,9 @@ import { asciiLower } from '../../src/protocol/crc.js';
 import { ancestors, mailboxOwner, parseMailboxName, validateMailboxName, validatePartition } from '../../src/protocol/names.js';
 import type { MailboxIn } from '../../src/protocol/types.js';
 import { LIVE, fromDb64, mailboxFromRow, toDb64, type MailboxRow } from './db.js';
-import { parseMboxtype, type ReplicaStore, type ResolvedAnnot, type SessionFlags } from './store.js';
+import { prepareMailbox } from './mailbox-apply.js';
+import { insertRecord, parseRecord, type ResolvedAnnot } from './records.js';
+import { parseMboxtype, type ReplicaStore, type SessionFlags } from './store.js';
 
 const bad = (what: string): CommandError => new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', what);
 
@@ -44,7 +46,7 @@ export async function restoreMailbox(store: ReplicaStore, m: MailboxIn, flags: S
   const t = parseMboxtype(m.mboxtype);
   if (t.type === 'f' && !flags.sieveMailboxMode) return;
   const partition = m.partition !== undefined ? validatePartition(m.partition) : defaultPartition(store);
-  const prepared = await store.prepareMailbox(m);
+  const prepared = await prepareMailbox(store, m);
   store.tx(() => {
     const e = store.mailboxByName(name);
     const existing = e && e.state === LIVE ? e : null;
@@ -132,7 +134,7 @@ function appendRecords(store: ReplicaStore, mb: MailboxRow, m: MailboxIn, record
   let { lastUid, crcBasic, crcAnnot } = mb;
   let highest = mb.highestmodseq;
   for (let i = 0; i < records.length; i++) {
-    const rec = store.parseRecord(records[i]!, recordAnnots[i] ?? null);
+    const rec = parseRecord(records[i]!, recordAnnots[i] ?? null);
     if (!keep || rec.uid <= lastUid) rec.uid = lastUid + 1;
     lastUid = rec.uid;
     if (!keep || rec.modseq === 0n || rec.modseq > keep.highestmodseq) {
@@ -151,7 +153,7 @@ function appendRecords(store: ReplicaStore, mb: MailboxRow, m: MailboxIn, record
     rec.userflags = rec.userflags.map((f) => flagKey.get(asciiLower(f))!);
     const blob = store.blobKnown(rec.guid);
     if (!blob && !rec.expunged) throw new CommandError('IMAP_IOERROR', `${mb.name}: message ${rec.guid} was never uploaded`);
-    const [b, a] = store.insertRecord(mb.id, rec, blob?.size ?? records[i]!.size >>> 0, blob !== null);
+    const [b, a] = insertRecord(store, mb.id, rec, blob?.size ?? records[i]!.size >>> 0, blob !== null);
     crcBasic = (crcBasic ^ b) >>> 0;
     crcAnnot = (crcAnnot ^ a) >>> 0;
   }

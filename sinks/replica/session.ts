@@ -16,6 +16,11 @@ import type { ApplyCommandOf } from '../../src/protocol/types.js';
 import { validateGuid, validateMailboxName, validatePartition } from '../../src/protocol/names.js';
 import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
 import { ReplicaBodySink, type StagedRef } from './blobs.js';
+import { getAnnotation, getFetch, getFetchSieve, getFullMailbox, getMailboxes, getMeta, getQuota, getUniqueids, getUser } from './get.js';
+import { applyMailbox } from './mailbox-apply.js';
+import { applyExpunge, applyRename, applyUnmailbox } from './mailbox-ops.js';
+import { applyActivateSieve, applySieve, applyUnactivateSieve, applyUnsieve } from './sieve.js';
+import { applyAnnotation, applyQuota, applySeen, applySub, applyUnquota, applyUnuser } from './usermeta.js';
 import { restoreMailbox } from './restore.js';
 import type { ReplicaStore } from './store.js';
 
@@ -81,35 +86,35 @@ export class ReplicaSession implements SinkSession {
 
   readonly handlers: SessionHandlers = {
     get: {
-      USER: (cmd, out) => this.run(() => this.store.getUser(cmd.userid, this.flags, out)),
-      META: (cmd, out) => this.run(() => this.store.getMeta(cmd.userid, this.flags, out)),
-      MAILBOXES: (cmd, out) => this.run(() => this.store.getMailboxes(cmd.names, this.flags, out)),
-      UNIQUEIDS: (cmd, out) => this.run(() => this.store.getUniqueids(cmd.uniqueids, this.flags, out)),
-      FULLMAILBOX: (cmd, out) => this.run(() => this.store.getFullMailbox(cmd.mboxname, this.flags, out)),
-      QUOTA: (cmd, out) => this.run(() => this.store.getQuota(cmd.root, out)),
-      ANNOTATION: (cmd, out) => this.run(() => this.store.getAnnotation(cmd.mboxname, out)),
-      FETCH: (cmd, out) => this.run(() => this.store.getFetch(cmd, out)),
-      FETCH_SIEVE: (cmd, out) => this.run(() => this.store.getFetchSieve(cmd.userid, cmd.filename, out)),
+      USER: (cmd, out) => this.run(() => getUser(this.store, cmd.userid, this.flags, out)),
+      META: (cmd, out) => this.run(() => getMeta(this.store, cmd.userid, this.flags, out)),
+      MAILBOXES: (cmd, out) => this.run(() => getMailboxes(this.store, cmd.names, this.flags, out)),
+      UNIQUEIDS: (cmd, out) => this.run(() => getUniqueids(this.store, cmd.uniqueids, this.flags, out)),
+      FULLMAILBOX: (cmd, out) => this.run(() => getFullMailbox(this.store, cmd.mboxname, this.flags, out)),
+      QUOTA: (cmd, out) => this.run(() => getQuota(this.store, cmd.root, out)),
+      ANNOTATION: (cmd, out) => this.run(() => getAnnotation(this.store, cmd.mboxname, out)),
+      FETCH: (cmd, out) => this.run(() => getFetch(this.store, cmd, out)),
+      FETCH_SIEVE: (cmd, out) => this.run(() => getFetchSieve(this.store, cmd.userid, cmd.filename, out)),
     },
     apply: {
       RESERVE: (cmd, out) => this.run(() => this.reserve(cmd, out)),
       MESSAGE: (cmd) => this.run(() => this.message(cmd)),
-      MAILBOX: (cmd) => this.run(() => this.store.applyMailbox(cmd.mailbox, this.flags)),
-      UNMAILBOX: (cmd) => this.run(() => this.store.applyUnmailbox(cmd.mboxname)),
-      RENAME: (cmd) => this.run(() => this.store.applyRename(cmd.oldname, cmd.newname, cmd.partition)),
-      EXPUNGE: (cmd) => this.run(() => this.store.applyExpunge(cmd.mboxname, cmd.uniqueid, cmd.uids)),
-      QUOTA: (cmd) => this.run(() => this.store.applyQuota(cmd.quota)),
-      UNQUOTA: (cmd) => this.run(() => this.store.applyUnquota(cmd.root)),
-      SUB: (cmd) => this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, true)),
-      UNSUB: (cmd) => this.run(() => this.store.applySub(cmd.userid, cmd.mboxname, false)),
-      SEEN: (cmd) => this.run(() => this.store.applySeen(cmd.seen)),
-      ANNOTATION: (cmd) => this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, cmd.value)),
-      UNANNOTATION: (cmd) => this.run(() => this.store.applyAnnotation(cmd.mboxname, cmd.entry, cmd.userid, null)),
-      SIEVE: (cmd) => this.run(() => this.store.applySieve(cmd.userid, cmd.filename, cmd.lastUpdate, cmd.content)),
-      UNSIEVE: (cmd) => this.run(() => this.store.applyUnsieve(cmd.userid, cmd.filename)),
-      ACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyActivateSieve(cmd.userid, cmd.filename)),
-      UNACTIVATE_SIEVE: (cmd) => this.run(() => this.store.applyUnactivateSieve(cmd.userid)),
-      UNUSER: (cmd) => this.run(() => this.store.applyUnuser(cmd.userid)),
+      MAILBOX: (cmd) => this.run(() => applyMailbox(this.store, cmd.mailbox, this.flags)),
+      UNMAILBOX: (cmd) => this.run(() => applyUnmailbox(this.store, cmd.mboxname)),
+      RENAME: (cmd) => this.run(() => applyRename(this.store, cmd.oldname, cmd.newname, cmd.partition)),
+      EXPUNGE: (cmd) => this.run(() => applyExpunge(this.store, cmd.mboxname, cmd.uniqueid, cmd.uids)),
+      QUOTA: (cmd) => this.run(() => applyQuota(this.store, cmd.quota)),
+      UNQUOTA: (cmd) => this.run(() => applyUnquota(this.store, cmd.root)),
+      SUB: (cmd) => this.run(() => applySub(this.store, cmd.userid, cmd.mboxname, true)),
+      UNSUB: (cmd) => this.run(() => applySub(this.store, cmd.userid, cmd.mboxname, false)),
+      SEEN: (cmd) => this.run(() => applySeen(this.store, cmd.seen)),
+      ANNOTATION: (cmd) => this.run(() => applyAnnotation(this.store, cmd.mboxname, cmd.entry, cmd.userid, cmd.value)),
+      UNANNOTATION: (cmd) => this.run(() => applyAnnotation(this.store, cmd.mboxname, cmd.entry, cmd.userid, null)),
+      SIEVE: (cmd) => this.run(() => applySieve(this.store, cmd.userid, cmd.filename, cmd.lastUpdate, cmd.content)),
+      UNSIEVE: (cmd) => this.run(() => applyUnsieve(this.store, cmd.userid, cmd.filename)),
+      ACTIVATE_SIEVE: (cmd) => this.run(() => applyActivateSieve(this.store, cmd.userid, cmd.filename)),
+      UNACTIVATE_SIEVE: (cmd) => this.run(() => applyUnactivateSieve(this.store, cmd.userid)),
+      UNUSER: (cmd) => this.run(() => applyUnuser(this.store, cmd.userid)),
     },
     restore: {
       MAILBOX: (cmd) => this.run(() => restoreMailbox(this.store, cmd.mailbox, this.flags)),
