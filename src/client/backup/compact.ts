@@ -100,8 +100,11 @@ function worthIt(s: CompactSettings, all: ChunkRow[], live: ChunkRow[]): boolean
 class StagingSink implements BodySink {
   private n = 0;
   wanted: Set<string> = new Set();
-  constructor(private readonly dir: string) {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  private readonly dir: string;
+  /** A directory of its own under `staging`: compactions running at once never share one. */
+  constructor(staging: string) {
+    fs.mkdirSync(staging, { recursive: true, mode: 0o700 });
+    this.dir = fs.mkdtempSync(path.join(staging, `compact.${process.pid}.`));
   }
 
   open(h: { kind: 'file' | 'literal'; guid?: string }): BodyWriter | null {
@@ -132,15 +135,20 @@ class StagingSink implements BodySink {
   }
 }
 
-/** Gives staged bodies a source to stream from; collects their paths for removal. */
-function withSources(v: DlistValue, paths: string[]): DlistValue {
+/**
+ * Gives staged bodies a source to stream from; collects their paths for
+ * removal and the promises of their writes (a body is read only once its
+ * staging file is complete).
+ */
+function withSources(v: DlistValue, paths: string[], written: Promise<void>[]): DlistValue {
   if ((v.kind === 'file' || v.kind === 'bigliteral') && v.body && typeof v.body.ref === 'string') {
     const p = v.body.ref;
     paths.push(p);
+    written.push(v.body.done);
     return { ...v, source: () => fs.createReadStream(p, { highWaterMark: 256 * 1024 }) };
   }
-  if (v.kind === 'list') return { kind: 'list', items: v.items.map((x) => withSources(x, paths)) };
-  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value, paths) })) };
+  if (v.kind === 'list') return { kind: 'list', items: v.items.map((x) => withSources(x, paths, written)) };
+  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value, paths, written) })) };
   return v;
 }
 
@@ -197,7 +205,9 @@ async function copyLive(b: ToolBackup, live: ChunkRow[], since: number, out: Out
           out.index.beginChunk(start.tsStart, start.offset, start.fileSha1);
           out.open = true;
         }
-        const full: DlistItem = { key: item.key, value: withSources(item.value, paths) };
+        const written: Promise<void>[] = [];
+        const full: DlistItem = { key: item.key, value: withSources(item.value, paths, written) };
+        await Promise.all(written);
         const w = await out.writer.append(full, ts);
         out.index.indexRecord(w.ts, w.offset, { key: item.key.toUpperCase(), value: item.value });
         out.lastTs = w.ts;
@@ -222,7 +232,7 @@ export async function compactBackup(fname: string, opts: CompactOptions): Promis
   let newLock: FileLock | null = null;
   let committed = false;
   let indexReplaced = false;
-  const sink = new StagingSink(path.join(opts.staging, `compact.${process.pid}`));
+  const sink = new StagingSink(opts.staging);
   try {
     if (fs.existsSync(dataNew) || fs.existsSync(indexNew)) throw new CyrsyncError('IMAP_IOERROR', `${dataNew} or ${indexNew} already exists`);
     const since = sinceOf(s, opts.now);
