@@ -15,7 +15,7 @@ import type { CommandLine, DlistFile, DlistItem, BodySink } from '../transforms/
 import { decodeCommand } from '../src/protocol/commands.js';
 import { Router } from '../src/server/router.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
-import { createReplicaSink, type ReplicaSink, type ReplicaSinkOptions } from '../sinks/replica/index.js';
+import { createReplicaSink, type ReplicaSink, type ReplicaStoreOptions } from '../sinks/replica/index.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 
 export const TRANSCRIPTS = '/work/shared/fixtures/transcripts';
@@ -27,7 +27,7 @@ export interface TempStore {
   sink: ReplicaSink;
 }
 
-export async function tempStore(extra: Partial<ReplicaSinkOptions> = {}, dir?: string): Promise<TempStore> {
+export async function tempStore(extra: Partial<ReplicaStoreOptions> = {}, dir?: string): Promise<TempStore> {
   const root = dir ?? mkdtempSync(path.join(tmpdir(), 'cyrsync-replica-'));
   const configdirectory = path.join(root, 'conf');
   const partitions = { default: path.join(root, 'spool') };

@@ -220,10 +220,10 @@ export interface AnnotRow {
   modseq: bigint;
 }
 
-export interface RecordRow {
+/** A message record's own fields: as stored (RecordRow) and as parsed from the wire (records.ts ParsedRecord). */
+export interface RecordFields {
   uid: number;
   guid: string;
-  size: number;
   modseq: bigint;
   lastUpdated: number;
   internaldate: number;
@@ -234,6 +234,10 @@ export interface RecordRow {
   basethrid: bigint;
   savedate: number;
   createdmodseq: bigint;
+}
+
+export interface RecordRow extends RecordFields {
+  size: number;
   hasBlob: boolean;
   crcBasic: number;
   crcAnnot: number;

@@ -13,27 +13,9 @@
  * switches), reports.ts (data-line builders), dump.ts (canonical dump),
  * housekeeping.ts (purge and garbage collection, never driven by the protocol).
  */
-import type { Logger } from 'pino';
 import { trackSession, type SessionInfo, type Sink, type SinkSession } from '../sink.js';
 import { ReplicaSession } from './session.js';
 import { ReplicaStore, type ReplicaStoreOptions } from './store.js';
-
-export interface ReplicaSinkOptions {
-  configdirectory: string;
-  /** partition name -> directory */
-  partitions: Record<string, string>;
-  logger?: Logger;
-  /** fsync blobs, directories and commits (default true) */
-  fsync?: boolean;
-  deletedPrefix?: string;
-  defaultDomain?: string | null;
-  allowUserMoves?: boolean;
-  reportUserflags?: boolean;
-  /** answer OK (as the real sync_server does) instead of NO to an upload whose bytes do not match its GUID */
-  acceptMismatchedUploads?: boolean;
-  /** fault injection for tests */
-  fs?: ReplicaStoreOptions['fs'];
-}
 
 export class ReplicaSink implements Sink {
   readonly profile = 'sync' as const;
@@ -51,7 +33,7 @@ export class ReplicaSink implements Sink {
   }
 }
 
-export async function createReplicaSink(opts: ReplicaSinkOptions): Promise<ReplicaSink> {
+export async function createReplicaSink(opts: ReplicaStoreOptions): Promise<ReplicaSink> {
   const store = await ReplicaStore.open(opts);
   return new ReplicaSink(store);
 }

@@ -19,7 +19,7 @@ import {
   recordBasicCrc,
   type CrcRecord,
 } from '../../src/protocol/crc.js';
-import { toDb64, type AnnotRow } from './db.js';
+import { toDb64, type AnnotRow, type RecordFields } from './db.js';
 import type { ReplicaStore } from './store.js';
 
 export const bad = (what: string): CommandError => new CommandError('IMAP_PROTOCOL_BAD_PARAMETERS', what);
@@ -42,19 +42,7 @@ export function optionLetters(s: string | undefined): string {
   return ['P', 'S', 'D', 'A'].filter((l) => up.includes(l)).join('');
 }
 
-export interface ParsedRecord {
-  uid: number;
-  modseq: bigint;
-  lastUpdated: number;
-  internaldate: number;
-  guid: string;
-  sysflags: number;
-  expunged: boolean;
-  userflags: string[];
-  thrid: bigint;
-  basethrid: bigint;
-  savedate: number;
-  createdmodseq: bigint;
+export interface ParsedRecord extends RecordFields {
   annots: AnnotRow[];
 }
 

@@ -292,18 +292,6 @@ export class ReplicaStore {
     return liveReport(mb, { ...extras, records: recs.map((rec) => ({ rec, annots: byUid.get(rec.uid) ?? none })) });
   }
 
-  // ------------------------------------------------------------------ GET
-
-
-
-
-
-
-
-
-
-
-
   // ------------------------------------------------------------------ blobs
 
   blobKnown(guid: string): { partition: string; size: number } | null {
@@ -482,17 +470,24 @@ export class ReplicaStore {
     return !!this.q('SELECT 1 FROM mailbox WHERE state = 0 AND name >= ? AND name < ? LIMIT 1').get(...prefixRange(`${name}.`));
   }
 
-  /** Turns an entry into a tombstone (or removes it) keeping the remembered fields. */
-  tombstone(mb: MailboxRow, foldermodseq: bigint): void {
+  /**
+   * Empties an entry and leaves it in `state` (PLACEHOLDER or TOMBSTONE): its
+   * content and live fields go, the remembered fields (name, uniqueid,
+   * uidvalidity, createdmodseq) stay, with `foldermodseq`.
+   */
+  private clearEntry(mb: MailboxRow, state: typeof PLACEHOLDER | typeof TOMBSTONE, foldermodseq: bigint): void {
     this.deleteContent(mb.id);
-    this.db
-      .prepare(
-        `UPDATE mailbox SET state = 2, partition = NULL, acl = NULL, options = '', last_uid = 0, highestmodseq = 0,
-         recentuid = 0, recenttime = 0, last_appenddate = 0, pop3_last_login = 0, pop3_show_after = 0,
-         xconvmodseq = 0, raclmodseq = 0, userflags = '[]', crc_basic = 0, crc_annot = 0, foldermodseq = ?
-         WHERE id = ?`,
-      )
-      .run(toDb64(foldermodseq), mb.id);
+    this.q(
+      `UPDATE mailbox SET state = ?, partition = NULL, acl = NULL, options = '', last_uid = 0, highestmodseq = 0,
+       recentuid = 0, recenttime = 0, last_appenddate = 0, pop3_last_login = 0, pop3_show_after = 0,
+       xconvmodseq = 0, raclmodseq = 0, userflags = '[]', crc_basic = 0, crc_annot = 0, foldermodseq = ?
+       WHERE id = ?`,
+    ).run(state, toDb64(foldermodseq), mb.id);
+  }
+
+  /** Turns an entry into a tombstone keeping the remembered fields. */
+  tombstone(mb: MailboxRow, foldermodseq: bigint): void {
+    this.clearEntry(mb, TOMBSTONE, foldermodseq);
   }
 
   /** §5.5 removal of a live mailbox. */
@@ -503,15 +498,7 @@ export class ReplicaStore {
       return;
     }
     if (this.hasLiveDescendant(mb.name)) {
-      this.deleteContent(mb.id);
-      this.db
-        .prepare(
-          `UPDATE mailbox SET state = 1, partition = NULL, acl = NULL, options = '', last_uid = 0, highestmodseq = 0,
-           recentuid = 0, recenttime = 0, last_appenddate = 0, pop3_last_login = 0, pop3_show_after = 0,
-           xconvmodseq = 0, raclmodseq = 0, userflags = '[]', crc_basic = 0, crc_annot = 0, foldermodseq = ?
-           WHERE id = ?`,
-        )
-        .run(toDb64(mb.highestmodseq > mb.foldermodseq ? mb.highestmodseq : mb.foldermodseq), mb.id);
+      this.clearEntry(mb, PLACEHOLDER, mb.highestmodseq > mb.foldermodseq ? mb.highestmodseq : mb.foldermodseq);
       return;
     }
     this.tombstone(mb, mb.highestmodseq);
@@ -543,23 +530,6 @@ export class ReplicaStore {
     }
   }
 
-
-
-
-
-  // ------------------------------------------------------------------ APPLY MAILBOX (§6)
-
-
-
-
-
-
-  // ------------------------------------------------------------------ other APPLYs
-
-
-
-
-
   nextModseq(): bigint {
     const r = this.q("SELECT value FROM meta WHERE key = 'modseq'").get() as { value: string } | undefined;
     let m = r ? BigInt(r.value) : 0n;
@@ -571,16 +541,6 @@ export class ReplicaStore {
     this.q("INSERT OR REPLACE INTO meta (key, value) VALUES ('modseq', ?)").run(m.toString());
     return m;
   }
-
-
-
-
-
-
-
-
-
-
 
   /** For diagnostics and tests: a from-scratch recomputation of a mailbox's CRCs. */
   recomputeCrcs(name: string): { basic: number; annot: number } | null {
