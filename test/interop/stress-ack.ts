@@ -3,8 +3,15 @@
  * `--tap` recording, decompressed): the commands paired in order with the
  * server's replies; those answered `OK` count. A session cut by a kill ends
  * in a partial command or a command without a reply: neither counts.
+ * Also the store-side checks of what was acknowledged, shared by the crash
+ * campaign and the graceful-stop test.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { memoryBodySink } from '../../transforms/dlist-parser.js';
+import { openSqliteReadOnly } from '../../sinks/sqlite-readonly.js';
+import { dataFiles } from '../backup-sink-helpers.js';
+import { filesBelow } from './faults.js';
 import { decodeCommand } from '../../src/protocol/commands.js';
 import { commandLines, serverResponses, tapStreams } from '../replica-helpers.js';
 
@@ -47,4 +54,57 @@ export async function acknowledgedByReplica(tapFile: string): Promise<Acknowledg
     // the recording ends inside a command cut by the kill
   }
   return out;
+}
+
+/** Where a daemon under test keeps its store. */
+export interface StoreDirs {
+  kind: 'sync-server' | 'backupd';
+  dirs: { configdirectory: string; partition: string; staging: string; temp: string };
+}
+
+/** Staging and temporary files of a stopped or restarted daemon. */
+export function leftovers(d: StoreDirs): string[] {
+  const staging = d.kind === 'backupd' ? filesBelow(d.dirs.staging) : filesBelow(path.join(d.dirs.partition, 'blobs', 'tmp'));
+  return [...staging, ...filesBelow(d.dirs.temp)];
+}
+
+/** GUIDs every backup data file's index holds. */
+export function backupGuids(d: StoreDirs): Set<string> {
+  const out = new Set<string>();
+  for (const f of dataFiles(d.dirs.partition)) {
+    if (!fs.existsSync(`${f}.index`)) continue;
+    const db = openSqliteReadOnly(`${f}.index`);
+    try {
+      for (const r of db.prepare('SELECT guid FROM message').all() as { guid: string }[]) out.add(r.guid);
+    } finally {
+      db.close();
+    }
+  }
+  return out;
+}
+
+/** Problems with what the replica acknowledged in the recorded session. */
+export async function replicaLosses(d: StoreDirs, tapFile: string): Promise<{ count: number; problems: string[] }> {
+  const ack = await acknowledgedByReplica(tapFile);
+  const problems: string[] = [];
+  for (const g of ack.guids) {
+    const p = path.join(d.dirs.partition, 'blobs', g.slice(0, 2), g);
+    if (!fs.existsSync(p)) problems.push(`acknowledged message ${g} has no file`);
+  }
+  const dbFile = path.join(d.dirs.configdirectory, 'replica.sqlite3');
+  if (ack.mailboxes.size > 0) {
+    const db = openSqliteReadOnly(dbFile);
+    db.defaultSafeIntegers(true);
+    try {
+      const q = db.prepare('SELECT highestmodseq FROM mailbox WHERE uniqueid = ?');
+      for (const [uniqueid, hms] of ack.mailboxes) {
+        const row = q.get(uniqueid) as { highestmodseq: bigint } | undefined;
+        if (!row) problems.push(`acknowledged mailbox ${uniqueid} is missing`);
+        else if (row.highestmodseq < hms) problems.push(`mailbox ${uniqueid}: highestmodseq ${row.highestmodseq} < acknowledged ${hms}`);
+      }
+    } finally {
+      db.close();
+    }
+  }
+  return { count: ack.guids.size + ack.mailboxes.size, problems };
 }
