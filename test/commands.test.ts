@@ -7,6 +7,7 @@ import test from 'ava';
 import { decodeCommand, type DecodeOptions } from '../src/protocol/commands.js';
 import type { ApplyCommand, Command, GetCommand, MailboxIn } from '../src/protocol/types.js';
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
+import { expectEach } from './helpers/tables.js';
 
 function dec(wire: string, opts: DecodeOptions = { profile: 'sync' }): Command {
   const lines = parseCommandLines(Buffer.from(wire.endsWith('\n') ? wire : wire + '\r\n', 'latin1'), {
@@ -28,6 +29,9 @@ const backup: DecodeOptions = { profile: 'backup' };
 function reply(c: Command): string | null {
   return c.verb === 'REFUSED' ? c.reply : null;
 }
+
+/** The reply refusing a wire line (null when it is not refused). */
+const refusal = (opts?: DecodeOptions) => (wire: string): string | null => reply(dec(wire, opts));
 
 function applyOf(c: Command): ApplyCommand {
   if (c.verb !== 'APPLY') throw new Error(`not an APPLY: ${JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))}`);
@@ -100,25 +104,34 @@ test('AUTHENTICATE', (t) => {
 // Parse failures of GET / APPLY / RESTORE
 
 test('unparsable GET/APPLY/RESTORE lines', (t) => {
-  t.is(reply(dec('APPLY %(A)x')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line');
-  t.is(reply(dec('GET USER a b')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse GET line');
-  t.is(reply(dec('GET')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse GET line');
-  t.is(reply(dec('APPLY FORCE')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line');
-  t.is(reply(dec('RESTORE (x)')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse RESTORE line');
-  t.is(reply(dec('APPLY (A) B')), 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line');
+  expectEach(t, refusal(), [
+    ['APPLY %(A)x', 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line'],
+    ['GET USER a b', 'BAD IMAP_PROTOCOL_ERROR Failed to parse GET line'],
+    ['GET', 'BAD IMAP_PROTOCOL_ERROR Failed to parse GET line'],
+    ['APPLY FORCE', 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line'],
+    ['RESTORE (x)', 'BAD IMAP_PROTOCOL_ERROR Failed to parse RESTORE line'],
+    ['APPLY (A) B', 'BAD IMAP_PROTOCOL_ERROR Failed to parse APPLY line'],
+  ]);
   // backupd: parse failure => missing argument, trailing junk => extra arguments
-  t.is(reply(dec('APPLY %(A)x', backup)), 'BAD Missing required argument to Apply');
-  t.is(reply(dec('GET', backup)), 'BAD Missing required argument to Get');
-  t.is(reply(dec('GET USER a b', backup)), 'BAD Unexpected extra arguments to Get');
+  expectEach(t, refusal(backup), [
+    ['APPLY %(A)x', 'BAD Missing required argument to Apply'],
+    ['GET', 'BAD Missing required argument to Get'],
+    ['GET USER a b', 'BAD Unexpected extra arguments to Get'],
+  ]);
 });
 
 test('unknown sub-commands', (t) => {
-  t.is(reply(dec('GET FROB x')), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.is(reply(dec('APPLY FROB %()')), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.is(reply(dec('RESTORE UNMAILBOX x')), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.is(reply(dec('APPLY EXPUNGE %(MBOXNAME a UNIQUEID b UID (1))', backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.is(reply(dec('APPLY LOCAL_MAILBOX %(MBOXNAME a)', backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.is(reply(dec('GET FETCH %(MBOXNAME a)', backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
+  const protocolError = 'NO IMAP_PROTOCOL_ERROR Protocol error';
+  expectEach(t, refusal(), [
+    ['GET FROB x', protocolError],
+    ['APPLY FROB %()', protocolError],
+    ['RESTORE UNMAILBOX x', protocolError],
+  ]);
+  expectEach(t, refusal(backup), [
+    ['APPLY EXPUNGE %(MBOXNAME a UNIQUEID b UID (1))', protocolError],
+    ['APPLY LOCAL_MAILBOX %(MBOXNAME a)', protocolError],
+    ['GET FETCH %(MBOXNAME a)', protocolError],
+  ]);
 });
 
 // ---------------------------------------------------------------------------
@@ -381,8 +394,7 @@ test('APPLY SUB / UNSUB / SEEN', (t) => {
 });
 
 test('APPLY ANNOTATION / UNANNOTATION: map values are binary', (t) => {
-  const c = applyOf(dec('APPLY ANNOTATION %(MBOXNAME "" ENTRY /comment USERID "" VALUE {3+}\r\na\0b)'));
-  t.deepEqual(c, {
+  t.deepEqual(dec('APPLY ANNOTATION %(MBOXNAME "" ENTRY /comment USERID "" VALUE {3+}\r\na\0b)'), {
     verb: 'APPLY',
     sub: 'ANNOTATION',
     mboxname: '',
@@ -402,8 +414,7 @@ test('APPLY ANNOTATION / UNANNOTATION: map values are binary', (t) => {
 });
 
 test('APPLY SIEVE family', (t) => {
-  const s = applyOf(dec('APPLY SIEVE %(USERID fixt FILENAME v.script LAST_UPDATE 1711230000 CONTENT {5+}\r\nkeep;)'));
-  t.deepEqual(s, {
+  t.deepEqual(dec('APPLY SIEVE %(USERID fixt FILENAME v.script LAST_UPDATE 1711230000 CONTENT {5+}\r\nkeep;)'), {
     verb: 'APPLY',
     sub: 'SIEVE',
     userid: 'fixt',

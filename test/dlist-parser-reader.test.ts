@@ -17,10 +17,10 @@ import {
   CommandReader,
   FramingError,
   type BodySink,
-  type BodyWriter,
   type CommandLine,
   type DlistValue,
 } from '../transforms/index.js';
+import { drainSoon, laggingSink } from './helpers/body-writers.js';
 
 const bin = (s: string) => Buffer.from(s, 'latin1');
 const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
@@ -119,29 +119,14 @@ test('detachRemainder refuses while a command is incomplete or requested', async
 function slowSink(onWrite: () => void): { sink: BodySink; total: () => number; hash: () => string } {
   let total = 0;
   const h = createHash('sha1');
-  const sink: BodySink = {
-    open(): BodyWriter {
-      let drain: (() => void) | null = null;
-      return {
-        write(chunk) {
-          onWrite();
-          total += chunk.length;
-          h.update(chunk);
-          setTimeout(() => {
-            const d = drain;
-            drain = null;
-            d?.();
-          }, 1);
-          return false;
-        },
-        onDrain(cb) {
-          drain = cb;
-        },
-        end: () => ({ done: Promise.resolve(), ref: null }),
-        abort: () => undefined,
-      };
+  const sink = laggingSink({
+    onWrite(chunk) {
+      onWrite();
+      total += chunk.length;
+      h.update(chunk);
+      return drainSoon;
     },
-  };
+  });
   return { sink, total: () => total, hash: () => h.digest('hex') };
 }
 
@@ -229,29 +214,7 @@ test('COMPRESS round trip through a real deflate stream, commands on demand', as
 test('a writer refusing the last chunk of a body does not stall: end() takes over (no drain after end)', async (t) => {
   // Like fs.WriteStream: write() returns false, and after end() no 'drain' comes.
   let ended = 0;
-  const sink: BodySink = {
-    open(): BodyWriter {
-      let drain: (() => void) | null = null;
-      let closed = false;
-      return {
-        write() {
-          setTimeout(() => {
-            if (!closed) drain?.();
-          }, 1);
-          return false;
-        },
-        onDrain(cb) {
-          drain = cb;
-        },
-        end() {
-          closed = true;
-          ended++;
-          return { done: Promise.resolve(), ref: null };
-        },
-        abort: () => undefined,
-      };
-    },
-  };
+  const sink = laggingSink({ onWrite: () => drainSoon, onEnd: () => void ended++ });
   const reader = new CommandReader({ sink });
   reader.write(bin('APPLY MESSAGE (%{p g 4}\r\nab'));
   reader.write(bin('cd'));

@@ -22,10 +22,10 @@ import {
   FramerCore,
   FramingError,
   type BodySink,
-  type BodyWriter,
   type CommandLine,
   type DlistValue,
 } from '../transforms/index.js';
+import { drainSoon, laggingSink, type DrainLater } from './helpers/body-writers.js';
 import { readTap } from './helpers/tap.js';
 
 const RUNS = Number(process.env.CYRSYNC_FUZZ_RUNS ?? 100_000);
@@ -176,38 +176,9 @@ test(`fuzz: ${RUNS} random and mutated inputs, typed errors only, chunking-indep
 function randomSink(decisions: number[]): BodySink {
   let k = 0;
   const next = () => decisions[k++ % decisions.length]!;
-  return {
-    open(): BodyWriter | null {
-      if (next() % 7 === 0) return null;
-      let drain: (() => void) | null = null;
-      let closed = false;
-      return {
-        write() {
-          const d = next() % 4;
-          if (d === 0) return true;
-          const fire = () => {
-            const cb = drain;
-            drain = null;
-            if (!closed) cb?.();
-          };
-          if (d === 1) queueMicrotask(fire);
-          else if (d === 2) setImmediate(fire);
-          else setTimeout(fire, 1);
-          return false;
-        },
-        onDrain(cb) {
-          drain = cb;
-        },
-        end() {
-          closed = true;
-          return { done: Promise.resolve(), ref: null };
-        },
-        abort() {
-          closed = true;
-        },
-      };
-    },
-  };
+  const later: (DrainLater | null)[] = [null, queueMicrotask, setImmediate, drainSoon];
+  const lagging = laggingSink({ onWrite: () => later[next() % 4]! });
+  return { open: (h) => (next() % 7 === 0 ? null : lagging.open(h)) };
 }
 
 async function readAll(chunks: Buffer[], sink: BodySink): Promise<string> {

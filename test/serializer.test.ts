@@ -26,27 +26,30 @@ import {
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
 import type { DlistBigLiteral, DlistFile, DlistValue } from '../transforms/dlist-types.js';
 import { CyrsyncError } from '../transforms/errors.js';
+import { expectEach } from './helpers/tables.js';
 
 const str = (value: string | Buffer | null): DlistValue => ({ kind: 'string', value });
 const out = (v: DlistValue, mode: 'server' | 'client' | 'backup' | 'canonical-client' = 'server'): string =>
   serializeValue(v, mode).toString('latin1');
 
 test('string rules: NIL, empty, atom, quoted, literal', (t) => {
-  t.is(out(str(null)), 'NIL');
-  t.is(out(str('')), '""');
-  t.is(out(str('user.fixt')), 'user.fixt');
-  t.is(out(str('NIL')), '"NIL"');
-  t.is(out(str('nil')), 'nil');
-  t.is(out(str('NILS')), 'NILS');
-  t.is(out(str('a b')), '"a b"');
-  t.is(out(str('[x]+')), '[x]+');
-  t.is(out(str('a\x1fb')), 'a\x1fb', '0x1F is an atom octet in imparse_isnatom');
-  t.is(out(str('a\x1eb')), '"a\x1eb"');
-  t.is(out(str('a\x7fb')), '"a\x7fb"');
-  t.is(out(str('fixt\tlrswipkxtecdan\t')), '"fixt\tlrswipkxtecdan\t"', 'TAB travels quoted (ACL)');
-  t.is(out(str('a{b')), '"a{b"');
-  t.is(out(str('a(b)')), '"a(b)"');
-  t.is(out(str('a*')), '"a*"');
+  expectEach(t, (s: string | null) => out(str(s)), [
+    [null, 'NIL'],
+    ['', '""'],
+    ['user.fixt', 'user.fixt'],
+    ['NIL', '"NIL"'],
+    ['nil', 'nil'],
+    ['NILS', 'NILS'],
+    ['a b', '"a b"'],
+    ['[x]+', '[x]+'],
+    ['a\x1fb', 'a\x1fb', '0x1F is an atom octet in imparse_isnatom'],
+    ['a\x1eb', '"a\x1eb"'],
+    ['a\x7fb', '"a\x7fb"'],
+    ['fixt\tlrswipkxtecdan\t', '"fixt\tlrswipkxtecdan\t"', 'TAB travels quoted (ACL)'],
+    ['a{b', '"a{b"'],
+    ['a(b)', '"a(b)"'],
+    ['a*', '"a*"'],
+  ]);
 });
 
 test('string rules: % \\ " CR LF NUL and 8-bit octets force a literal', (t) => {
