@@ -16,8 +16,7 @@ import {
 } from '../sinks/backup/index-db.js';
 import { readChunkRecords, CHUNK_HEADER } from '../sinks/backup/datafile.js';
 import { VERIFY_FULL, VERIFY_QUICK, reindexBackup, verifyBackup } from '../sinks/backup/index-db.js';
-import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
-import { readTap } from './helpers/tap.js';
+import { recordedApplies } from './backup-sink-helpers.js';
 import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
 
 test.after.always(removeTrackedDirs);
@@ -277,31 +276,14 @@ test('openBackup + BackupAppender: written, indexed, verifiable; torn tail cut o
   l.lock.release();
 });
 
-function withSources(v: DlistValue): DlistValue {
-  if (v.kind === 'file') {
-    const b = (v.body as MemoryStagedBody).ref;
-    return { ...v, source: () => Readable.from([b]) };
-  }
-  if (v.kind === 'list') return { kind: 'list', items: v.items.map(withSources) };
-  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value) })) };
-  return v;
-}
-
-const WRITTEN = new Set(['MAILBOX', 'UNMAILBOX', 'MESSAGE', 'RESERVE', 'RENAME', 'SEEN', 'SUB', 'UNSUB', 'SIEVE', 'UNSIEVE']);
-
 /** The recorded real sync_client sessions of the fixtures, one chunk each. */
 async function replayFixtures(data: string): Promise<void> {
   let ts = 1790000000;
   for (const tap of ['02-full-backupd.tap', '04-incremental-backupd.tap']) {
-    const { client } = readTap(path.join('test', 'fixtures', 'transcripts', tap));
     const b = (await openBackup(data, { wait: false, create: true }))!;
     const app = new BackupAppender(b);
     await app.start(ts++);
-    for (const c of parseCommandLines(client, { sink: memoryBodySink() })) {
-      const [k, v] = c.args;
-      if (c.verb !== 'APPLY' || k?.kind !== 'atom' || v === undefined || !WRITTEN.has(k.value)) continue;
-      await app.append({ key: k.value, value: withSources(v) }, ts++);
-    }
+    for (const item of recordedApplies(path.join('test', 'fixtures', 'transcripts', tap))) await app.append(item, ts++);
     await app.close(ts++);
   }
 }

@@ -16,7 +16,10 @@ import { parseConfig, type Settings } from '../src/config.js';
 import { decodeCommand } from '../src/protocol/commands.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
 import { Router } from '../src/server/router.js';
-import type { DlistFile, DlistItem } from '../transforms/dlist-types.js';
+import { Readable } from 'node:stream';
+import type { DlistFile, DlistItem, DlistValue } from '../transforms/dlist-types.js';
+import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
+import { readTap } from './helpers/tap.js';
 import { createBackupSink, type BackupSink } from '../sinks/backup/index.js';
 import type { BackupSession } from '../sinks/backup/session.js';
 import { commandLines, serialize } from './replica-helpers.js';
@@ -287,6 +290,32 @@ export function walk(dir: string): string[] {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) out.push(...walk(p));
     else out.push(p);
+  }
+  return out;
+}
+
+/** APPLYs a backup server writes to the owner's data file (§9.5). */
+const WRITTEN = new Set(['MAILBOX', 'UNMAILBOX', 'MESSAGE', 'RESERVE', 'RENAME', 'SEEN', 'SUB', 'UNSUB', 'SIEVE', 'UNSIEVE']);
+
+/** The value with each file literal's body in memory given a source again, as a writer reads it. */
+function withSources(v: DlistValue): DlistValue {
+  if (v.kind === 'file') {
+    const b = (v.body as MemoryStagedBody).ref;
+    return { ...v, source: () => Readable.from([b]) };
+  }
+  if (v.kind === 'list') return { kind: 'list', items: v.items.map(withSources) };
+  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value) })) };
+  return v;
+}
+
+/** The APPLYs that the real sync_client sent in a recorded session (a .tap file) and a backup server writes, bodies in memory. */
+export function recordedApplies(tapFile: string): DlistItem[] {
+  const { client } = readTap(tapFile);
+  const out: DlistItem[] = [];
+  for (const c of parseCommandLines(client, { sink: memoryBodySink() })) {
+    if (c.verb.toUpperCase() !== 'APPLY' || c.error) continue;
+    const [k, v] = c.args;
+    if (k?.kind === 'atom' && v !== undefined && WRITTEN.has(k.value)) out.push({ key: k.value, value: withSources(v) });
   }
   return out;
 }

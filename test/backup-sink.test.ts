@@ -3,7 +3,7 @@
  * backup-format §9, chunk checksums, GUID checks, bad names, locks, torn
  * chunks, and the recorded real backupd sessions replayed reply for reply.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,16 +23,33 @@ import {
   stage,
   tempBackupStore,
   walk,
+  type TempBackupStore,
 } from './backup-sink-helpers.js';
+import type { BackupSession } from '../sinks/backup/session.js';
 import { storeTeardown } from './helpers/teardown.js';
 
 const PROTOCOL_ERROR = 'NO IMAP_PROTOCOL_ERROR Protocol error';
 const TRANSCRIPTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'transcripts');
 
-test('a full session: appended records, index rows, checksums, and GET answers from the index', async (t) => {
+/** A fresh store, closed when the test ends, and a session on it. */
+async function storeWithSession(t: ExecutionContext): Promise<{ s: TempBackupStore; a: BackupSession }> {
   const s = await tempBackupStore();
   storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  return { s, a: openSession(s.sink) };
+}
+
+/** A store holding one ended session of bob's (a subscription), and his data file. */
+async function bobSubscribed(t: ExecutionContext): Promise<{ s: TempBackupStore; file: string }> {
+  const { s, a } = await storeWithSession(t);
+  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
+  await a.end();
+  const [file] = dataFiles(s.partition);
+  if (file === undefined) throw new Error('no data file for bob');
+  return { s, file };
+}
+
+test('a full session: appended records, index rows, checksums, and GET answers from the index', async (t) => {
+  const { s, a } = await storeWithSession(t);
   t.is((await run(a, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'OK Success');
   const bodies = [message(1), message(2, ' with more')];
   const files = await stage(a, bodies);
@@ -132,9 +149,7 @@ test('a full session: appended records, index rows, checksums, and GET answers f
 });
 
 test('RESERVE reports missing GUIDs and routes the next MESSAGE to the owners that await them', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const [m1, m2] = [message(1), message(2)];
   const reserve = await run(a, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.carol', 'user.dave.Sent'], guids: [sha1(m1), sha1(m2)] });
   t.is(reserve.reply.toString('latin1'), `* MISSING (${sha1(m1)} ${sha1(m2)})\r\nOK Success\r\n`);
@@ -158,9 +173,7 @@ test('RESERVE reports missing GUIDs and routes the next MESSAGE to the owners th
 });
 
 test('a MESSAGE whose octets do not match its GUID is a protocol error and nothing of it is written', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   await run(a, { verb: 'GET', sub: 'USER', userid: 'erin' });
   const good = message(1);
   const evil = Buffer.from('this is not the message the guid names\r\n');
@@ -178,9 +191,7 @@ test('a MESSAGE whose octets do not match its GUID is a protocol error and nothi
 });
 
 test('MESSAGE without any open backup, unknown APPLYs and unsupported GETs are protocol errors that write nothing', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const files = await stage(a, [message(1)]);
   t.is((await run(a, { verb: 'APPLY', sub: 'MESSAGE', files })).status, PROTOCOL_ERROR);
   t.is((await run(a, { verb: 'APPLY', sub: 'EXPUNGE', mboxname: 'user.bob', uniqueid: 'x', uids: [1] })).status, PROTOCOL_ERROR);
@@ -198,9 +209,7 @@ test('MESSAGE without any open backup, unknown APPLYs and unsupported GETs are p
 });
 
 test('GET MAILBOXES naming two owners is refused with bad parameters', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const r = await run(a, { verb: 'GET', sub: 'MAILBOXES', names: ['user.bob', 'user.carol'] });
   t.regex(r.status, /^NO IMAP_PROTOCOL_BAD_PARAMETERS/);
   t.deepEqual(r.items, []);
@@ -209,9 +218,7 @@ test('GET MAILBOXES naming two owners is refused with bad parameters', async (t)
 });
 
 test('user ids, mailbox names, uniqueids and sieve file names from the wire never name a path outside the partition', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const bad = ['../evil', '../../etc/x', 'a/b', '..', '.', '', 'x\x00y', 'tab\there'];
   for (const u of bad) {
     const r = await run(a, { verb: 'GET', sub: 'USER', userid: u });
@@ -239,9 +246,7 @@ test('user ids, mailbox names, uniqueids and sieve file names from the wire neve
 });
 
 test('a backup in use by one session is locked for another', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const b = openSession(s.sink);
   t.is((await run(a, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'OK Success');
   t.is((await run(b, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'NO IMAP_MAILBOX_LOCKED Mailbox locked');
@@ -259,48 +264,36 @@ test('a backup in use by one session is locked for another', async (t) => {
 });
 
 test('a torn chunk after the last committed one is cut off at the next open', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
-  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
-  await a.end();
-  const [file] = dataFiles(s.partition);
-  const good = fs.statSync(file!).size;
+  const { s, file } = await bobSubscribed(t);
+  const good = fs.statSync(file).size;
   // a member cut in the middle, as a crash leaves it
   const { gzipSync } = await import('node:zlib');
   const torn = gzipSync(Buffer.from('# cyrus backup: chunk start\r\n1700000000 APPLY SUB %(USERID bob MBOXNAME user.bob.x)\r\n'));
-  fs.appendFileSync(file!, torn.subarray(0, torn.length - 5));
+  fs.appendFileSync(file, torn.subarray(0, torn.length - 5));
   const b = openSession(s.sink);
   const user = await run(b, { verb: 'GET', sub: 'USER', userid: 'bob' });
   t.true(user.reply.toString('latin1').includes('* LSUB (user.bob)\r\n'));
   t.false(user.reply.toString('latin1').includes('user.bob.x'));
   await b.end();
-  t.deepEqual(checkChunks(file!), []);
-  t.true(fs.statSync(file!).size > good);
+  t.deepEqual(checkChunks(file), []);
+  t.true(fs.statSync(file).size > good);
   await s.sink.close();
 });
 
 test('a damaged committed chunk refuses the backup instead of rewriting it', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
-  await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
-  await a.end();
-  const [file] = dataFiles(s.partition);
-  const data = fs.readFileSync(file!);
+  const { s, file } = await bobSubscribed(t);
+  const data = fs.readFileSync(file);
   data[data.length - 12] ^= 0xff;
-  fs.writeFileSync(file!, data);
+  fs.writeFileSync(file, data);
   const b = openSession(s.sink);
   t.is((await run(b, { verb: 'GET', sub: 'USER', userid: 'bob' })).status, 'NO Unknown error');
   await b.end();
-  t.deepEqual(fs.readFileSync(file!), data, 'the file is left as it was');
+  t.deepEqual(fs.readFileSync(file), data, 'the file is left as it was');
   await s.sink.close();
 });
 
 test('RENAME, UNMAILBOX, UNSUB and UNSIEVE update the index as §6.4 says', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const mk = (uniqueid: string, mboxname: string) => run(a, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid, mboxname }) });
   t.is((await mk('u1', 'user.bob.A')).status, 'OK Success');
   t.is((await mk('u2', 'user.bob.B')).status, 'OK Success');
@@ -349,9 +342,7 @@ test('the recorded real backupd sessions replayed: every reply equals the real b
 });
 
 test('GET USER of a user never seen creates the backup with one empty chunk', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const r = await run(a, { verb: 'GET', sub: 'USER', userid: 'new.user@example.com' });
   t.is(r.reply.toString(), 'OK Success\r\n');
   await a.end();
@@ -362,9 +353,7 @@ test('GET USER of a user never seen creates the backup with one empty chunk', as
 });
 
 test('a big sieve script staged on disk is copied into the record and indexed by its SHA-1', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const script = Buffer.alloc(3 * 1024 * 1024 + 17, 'require "fileinto";\r\n');
   const w = a.bodySink.open({ kind: 'literal', size: script.length })!;
   for (let off = 0; off < script.length; off += 65536) {
@@ -410,9 +399,7 @@ test('staging left behind by a dead process is removed when the store opens', as
 });
 
 test('shared mailboxes go to the %SHARED backup in hash directory q', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   const r = await run(a, { verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: mailboxIn({ uniqueid: 'shared1', mboxname: 'shared.news' }) });
   t.is(r.status, 'OK Success');
   const reserve = await run(a, { verb: 'APPLY', sub: 'RESERVE', partition: 'default', mboxnames: ['user.zed', 'shared.news'], guids: [sha1('x')] });
@@ -427,9 +414,7 @@ test('shared mailboxes go to the %SHARED backup in hash directory q', async (t) 
 });
 
 test('a backup unused for more than 300 seconds is released (its chunk ended) when the next command arrives', async (t) => {
-  const s = await tempBackupStore();
-  storeTeardown(t, s.sink, s.dir);
-  const a = openSession(s.sink);
+  const { s, a } = await storeWithSession(t);
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'bob', mboxname: 'user.bob' });
   await run(a, { verb: 'APPLY', sub: 'SUB', userid: 'carol', mboxname: 'user.carol' });
   const open = (a as unknown as { open: Map<string, { lastUsed: number }> }).open;

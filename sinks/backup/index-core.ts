@@ -25,7 +25,7 @@ import Database from 'better-sqlite3';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
 import { serializeValue } from '../../transforms/serializer.js';
-import { parseU64 } from '../../src/protocol/commands/fields.js';
+import { parseU64, scalarText } from '../../src/protocol/commands/fields.js';
 import { DATAFILE_MODE } from './datafile.js';
 import { openSqliteReadOnly } from '../sqlite-readonly.js';
 import {
@@ -47,11 +47,11 @@ import {
 // ---------------------------------------------------------------------------
 // Dlist field access (dlist_getatom / dlist_getnum32 / dlist_getnum64 / dlist_getdate)
 //
-// Numbers are read by the protocol module's parser (parseU64). Text and lists
-// stay separate from the protocol decoders on purpose: the index keeps what a
-// data file holds, whoever wrote it (a real backupd too), so a literal holding
-// NUL is kept as text here where the wire decoder refuses it, and a kvlist
-// counts as a list (Cyrus's dlist_getlist) where the wire decoder takes NIL.
+// Numbers and text are read by the protocol module's readers (parseU64,
+// scalarText). The index keeps what a data file holds, whoever wrote it (a
+// real backupd too), so a literal holding NUL is kept as text here where the
+// wire decoder refuses it, and a kvlist counts as a list (Cyrus's
+// dlist_getlist) where the wire decoder takes NIL.
 
 export function findItem(items: DlistItem[], key: string): DlistValue | undefined {
   for (const it of items) if (it.key === key) return it.value;
@@ -60,21 +60,7 @@ export function findItem(items: DlistItem[], key: string): DlistValue | undefine
 
 /** The string a value carries (atom, quoted, literal, builder string), or undefined. NIL is undefined. */
 export function dlistText(v: DlistValue | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  switch (v.kind) {
-    case 'atom':
-    case 'quoted':
-    case 'flag':
-      return v.value;
-    case 'literal':
-      return v.value.toString('latin1');
-    case 'string':
-      return v.value === null ? undefined : typeof v.value === 'string' ? v.value : v.value.toString('latin1');
-    case 'num':
-      return v.value.toString(10);
-    default:
-      return undefined;
-  }
+  return v === undefined ? undefined : (scalarText(v, 'keep') ?? undefined);
 }
 
 /** An unsigned decimal (64-bit at most): number when safe, BigInt above 2^53. */
@@ -105,6 +91,74 @@ export function badParams(what: string): CommandError {
 /** Canonical text of a list value, as dlist_printbuf(list, 0) (no key). */
 export function canonicalListText(v: DlistValue): string {
   return serializeValue(v, DATAFILE_MODE).toString('latin1');
+}
+
+/** The canonical text of an ANNOTATIONS list, '' when there is none. */
+function annotationsText(v: DlistValue | undefined): string {
+  return v !== undefined && listItems(v) !== null ? canonicalListText(v) : '';
+}
+
+/** A record's FLAGS without `\Expunged`, which becomes the expunge time instead. */
+function recordFlags(v: DlistValue | undefined, ts: number): { flagsText: string; expunged: number | null } {
+  const flags = listItems(v);
+  if (flags === null) return { flagsText: '()', expunged: null };
+  let expunged: number | null = null;
+  const kept: DlistValue[] = [];
+  for (const f of flags) {
+    if (dlistText(f) === '\\Expunged') expunged = ts;
+    else kept.push(f);
+  }
+  return { flagsText: canonicalListText({ kind: 'list', items: kept }), expunged };
+}
+
+/** The mailbox row a MAILBOX record gives (lcb_indexw.c), and its RECORD list; refuses one that lacks a required field. */
+function mailboxParams(chunk: number, items: DlistItem[]) {
+  const g = (k: string): DlistValue | undefined => findItem(items, k);
+  const uniqueid = dlistText(g('UNIQUEID'));
+  const mboxname = dlistText(g('MBOXNAME'));
+  const last_uid = dlistNumber(g('LAST_UID'), 32);
+  const highestmodseq = dlistNumber(g('HIGHESTMODSEQ'));
+  const recentuid = dlistNumber(g('RECENTUID'), 32);
+  const recenttime = dlistNumber(g('RECENTTIME'));
+  const last_appenddate = dlistNumber(g('LAST_APPENDDATE'));
+  const pop3_last_login = dlistNumber(g('POP3_LAST_LOGIN'));
+  const uidvalidity = dlistNumber(g('UIDVALIDITY'), 32);
+  const partition = dlistText(g('PARTITION'));
+  const acl = dlistText(g('ACL'));
+  const options = dlistText(g('OPTIONS'));
+  const records = listItems(g('RECORD'));
+  const required: [string, unknown][] = [
+    ['UNIQUEID', uniqueid], ['MBOXNAME', mboxname], ['LAST_UID', last_uid], ['HIGHESTMODSEQ', highestmodseq],
+    ['RECENTUID', recentuid], ['RECENTTIME', recenttime], ['LAST_APPENDDATE', last_appenddate],
+    ['POP3_LAST_LOGIN', pop3_last_login], ['UIDVALIDITY', uidvalidity], ['PARTITION', partition],
+    ['ACL', acl], ['OPTIONS', options], ['RECORD', records],
+  ];
+  for (const [k, val] of required) if (val === undefined || val === null) throw badParams(`MAILBOX without a valid ${k}`);
+  const mboxtype = dlistText(g('MBOXTYPE'));
+  const params = {
+    last_chunk_id: chunk,
+    uniqueid: toDbText(uniqueid!),
+    mboxname: toDbText(mboxname!),
+    mboxtype: mboxtype === undefined ? null : toDbText(mboxtype),
+    last_uid,
+    highestmodseq,
+    recentuid,
+    recenttime,
+    last_appenddate,
+    pop3_last_login,
+    pop3_show_after: dlistNumber(g('POP3_SHOW_AFTER')) ?? 0,
+    uidvalidity,
+    partition: toDbText(partition!),
+    acl: toDbText(acl!),
+    options: toDbText(options!),
+    sync_crc: dlistNumber(g('SYNC_CRC'), 32) ?? 0,
+    sync_crc_annot: dlistNumber(g('SYNC_CRC_ANNOT'), 32) ?? 0,
+    quotaroot: null,
+    xconvmodseq: dlistNumber(g('XCONVMODSEQ')) ?? 0,
+    annotations: toDbText(annotationsText(g('ANNOTATIONS'))),
+    deleted: null,
+  };
+  return { mboxname: mboxname!, params, records: records! };
 }
 
 // ---------------------------------------------------------------------------
@@ -315,108 +369,51 @@ export class BackupIndex {
     }
   }
 
+  /** MAILBOX: the mailbox row and each of its records, all or nothing. */
   private indexMailbox(chunk: number, ts: number, v: DlistValue): void {
     const items = kvItems(v);
     if (!items) throw badParams('MAILBOX needs a kvlist');
-    const g = (k: string): DlistValue | undefined => findItem(items, k);
-    const uniqueid = dlistText(g('UNIQUEID'));
-    const mboxname = dlistText(g('MBOXNAME'));
-    const last_uid = dlistNumber(g('LAST_UID'), 32);
-    const highestmodseq = dlistNumber(g('HIGHESTMODSEQ'));
-    const recentuid = dlistNumber(g('RECENTUID'), 32);
-    const recenttime = dlistNumber(g('RECENTTIME'));
-    const last_appenddate = dlistNumber(g('LAST_APPENDDATE'));
-    const pop3_last_login = dlistNumber(g('POP3_LAST_LOGIN'));
-    const uidvalidity = dlistNumber(g('UIDVALIDITY'), 32);
-    const partition = dlistText(g('PARTITION'));
-    const acl = dlistText(g('ACL'));
-    const options = dlistText(g('OPTIONS'));
-    const record = listItems(g('RECORD'));
-    const required: [string, unknown][] = [
-      ['UNIQUEID', uniqueid], ['MBOXNAME', mboxname], ['LAST_UID', last_uid], ['HIGHESTMODSEQ', highestmodseq],
-      ['RECENTUID', recentuid], ['RECENTTIME', recenttime], ['LAST_APPENDDATE', last_appenddate],
-      ['POP3_LAST_LOGIN', pop3_last_login], ['UIDVALIDITY', uidvalidity], ['PARTITION', partition],
-      ['ACL', acl], ['OPTIONS', options], ['RECORD', record],
-    ];
-    for (const [k, val] of required) if (val === undefined || val === null) throw badParams(`MAILBOX without a valid ${k}`);
-    const annotationsV = g('ANNOTATIONS');
-    const annotations = annotationsV !== undefined && listItems(annotationsV) !== null ? canonicalListText(annotationsV) : '';
-    const params = {
-      last_chunk_id: chunk,
-      uniqueid: toDbText(uniqueid!),
-      mboxname: toDbText(mboxname!),
-      mboxtype: ((): string | null => {
-        const t = dlistText(g('MBOXTYPE'));
-        return t === undefined ? null : toDbText(t);
-      })(),
-      last_uid,
-      highestmodseq,
-      recentuid,
-      recenttime,
-      last_appenddate,
-      pop3_last_login,
-      pop3_show_after: dlistNumber(g('POP3_SHOW_AFTER')) ?? 0,
-      uidvalidity,
-      partition: toDbText(partition!),
-      acl: toDbText(acl!),
-      options: toDbText(options!),
-      sync_crc: dlistNumber(g('SYNC_CRC'), 32) ?? 0,
-      sync_crc_annot: dlistNumber(g('SYNC_CRC_ANNOT'), 32) ?? 0,
-      quotaroot: null,
-      xconvmodseq: dlistNumber(g('XCONVMODSEQ')) ?? 0,
-      annotations: toDbText(annotations),
-      deleted: null,
-    };
+    const { mboxname, params, records } = mailboxParams(chunk, items);
     const run = this.db.transaction(() => {
       const r = this.stmt(SQL.mailboxUpdate).run(params);
       if (r.changes === 0) this.stmt(SQL.mailboxInsert).run(params);
       const mb = this.stmt('SELECT id FROM mailbox WHERE uniqueid = ?').get(params.uniqueid) as { id: number } | undefined;
       if (!mb) throw new CommandError('IMAP_INTERNAL', `mailbox ${mboxname} vanished from the index`);
-      for (const ri of record!) {
-        const rec = kvItems(ri);
-        if (!rec) throw new CommandError('IMAP_INTERNAL', `MAILBOX ${mboxname}: a RECORD item is not a kvlist`);
-        const rg = (k: string): DlistValue | undefined => findItem(rec, k);
-        const uid = dlistNumber(rg('UID'), 32);
-        const modseq = dlistNumber(rg('MODSEQ'));
-        const last_updated = dlistNumber(rg('LAST_UPDATED'), 32);
-        const internaldate = dlistNumber(rg('INTERNALDATE'), 32);
-        const guid = dlistText(rg('GUID'));
-        if (uid === undefined || modseq === undefined || last_updated === undefined || internaldate === undefined || guid === undefined) {
-          throw new CommandError('IMAP_INTERNAL', `MAILBOX ${mboxname}: a RECORD lacks UID, MODSEQ, LAST_UPDATED, INTERNALDATE or GUID`);
-        }
-        const msg = this.stmt('SELECT id FROM message WHERE guid = ?').get(toDbText(guid)) as { id: number } | undefined;
-        if (!msg) continue;
-        let expunged: number | null = null;
-        let flagsText = '()';
-        const flagsV = rg('FLAGS');
-        const flags = listItems(flagsV);
-        if (flags !== null) {
-          const kept: DlistValue[] = [];
-          for (const f of flags) {
-            if (dlistText(f) === '\\Expunged') expunged = ts;
-            else kept.push(f);
-          }
-          flagsText = canonicalListText({ kind: 'list', items: kept });
-        }
-        const annV = rg('ANNOTATIONS');
-        const ann = annV !== undefined && listItems(annV) !== null ? canonicalListText(annV) : '';
-        const p = {
-          mailbox_id: mb.id,
-          message_id: msg.id,
-          last_chunk_id: chunk,
-          uid,
-          modseq,
-          last_updated,
-          flags: toDbText(flagsText),
-          internaldate,
-          annotations: toDbText(ann),
-          expunged,
-        };
-        const u = this.stmt(SQL.mmUpdate).run(p);
-        if (u.changes === 0) this.stmt(SQL.mmInsert).run(p);
-      }
+      for (const ri of records) this.indexMailboxRecord(chunk, ts, mboxname, mb.id, ri);
     });
     run();
+  }
+
+  /** One RECORD of a MAILBOX; a record whose message the index does not hold is passed over. */
+  private indexMailboxRecord(chunk: number, ts: number, mboxname: string, mailboxId: number, ri: DlistValue): void {
+    const rec = kvItems(ri);
+    if (!rec) throw new CommandError('IMAP_INTERNAL', `MAILBOX ${mboxname}: a RECORD item is not a kvlist`);
+    const rg = (k: string): DlistValue | undefined => findItem(rec, k);
+    const uid = dlistNumber(rg('UID'), 32);
+    const modseq = dlistNumber(rg('MODSEQ'));
+    const last_updated = dlistNumber(rg('LAST_UPDATED'), 32);
+    const internaldate = dlistNumber(rg('INTERNALDATE'), 32);
+    const guid = dlistText(rg('GUID'));
+    if (uid === undefined || modseq === undefined || last_updated === undefined || internaldate === undefined || guid === undefined) {
+      throw new CommandError('IMAP_INTERNAL', `MAILBOX ${mboxname}: a RECORD lacks UID, MODSEQ, LAST_UPDATED, INTERNALDATE or GUID`);
+    }
+    const msg = this.stmt('SELECT id FROM message WHERE guid = ?').get(toDbText(guid)) as { id: number } | undefined;
+    if (!msg) return;
+    const { flagsText, expunged } = recordFlags(rg('FLAGS'), ts);
+    const p = {
+      mailbox_id: mailboxId,
+      message_id: msg.id,
+      last_chunk_id: chunk,
+      uid,
+      modseq,
+      last_updated,
+      flags: toDbText(flagsText),
+      internaldate,
+      annotations: toDbText(annotationsText(rg('ANNOTATIONS'))),
+      expunged,
+    };
+    const u = this.stmt(SQL.mmUpdate).run(p);
+    if (u.changes === 0) this.stmt(SQL.mmInsert).run(p);
   }
 
   private indexUnmailbox(ts: number, v: DlistValue): void {

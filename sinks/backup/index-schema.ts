@@ -13,140 +13,71 @@ export function quote(sql: string): string {
 
 export const INDEX_VERSION = 3;
 
+// Cyrus's schema text, a table to a paragraph (QUOTE() collapses the
+// whitespace, so only the words count). The tables the later schema versions
+// added (UPGRADES below) are written once, used both by the schema of a new
+// index and by the upgrades of an old one (lcb_sqlconsts.c repeats them).
+const SUBSCRIPTION_SQL = `
+    CREATE TABLE subscription(
+        id INTEGER PRIMARY KEY ASC, last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
+        mboxname CHAR UNIQUE NOT NULL, unsubscribed INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS idx_sub_mbx ON subscription(mboxname);`;
+
+const SEEN_SQL = `
+    CREATE TABLE seen(
+        id INTEGER PRIMARY KEY ASC, last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
+        uniqueid CHAR UNIQUE NOT NULL, lastread INTEGER, lastuid INTEGER, lastchange INTEGER, seenuids CHAR
+    );
+    CREATE INDEX IF NOT EXISTS idx_seen_unq ON seen(uniqueid);`;
+
+const SIEVE_SQL = `
+    CREATE TABLE sieve(
+        id INTEGER PRIMARY KEY ASC, chunk_id INTEGER NOT NULL REFERENCES chunk(id),
+        last_update INTEGER, filename CHAR NOT NULL, guid CHAR NOT NULL, offset INTEGER, deleted INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS idx_siv_fn ON sieve(filename);`;
+
 export const INIT_SQL = quote(`
     CREATE TABLE chunk(
-        id INTEGER PRIMARY KEY ASC,
-        ts_start INTEGER,
-        ts_end INTEGER,
-        offset INTEGER unique,
-        length INTEGER,
-        file_sha1 TEXT,
-        data_sha1 TEXT
+        id INTEGER PRIMARY KEY ASC, ts_start INTEGER, ts_end INTEGER, offset INTEGER unique,
+        length INTEGER, file_sha1 TEXT, data_sha1 TEXT
     );
 
     CREATE TABLE message(
-        id INTEGER PRIMARY KEY ASC,
-        guid CHAR UNIQUE NOT NULL,
-        partition CHAR,
-        chunk_id INTEGER REFERENCES chunk(id),
-        offset INTEGER,
-        size INTEGER
+        id INTEGER PRIMARY KEY ASC, guid CHAR UNIQUE NOT NULL, partition CHAR,
+        chunk_id INTEGER REFERENCES chunk(id), offset INTEGER, size INTEGER
     );
     CREATE INDEX IF NOT EXISTS idx_msg_guid ON message(guid);
 
     CREATE TABLE mailbox(
-        id INTEGER PRIMARY KEY ASC,
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        uniqueid CHAR UNIQUE NOT NULL,
-        mboxname CHAR NOT NULL,
-        mboxtype CHAR,
-        last_uid INTEGER,
-        highestmodseq INTEGER,
-        recentuid INTEGER,
-        recenttime INTEGER,
-        last_appenddate INTEGER,
-        pop3_last_login INTEGER,
-        pop3_show_after INTEGER,
-        uidvalidity INTEGER,
-        partition CHAR,
-        acl CHAR,
-        options CHAR,
-        sync_crc INTEGER,
-        sync_crc_annot INTEGER,
-        quotaroot CHAR,
-        xconvmodseq INTEGER,
-        annotations CHAR,
-        deleted INTEGER
+        id INTEGER PRIMARY KEY ASC, last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
+        uniqueid CHAR UNIQUE NOT NULL, mboxname CHAR NOT NULL, mboxtype CHAR,
+        last_uid INTEGER, highestmodseq INTEGER, recentuid INTEGER, recenttime INTEGER,
+        last_appenddate INTEGER, pop3_last_login INTEGER, pop3_show_after INTEGER,
+        uidvalidity INTEGER, partition CHAR, acl CHAR, options CHAR,
+        sync_crc INTEGER, sync_crc_annot INTEGER, quotaroot CHAR, xconvmodseq INTEGER,
+        annotations CHAR, deleted INTEGER
     );
     CREATE INDEX IF NOT EXISTS idx_bmb_uid ON mailbox(uniqueid);
 
     CREATE TABLE mailbox_message(
-        id INTEGER PRIMARY KEY ASC,
-        mailbox_id INTEGER NOT NULL REFERENCES mailbox(id),
-        message_id INTEGER NOT NULL REFERENCES message(id),
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        uid INTEGER NOT NULL,
-        modseq INTEGER,
-        last_updated INTEGER,
-        flags CHAR,
-        internaldate INTEGER,
-        annotations CHAR,
-        expunged INTEGER,
+        id INTEGER PRIMARY KEY ASC, mailbox_id INTEGER NOT NULL REFERENCES mailbox(id),
+        message_id INTEGER NOT NULL REFERENCES message(id), last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
+        uid INTEGER NOT NULL, modseq INTEGER, last_updated INTEGER, flags CHAR,
+        internaldate INTEGER, annotations CHAR, expunged INTEGER,
         UNIQUE (mailbox_id, message_id)
     );
     CREATE INDEX IF NOT EXISTS idx_mbr_uid ON mailbox_message(uid);
-
-    CREATE TABLE subscription(
-        id INTEGER PRIMARY KEY ASC,
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        mboxname CHAR UNIQUE NOT NULL,
-        unsubscribed INTEGER
-    );
-    CREATE INDEX IF NOT EXISTS idx_sub_mbx ON subscription(mboxname);
-
-    CREATE TABLE seen(
-        id INTEGER PRIMARY KEY ASC,
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        uniqueid CHAR UNIQUE NOT NULL,
-        lastread INTEGER,
-        lastuid INTEGER,
-        lastchange INTEGER,
-        seenuids CHAR
-    );
-    CREATE INDEX IF NOT EXISTS idx_seen_unq ON seen(uniqueid);
-
-    CREATE TABLE sieve(
-        id INTEGER PRIMARY KEY ASC,
-        chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        last_update INTEGER,
-        filename CHAR NOT NULL,
-        guid CHAR NOT NULL,
-        offset INTEGER,
-        deleted INTEGER
-    );
-    CREATE INDEX IF NOT EXISTS idx_siv_fn ON sieve(filename);
+${SUBSCRIPTION_SQL}
+${SEEN_SQL}
+${SIEVE_SQL}
 `);
 
 export const UPGRADES: { to: number; sql: string }[] = [
-  {
-    to: 2,
-    sql: quote(`
-    CREATE TABLE subscription(
-        id INTEGER PRIMARY KEY ASC,
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        mboxname CHAR UNIQUE NOT NULL,
-        unsubscribed INTEGER
-    );
-    CREATE INDEX IF NOT EXISTS idx_sub_mbx ON subscription(mboxname);`),
-  },
-  {
-    to: 3,
-    sql: quote(`
-    CREATE TABLE seen(
-        id INTEGER PRIMARY KEY ASC,
-        last_chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        uniqueid CHAR UNIQUE NOT NULL,
-        lastread INTEGER,
-        lastuid INTEGER,
-        lastchange INTEGER,
-        seenuids CHAR
-    );
-    CREATE INDEX IF NOT EXISTS idx_seen_unq ON seen(uniqueid);`),
-  },
-  {
-    to: 4,
-    sql: quote(`
-    CREATE TABLE sieve(
-        id INTEGER PRIMARY KEY ASC,
-        chunk_id INTEGER NOT NULL REFERENCES chunk(id),
-        last_update INTEGER,
-        filename CHAR NOT NULL,
-        guid CHAR NOT NULL,
-        offset INTEGER,
-        deleted INTEGER
-    );
-    CREATE INDEX IF NOT EXISTS idx_siv_fn ON sieve(filename);`),
-  },
+  { to: 2, sql: quote(SUBSCRIPTION_SQL) },
+  { to: 3, sql: quote(SEEN_SQL) },
+  { to: 4, sql: quote(SIEVE_SQL) },
 ];
 
 export const SQL = {

@@ -18,16 +18,14 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
-import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../../transforms/dlist-parser.js';
+import type { DlistValue } from '../../transforms/dlist-types.js';
 import { openBackupsDb } from '../../sinks/backup/backupsdb.js';
 import { readChunkRecords, scanMembers, sha1OfPrefix } from '../../sinks/backup/datafile.js';
 import { BackupAppender, BackupIndex, VERIFY_FULL, openBackup, reindexBackup, verifyBackup } from '../../sinks/backup/index-db.js';
 import { lockExclusive, lockedElsewhere } from '../../sinks/backup/lock.js';
 import { createDataFile } from '../../sinks/backup/paths.js';
 import { TwoskipDb } from '../../sinks/backup/twoskip.js';
-import { readTap } from '../helpers/tap.js';
+import { recordedApplies } from '../backup-sink-helpers.js';
 import { PEER, Peer, REPO_ROOT, describe, makeRunDir, run, sleep, stopOwnProcesses, type RunResult } from './harness.js';
 
 interface Ctx {
@@ -38,31 +36,6 @@ const test = anyTest as TestFn<Ctx>;
 
 const TAPS = path.join(REPO_ROOT, 'test', 'fixtures', 'transcripts');
 const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
-
-/** APPLYs a backup server writes to the owner's data file (§9.5). */
-const WRITTEN = new Set(['MAILBOX', 'UNMAILBOX', 'MESSAGE', 'RESERVE', 'RENAME', 'SEEN', 'SUB', 'UNSUB', 'SIEVE', 'UNSIEVE']);
-
-function withSources(v: DlistValue): DlistValue {
-  if (v.kind === 'file') {
-    const b = (v.body as MemoryStagedBody).ref;
-    return { ...v, source: () => Readable.from([b]) };
-  }
-  if (v.kind === 'list') return { kind: 'list', items: v.items.map(withSources) };
-  if (v.kind === 'kvlist') return { kind: 'kvlist', items: v.items.map((i) => ({ key: i.key, value: withSources(i.value) })) };
-  return v;
-}
-
-/** The APPLYs the real sync_client sent in a recorded session, bodies in memory. */
-function recordedApplies(tap: string): DlistItem[] {
-  const { client } = readTap(path.join(TAPS, tap));
-  const out: DlistItem[] = [];
-  for (const c of parseCommandLines(client, { sink: memoryBodySink() })) {
-    if (c.verb.toUpperCase() !== 'APPLY' || c.error) continue;
-    const [k, v] = c.args;
-    if (k?.kind === 'atom' && v !== undefined && WRITTEN.has(k.value)) out.push({ key: k.value, value: withSources(v) });
-  }
-  return out;
-}
 
 interface Layout {
   root: string;
@@ -100,7 +73,7 @@ async function writeBackup(l: Layout, owner: string, taps: string[]): Promise<{ 
     const b = (await openBackup(dataPath, { wait: false }))!;
     const app = new BackupAppender(b);
     await app.start(ts++);
-    for (const item of recordedApplies(tap)) {
+    for (const item of recordedApplies(path.join(TAPS, tap))) {
       if (item.key === 'MESSAGE' && item.value.kind === 'list') {
         for (const f of item.value.items) if (f.kind === 'file') guids.push(f.guid);
       }

@@ -18,6 +18,7 @@ import { CommandWriter } from '../../../transforms/serializer.js';
 import { createCompressDeflate, createCompressInflate } from '../../../transforms/deflate.js';
 import type { CommandLine, DlistItem, DlistValue } from '../../../transforms/dlist-types.js';
 import { CyrsyncError } from '../../../transforms/errors.js';
+import { scalarText } from '../../protocol/commands/fields.js';
 
 /** A NO/BAD reply, or a session that could not be set up. */
 export class RestoreWireError extends CyrsyncError {
@@ -53,18 +54,7 @@ export interface Reply {
 }
 
 function text(v: DlistValue): string {
-  switch (v.kind) {
-    case 'atom':
-    case 'quoted':
-    case 'flag':
-      return v.value;
-    case 'literal':
-      return v.value.toString('latin1');
-    case 'nil':
-      return 'NIL';
-    default:
-      return '';
-  }
+  return v.kind === 'nil' ? 'NIL' : (scalarText(v, 'keep') ?? '');
 }
 
 /** `OK success` / `NO IMAP_... text` as one line of text. */

@@ -25,19 +25,25 @@ export function printable(s: string): string {
   return JSON.stringify(t);
 }
 
-/** Text of a scalar (`string` type without the NIL case); null when not a scalar. */
-export function scalarText(v: DlistValue): string | null {
+/**
+ * Text of a scalar (`string` type without the NIL case): atom, quoted, flag,
+ * literal, builder string or number; null when not a scalar. Octets holding
+ * NUL give null by default, as dlist_toatom refuses them; with `nul: 'keep'`
+ * they are kept (the backup index keeps what a data file holds, whoever wrote
+ * it, and a client shows a status line as it came).
+ */
+export function scalarText(v: DlistValue, nul: 'refuse' | 'keep' = 'refuse'): string | null {
   switch (v.kind) {
     case 'atom':
     case 'quoted':
     case 'flag':
       return v.value;
     case 'literal':
-      // dlist_toatom refuses a buffer holding NUL
-      return v.value.includes(0) ? null : v.value.toString('latin1');
+      return nul === 'refuse' && v.value.includes(0) ? null : v.value.toString('latin1');
     case 'string':
       if (v.value === null) return null;
-      return typeof v.value === 'string' ? v.value : v.value.includes(0) ? null : v.value.toString('latin1');
+      if (typeof v.value === 'string') return v.value;
+      return nul === 'refuse' && v.value.includes(0) ? null : v.value.toString('latin1');
     case 'num':
       return v.value.toString(10);
     default:
