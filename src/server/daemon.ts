@@ -41,11 +41,10 @@ import {
   type Settings,
 } from '../config.js';
 import { createLogger, LOG_ERR, LOG_PID, loadLibcSyslog, makeSessionId, syslogFacility, syslogIdent, type LogMode } from '../log.js';
-import type { Sink } from '../../sinks/sink.js';
 import type { Profile } from './router.js';
 import type { SessionFactory } from './listener.js';
 import type { Authenticator } from './session.js';
-import { DeferredSink } from './deferred-sink.js';
+import { openDaemonStore, type DaemonStore } from './daemon-store.js';
 import { TelemetryLog } from './telemetry.js';
 import { VERSION } from '../version.js';
 import { EX_USAGE, UsageError, atoi, defineCommand, formatHelp, parseCommandArgs, type ParsedCommand } from '../cli-args.js';
@@ -185,30 +184,6 @@ export function createAuthenticator(settings: Settings, o: AuthenticatorOptions 
   };
 }
 
-export async function openSink(profile: Profile, settings: Settings, log: Logger): Promise<Sink> {
-  if (profile === 'sync') {
-    const { createReplicaSink } = await import('../../sinks/replica/index.js');
-    return createReplicaSink({
-      configdirectory: settings.configdirectory,
-      partitions: { ...settings.partitions },
-      logger: log,
-    });
-  }
-  const { createBackupSink } = await import('../../sinks/backup/index.js');
-  return createBackupSink({
-    settings: {
-      configdirectory: settings.configdirectory,
-      backuppartitions: { ...settings.backuppartitions },
-      fulldirhash: settings.fulldirhash,
-      backup_staging_path: settings.backup_staging_path,
-      temp_path: settings.temp_path,
-      backup_db: settings.backup_db,
-      backup_db_path: settings.backup_db_path,
-    },
-    logger: log,
-  });
-}
-
 async function loadTls(settings: Settings): Promise<SecureContext | undefined> {
   if (!settings.tls_server_cert || !settings.tls_server_key) return undefined;
   const [{ createSecureContext }, cert, key] = await Promise.all([
@@ -307,24 +282,48 @@ export async function runDaemon(profile: Profile, argv: string[]): Promise<numbe
 }
 
 async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMode) => void): Promise<number> {
-  let args: DaemonArgs;
+  const args = parseArgsOrReport(profile, argv);
+  if (typeof args === 'number') return args;
+  const mode = await chooseFrontEnd(args);
+  setMode(mode);
+  const config = loadConfigOrReport(args, profile, mode);
+  if (typeof config === 'number') return config;
+  const ident = serviceIdent(profile);
+  const log = openLogOrReport(mode, profile, config, ident);
+  if (log === null) return EX_CONFIG;
+  noteStartup(log, args, config, ident);
+  const tlsContext = await loadTls(config.settings).catch((err: unknown) => {
+    log.error({ err }, 'cannot load tls_server_cert / tls_server_key');
+    return null;
+  });
+  if (tlsContext === null) return finish(mode, log, EX_CONFIG);
+  const store = await openDaemonStore(profile, mode, config.settings, log);
+  if (store === null) return finish(mode, log, EX_SOFTWARE);
+  const factory = sessionFactory({ profile, config, args, ident, log, tlsContext, store });
+  const code = await serveFrontEnd({ profile, mode, args, config, log, store }, factory);
+  return finish(mode, log, code);
+}
+
+/** The command line, or the exit status after a usage error (or `--help`) was reported. */
+function parseArgsOrReport(profile: Profile, argv: string[]): DaemonArgs | number {
   try {
     const parsed = parseCommandArgs(daemonSpec(profile), argv);
     if (parsed.help) {
       process.stdout.write(formatHelp(daemonSpec(profile)));
       return 0;
     }
-    args = daemonArgsFrom(parsed);
+    return daemonArgsFrom(parsed);
   } catch (err) {
     // Mode unknown yet: the terminal only if there is one (never the protocol stream).
     earlyError(argv.includes('--listen') ? 'standalone' : 'stdio', profile, (err as Error).message);
     return EX_USAGE;
   }
-  const mode = await chooseFrontEnd(args);
-  setMode(mode);
-  let config: Config;
+}
+
+/** The configuration, or EX_CONFIG after its error was reported where this mode may write. */
+function loadConfigOrReport(args: DaemonArgs, profile: Profile, mode: LogMode): Config | number {
   try {
-    config = loadDaemonConfig(args, profile);
+    return loadDaemonConfig(args, profile);
   } catch (err) {
     if (err instanceof ConfigError) {
       earlyError(mode, profile, err.message);
@@ -332,89 +331,69 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
     }
     throw err;
   }
-  const settings = config.settings;
-  const ident = serviceIdent(profile);
+}
+
+/** The process's logger (null after a log that cannot be opened was reported); off stdio unless standalone. */
+function openLogOrReport(mode: LogMode, profile: Profile, config: Config, ident: string): Logger | null {
   let log: Logger;
   try {
     // The extra `notice` level is not part of the plain Logger type the session and stores take.
-    log = createLogger({ mode, settings, service: ident }) as unknown as Logger;
+    log = createLogger({ mode, settings: config.settings, service: ident }) as unknown as Logger;
   } catch (err) {
     earlyError(mode, profile, `cannot open the log: ${(err as Error).message}`, config);
-    return EX_CONFIG;
+    return null;
   }
   if (mode !== 'standalone') keepOffStdio(log);
+  return log;
+}
+
+/** What the administrator should know at start (ignored options, odd values), and `-D`. */
+function noteStartup(log: Logger, args: DaemonArgs, config: Config, ident: string): void {
   if (args.ignored.length > 0) log.debug({ options: args.ignored }, 'options accepted for compatibility, no effect');
   for (const warning of config.warnings) log.warn({ file: config.file }, `imapd.conf: ${warning}`);
-  const unknownVerifiers = settings.sasl_pwcheck_method.filter((m) => !(KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
+  const unknownVerifiers = config.settings.sasl_pwcheck_method.filter((m) => !(KNOWN_PWCHECK_METHODS as readonly string[]).includes(m));
   if (unknownVerifiers.length > 0) log.warn({ methods: unknownVerifiers }, 'sasl_pwcheck_method names verifiers cyrsync does not implement; they are skipped');
+  if (!args.debugger) return;
+  const template = config.get('debug_command');
+  if (!template) return;
+  const cmd = formatDebugCommand(template, process.argv[1] ?? 'cyrsync', process.pid, ident);
+  log.debug({ command: cmd }, 'running external debugger');
+  const r = spawnSync('/bin/sh', ['-c', cmd], { stdio: 'ignore' });
+  log.debug({ status: r.status }, 'debugger returned');
+}
 
-  if (args.debugger) {
-    const template = config.get('debug_command');
-    if (template) {
-      const cmd = formatDebugCommand(template, process.argv[1] ?? 'cyrsync', process.pid, ident);
-      log.debug({ command: cmd }, 'running external debugger');
-      const r = spawnSync('/bin/sh', ['-c', cmd], { stdio: 'ignore' });
-      log.debug({ status: r.status }, 'debugger returned');
-    }
-  }
+interface FactoryContext {
+  profile: Profile;
+  config: Config;
+  args: DaemonArgs;
+  ident: string;
+  log: Logger;
+  tlsContext: SecureContext | undefined;
+  store: DaemonStore;
+}
 
-  const tlsContext = await loadTls(settings).catch((err: unknown) => {
-    log.error({ err }, 'cannot load tls_server_cert / tls_server_key');
-    return null;
-  });
-  if (tlsContext === null) return finish(mode, log, EX_CONFIG);
-
-  const storeName = profile === 'sync' ? 'replica' : 'backup';
-  /** Called when a session is being created (before its greeting is written). */
-  let startStore: () => void = () => undefined;
-  let sink: Sink;
-  let deferred: DeferredSink | null = null;
-  if (mode === 'standalone') {
-    try {
-      sink = await openSink(profile, settings, log);
-    } catch (err) {
-      log.fatal({ err }, `cannot open the ${storeName} store`);
-      return finish(mode, log, EX_SOFTWARE);
-    }
-  } else {
-    // A process per connection: the store opens once the greeting is on its
-    // way (or after a short idle wait, for a process that waits for its client).
-    // Whichever of the two kicks comes first opens it, once: a second
-    // openSink() would open the store twice and its failure would go unheard.
-    let kick: () => void = () => undefined;
-    const opening = new Promise<Sink>((resolve) => {
-      kick = () => {
-        kick = () => undefined;
-        resolve(openSink(profile, settings, log));
-      };
-    });
-    opening.catch((err: unknown) => log.fatal({ err }, `cannot open the ${storeName} store`));
-    sink = deferred = new DeferredSink(profile, opening);
-    startStore = () => setImmediate(() => kick());
-    setTimeout(() => kick(), 100).unref();
-  }
-  const storeReady = async (): Promise<void> => {
-    if (deferred) await deferred.ready;
-  };
-
+/** The options of each new session: its authenticator, telemetry, keepalive, and the process's memory budget. */
+function sessionFactory(c: FactoryContext): SessionFactory {
+  const { profile, config, args, ident, log, tlsContext, store } = c;
+  const settings = config.settings;
   const cyrusUser = config.get('cyrus_user') || 'cyrus';
   const keepalive = tcpKeepalive(config);
   const bySessionId = parseSwitch(config.get('telemetry_bysessionid') ?? '0') === 1;
   // One budget for every session of this process.
   const budget = settings.cyrsync_memory_budget > 0 ? new MemoryBudget({ limit: settings.cyrsync_memory_budget }) : undefined;
-  const factory: SessionFactory = (conn, peer) => {
+  return (conn, peer) => {
     // Cyrus sync_server: a UNIX-domain client is the Cyrus user, an administrator, without AUTHENTICATE.
     const preauthUser = peer === 'unix socket' ? cyrusUser : undefined;
     // Runs after the greeting's writes (they are queued in this turn's microtasks).
-    startStore();
+    store.start();
     if (keepalive && conn instanceof Socket && peer !== 'unix socket') conn.setKeepAlive(true, keepalive.idleMs);
     let telemetry: TelemetryLog | null = null;
     // The last reply (EXIT's) is out before the connection closes.
     conn.once('close', () => telemetry?.close());
     return {
       profile,
-      sink,
-      auth: createAuthenticator(settings, { externalSsf: args.externalSsf, preauthUser, beforeSuccess: storeReady }),
+      sink: store.sink,
+      auth: createAuthenticator(settings, { externalSsf: args.externalSsf, preauthUser, beforeSuccess: store.ready }),
       servername: settings.servername,
       version: VERSION,
       log,
@@ -441,13 +420,26 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
       },
     };
   };
+}
 
+interface FrontEndContext {
+  profile: Profile;
+  mode: LogMode;
+  args: DaemonArgs;
+  config: Config;
+  log: Logger;
+  store: DaemonStore;
+}
+
+/** Serves connections in the chosen mode until it ends; closes the store; resolves with the exit status. */
+async function serveFrontEnd(c: FrontEndContext, factory: SessionFactory): Promise<number> {
+  const { profile, mode, args, config, log, store } = c;
   let code = 0;
   let stopHousekeeping = (): void => {};
   try {
     if (mode === 'standalone') {
       const { parseListen, serveListener } = await import('./listener.js');
-      if (profile === 'sync') stopHousekeeping = (await import('./expire-timer.js')).startHousekeepingTimer(settings, log);
+      if (profile === 'sync') stopHousekeeping = (await import('./expire-timer.js')).startHousekeepingTimer(config.settings, log);
       if (args.listen !== undefined) {
         const addr = parseListen(args.listen);
         if (args.embedded) announceEmbedded(profile, config, addr.host, addr.port);
@@ -456,19 +448,7 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
         await serveListener({ fd: systemdListenFd()! }, factory, log);
       }
     } else if (mode === 'master') {
-      const { serveMaster } = await import('./master-service.js');
-      const why = await serveMaster(factory, {
-        maxUses: args.maxUses,
-        reuseTimeout: args.reuseTimeout,
-        log,
-        // A store that cannot be opened: no point serving more connections.
-        shouldExit: () => deferred?.failed != null,
-        beforePreauthSession: async () => {
-          startStore();
-          await storeReady();
-        },
-      });
-      log.debug({ reason: why }, 'service exiting');
+      await serveUnderMaster(args, log, store, factory);
     } else {
       const { serveStdio } = await import('./listener.js');
       await serveStdio(factory);
@@ -478,10 +458,27 @@ async function runDaemonIn(profile: Profile, argv: string[], setMode: (m: LogMod
     code = EX_OSERR;
   } finally {
     stopHousekeeping();
-    await sink.close().catch((err: unknown) => log.error({ err }, 'closing the store failed'));
+    await store.sink.close().catch((err: unknown) => log.error({ err }, 'closing the store failed'));
   }
-  if (code === 0 && deferred?.failed) code = EX_SOFTWARE;
-  return finish(mode, log, code);
+  if (code === 0 && store.deferred?.failed) code = EX_SOFTWARE;
+  return code;
+}
+
+/** A Cyrus master(8) service: connections one after another until -U, -T or a store that cannot open. */
+async function serveUnderMaster(args: DaemonArgs, log: Logger, store: DaemonStore, factory: SessionFactory): Promise<void> {
+  const { serveMaster } = await import('./master-service.js');
+  const why = await serveMaster(factory, {
+    maxUses: args.maxUses,
+    reuseTimeout: args.reuseTimeout,
+    log,
+    // A store that cannot be opened: no point serving more connections.
+    shouldExit: () => store.deferred?.failed != null,
+    beforePreauthSession: async () => {
+      store.start();
+      await store.ready();
+    },
+  });
+  log.debug({ reason: why }, 'service exiting');
 }
 
 /**
