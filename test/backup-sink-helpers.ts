@@ -23,6 +23,7 @@ import { readTap } from './helpers/tap.js';
 import { createBackupSink, type BackupSink } from '../sinks/backup/index.js';
 import type { BackupSession } from '../sinks/backup/session.js';
 import { commandLines, serialize } from './replica-helpers.js';
+import { mailboxIn as baseMailboxIn, stageFiles } from './helpers/store-input.js';
 
 export const silentLog = pino({ level: 'silent' });
 export const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
@@ -62,42 +63,12 @@ export function message(n: number, extra = ''): Buffer {
 }
 
 /** Streams bodies through the session's body sink as the parser does; `guids` may announce wrong GUIDs. */
-export async function stage(session: BackupSession, bodies: Buffer[], guids?: string[]): Promise<DlistFile[]> {
-  const files: DlistFile[] = [];
-  for (let i = 0; i < bodies.length; i++) {
-    const b = bodies[i]!;
-    const guid = guids?.[i] ?? sha1(b);
-    const w = session.bodySink.open({ kind: 'file', partition: 'default', guid, size: b.length })!;
-    for (let off = 0; off < b.length; off += 11) {
-      if (!w.write(b.subarray(off, off + 11))) await new Promise<void>((r) => w.onDrain(r));
-    }
-    const body = w.end(sha1(b));
-    await body.done.catch(() => {});
-    files.push({ kind: 'file', partition: 'default', guid, size: b.length, sha1: sha1(b), body });
-  }
-  return files;
+export function stage(session: BackupSession, bodies: Buffer[], guids?: string[]): Promise<DlistFile[]> {
+  return stageFiles(session.bodySink, bodies, { split: 11, mayFail: true, ...(guids ? { guids } : {}) });
 }
 
 export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {
-  return {
-    mboxtype: null,
-    highestmodseq: 1n,
-    partition: 'default',
-    lastUid: 0,
-    recentUid: 0,
-    recentTime: 0,
-    lastAppenddate: 0,
-    pop3LastLogin: 0,
-    pop3ShowAfter: 0,
-    uidvalidity: 1700000000,
-    acl: 'bob\tlrswipkxtecdan\t',
-    options: 'P',
-    syncCrc: 0,
-    syncCrcAnnot: 0,
-    annotations: null,
-    records: [],
-    ...p,
-  };
+  return baseMailboxIn({ syncCrc: 0, syncCrcAnnot: 0, annotations: null, ...p });
 }
 
 export function recordIn(uid: number, body: Buffer, flags: string[] = []): RecordIn {

@@ -17,6 +17,7 @@ import { Router } from '../src/server/router.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
 import { createReplicaSink, type ReplicaSink, type ReplicaStoreOptions } from '../sinks/replica/index.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
+import { mailboxIn as baseMailboxIn, stageFiles } from './helpers/store-input.js';
 
 export const TRANSCRIPTS = '/work/shared/fixtures/transcripts';
 
@@ -226,42 +227,12 @@ export function message(n: number, extra = ''): Buffer {
 }
 
 /** Streams `bodies` through the session's body sink as file literals (as the parser would). */
-export async function stage(session: ReplicaSession, bodies: Buffer[], opts: { guids?: string[]; split?: number } = {}): Promise<DlistFile[]> {
-  const files: DlistFile[] = [];
-  for (let i = 0; i < bodies.length; i++) {
-    const b = bodies[i]!;
-    const guid = opts.guids?.[i] ?? sha1(b);
-    const w = session.bodySink.open({ kind: 'file', partition: 'default', guid, size: b.length })!;
-    const step = opts.split ?? 7;
-    for (let off = 0; off < b.length; off += step) {
-      if (!w.write(b.subarray(off, off + step))) await new Promise<void>((r) => w.onDrain(r));
-    }
-    const body = w.end(sha1(b));
-    await body.done;
-    files.push({ kind: 'file', partition: 'default', guid, size: b.length, sha1: sha1(b), body });
-  }
-  return files;
+export function stage(session: ReplicaSession, bodies: Buffer[], opts: { guids?: string[]; split?: number } = {}): Promise<DlistFile[]> {
+  return stageFiles(session.bodySink, bodies, { ...opts, split: opts.split ?? 7 });
 }
 
 export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {
-  return {
-    mboxtype: null,
-    highestmodseq: 1n,
-    partition: 'default',
-    lastUid: 0,
-    recentUid: 0,
-    recentTime: 0,
-    lastAppenddate: 0,
-    pop3LastLogin: 0,
-    pop3ShowAfter: 0,
-    uidvalidity: 1700000000,
-    acl: 'bob\tlrswipkxtecdan\t',
-    options: 'P',
-    createdmodseq: 1n,
-    foldermodseq: 1n,
-    records: [],
-    ...p,
-  };
+  return baseMailboxIn({ createdmodseq: 1n, foldermodseq: 1n, ...p });
 }
 
 export function recordIn(uid: number, body: Buffer, p: Partial<RecordIn> = {}): RecordIn {

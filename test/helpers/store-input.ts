@@ -1,0 +1,57 @@
+/**
+ * What the tests of both stores feed a session: a MailboxIn with plausible
+ * defaults, and file literals streamed through a session's body sink in
+ * small pieces, as the parser streams them.
+ */
+import { createHash } from 'node:crypto';
+import type { BodySink, DlistFile } from '../../transforms/dlist-types.js';
+import type { MailboxIn } from '../../src/protocol/types.js';
+
+const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
+
+/** A MailboxIn of user bob with no records; `p` overrides any field. */
+export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {
+  return {
+    mboxtype: null,
+    highestmodseq: 1n,
+    partition: 'default',
+    lastUid: 0,
+    recentUid: 0,
+    recentTime: 0,
+    lastAppenddate: 0,
+    pop3LastLogin: 0,
+    pop3ShowAfter: 0,
+    uidvalidity: 1700000000,
+    acl: 'bob\tlrswipkxtecdan\t',
+    options: 'P',
+    records: [],
+    ...p,
+  };
+}
+
+export interface StageOptions {
+  /** the GUIDs announced, one per body (default: each body's SHA-1); a wrong one tests verification */
+  guids?: string[];
+  /** octets per write */
+  split: number;
+  /** return a file whose staging failed (its `done` rejected) instead of throwing */
+  mayFail?: boolean;
+}
+
+/** Streams `bodies` through `bodySink` as file literals of partition `default`. */
+export async function stageFiles(bodySink: BodySink, bodies: Buffer[], opts: StageOptions): Promise<DlistFile[]> {
+  const files: DlistFile[] = [];
+  for (let i = 0; i < bodies.length; i++) {
+    const b = bodies[i]!;
+    const guid = opts.guids?.[i] ?? sha1(b);
+    const w = bodySink.open({ kind: 'file', partition: 'default', guid, size: b.length })!;
+    for (let off = 0; off < b.length; off += opts.split) {
+      if (!w.write(b.subarray(off, off + opts.split))) await new Promise<void>((r) => w.onDrain(r));
+    }
+    const body = w.end(sha1(b));
+    if (opts.mayFail) await body.done.catch(() => {});
+    else await body.done;
+    files.push({ kind: 'file', partition: 'default', guid, size: b.length, sha1: sha1(b), body });
+  }
+  return files;
+}
