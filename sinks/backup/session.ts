@@ -11,16 +11,18 @@
  *   IDLE_RELEASE_MS by the time the next command arrives;
  * - a command that is refused before anything is appended writes nothing:
  *   every field check, name check and GUID check happens first;
- * - no file literal whose octets did not hash to its GUID is ever appended;
- * - staging files of a command are removed once the command has finished.
+ * - no file literal whose octets did not hash to its GUID is ever appended.
+ * Staging files, the switches and the command cycle are the common
+ * session's (../store-session.ts).
  */
 import type { Logger } from 'pino';
-import type { BodySink, BodyWriter, DlistFile } from '../../transforms/dlist-types.js';
+import type { BodySink, DlistFile } from '../../transforms/dlist-types.js';
 import { CommandError, CyrsyncError } from '../../transforms/errors.js';
 import type { ApplyCommandOf, GetCommandOf } from '../../src/protocol/types.js';
 import { missingItem } from '../../src/protocol/replies.js';
 import { validateMailboxName } from '../../src/protocol/names.js';
-import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
+import type { ReplyOut, SessionHandlers, SessionInfo } from '../sink.js';
+import { StoreSession } from '../store-session.js';
 import { checkMailbox, recordOf, type StoredApply } from './apply.js';
 import { IndexReader } from './get.js';
 import { SHARED_OWNER, ownerOfMailbox, validateOwnerId, validateSieveFilename, validateUniqueid } from './paths.js';
@@ -50,26 +52,17 @@ function checked<T>(fn: () => T): T {
   }
 }
 
-export class BackupSession implements SinkSession {
+export class BackupSession extends StoreSession<BackupStagedRef> {
   readonly bodySink: BodySink;
-  sieveMailboxMode = false;
-  forceMode = false;
   private readonly open = new Map<string, OpenBackup>();
   private readonly awaited = new Map<string, Set<string>>();
-  private readonly staged = new Map<BackupStagedRef, BodyWriter>();
-  private ended = false;
 
   constructor(
     private readonly store: BackupStoreHandle,
-    readonly info: SessionInfo,
+    info: SessionInfo,
   ) {
-    this.bodySink = new BackupBodySink(store.staging, (ref, writer) => {
-      if (this.ended) {
-        writer.abort(new Error('session ended'));
-        return;
-      }
-      this.staged.set(ref, writer);
-    });
+    super(store.staging, info);
+    this.bodySink = new BackupBodySink(store.staging, this.track);
   }
 
   private get log(): Logger | undefined {
@@ -78,24 +71,14 @@ export class BackupSession implements SinkSession {
 
   // -- plumbing ---------------------------------------------------------------
 
-  /** Runs one command: idle release first, staging swept afterwards. */
-  private async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.ended) throw new CommandError('IMAP_INTERNAL', 'The session has ended');
-    await this.releaseIdle();
-    try {
-      return await fn();
-    } finally {
-      await this.sweep(false);
-    }
+  /** Every command first releases the backups left idle. */
+  protected override beforeCommand(): Promise<void> {
+    return this.releaseIdle();
   }
 
-  private async sweep(abort: boolean): Promise<void> {
-    const refs = [...this.staged.entries()];
-    this.staged.clear();
-    for (const [ref, writer] of refs) {
-      if (abort) writer.abort(new Error('staging dropped'));
-      await this.store.staging.discard(ref);
-    }
+  /** RESTART and the end release every backup this session opened. */
+  protected async release(): Promise<void> {
+    for (const owner of [...this.open.keys()]) await this.releaseOwner(owner);
   }
 
   private async releaseIdle(): Promise<void> {
@@ -105,12 +88,12 @@ export class BackupSession implements SinkSession {
         this.open.delete(owner);
         this.awaited.delete(owner);
       } else if (now - b.lastUsed > IDLE_RELEASE_MS) {
-        await this.release(owner);
+        await this.releaseOwner(owner);
       }
     }
   }
 
-  private async release(owner: string): Promise<void> {
+  private async releaseOwner(owner: string): Promise<void> {
     const b = this.open.get(owner);
     this.open.delete(owner);
     this.awaited.delete(owner);
@@ -121,10 +104,6 @@ export class BackupSession implements SinkSession {
         this.log?.error({ err, owner }, 'ending the chunk failed');
       }
     }
-  }
-
-  private async releaseAll(): Promise<void> {
-    for (const owner of [...this.open.keys()]) await this.release(owner);
   }
 
   /** The owner's open backup, opening it (and starting a chunk) when needed. */
@@ -305,19 +284,5 @@ export class BackupSession implements SinkSession {
     const owner = this.userOwner(cmd.userid);
     checked(() => validateSieveFilename(cmd.filename));
     await this.appendTo(owner, cmd);
-  }
-
-  // -- lifecycle ------------------------------------------------------------
-
-  async restart(): Promise<void> {
-    await this.sweep(true);
-    await this.releaseAll();
-  }
-
-  async end(): Promise<void> {
-    if (this.ended) return;
-    this.ended = true;
-    await this.sweep(true);
-    await this.releaseAll();
   }
 }

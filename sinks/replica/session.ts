@@ -1,20 +1,15 @@
 /**
- * One connection's view of the replica store: staging (§1.9), the
- * SIEVE-MAILBOX and FORCE switches, and the mapping of typed commands to
- * store operations.
- *
- * Invariant: every staging file a command left behind (a literal that was
- * not consumed, a body of a refused command) is removed when the next store
- * call of this session finishes, at RESTART, and at EXIT/connection loss. No
- * body is being written while a store call runs (csync is request/response
- * and the pipeline pauses during a command), so that cleanup never races a
- * body still arriving.
+ * One connection's view of the replica store: the GUIDs staged by RESERVE
+ * and MESSAGE (§1.9) and the mapping of typed commands to store operations.
+ * Staging files, the SIEVE-MAILBOX and FORCE switches and the command cycle
+ * are the common session's (../store-session.ts).
  */
-import type { BodySink, BodyWriter } from '../../transforms/dlist-types.js';
+import type { BodySink } from '../../transforms/dlist-types.js';
 import { CommandError } from '../../transforms/errors.js';
 import type { ApplyCommandOf } from '../../src/protocol/types.js';
 import { validateGuid, validateMailboxName, validatePartition } from '../../src/protocol/names.js';
-import type { ReplyOut, SessionHandlers, SessionInfo, SinkSession } from '../sink.js';
+import type { ReplyOut, SessionHandlers, SessionInfo } from '../sink.js';
+import { StoreSession } from '../store-session.js';
 import { ReplicaBodySink, type StagedRef } from './blobs.js';
 import { getAnnotation, getFetch, getFetchSieve, getFullMailbox, getMailboxes, getMeta, getQuota, getUniqueids, getUser } from './get.js';
 import { applyMailbox } from './mailbox-apply.js';
@@ -24,60 +19,17 @@ import { applyAnnotation, applyQuota, applySeen, applySub, applyUnquota, applyUn
 import { restoreMailbox } from './restore.js';
 import type { ReplicaStore } from './store.js';
 
-export class ReplicaSession implements SinkSession {
+export class ReplicaSession extends StoreSession<StagedRef> {
   readonly bodySink: BodySink;
-  sieveMailboxMode = false;
-  forceMode = false;
   /** GUID -> available (true) or pending (false) */
   private readonly staging = new Map<string, boolean>();
-  private readonly staged = new Map<StagedRef, BodyWriter>();
-  private ended = false;
 
   constructor(
     private readonly store: ReplicaStore,
-    readonly info: SessionInfo,
+    info: SessionInfo,
   ) {
-    this.bodySink = new ReplicaBodySink(store.blobs, (ref, writer) => {
-      if (this.ended) {
-        writer.abort(new Error('session ended'));
-        return;
-      }
-      this.staged.set(ref, writer);
-    });
-  }
-
-  /** Removes staging files of finished commands (all of them when `abort`). */
-  private async sweep(abort: boolean): Promise<void> {
-    const refs = [...this.staged.entries()];
-    this.staged.clear();
-    for (const [ref, writer] of refs) {
-      if (abort) writer.abort(new Error('staging dropped'));
-      await this.store.blobs.discard(ref);
-    }
-  }
-
-  /** The store call in progress: end() lets it finish (a fully received command is always completed). */
-  private inFlight: Promise<unknown> | null = null;
-
-  private async run<T>(fn: () => Promise<T> | T): Promise<T> {
-    if (this.ended) throw new CommandError('IMAP_INTERNAL', 'The session has ended');
-    const p = (async () => {
-      try {
-        return await fn();
-      } finally {
-        await this.sweep(false);
-      }
-    })();
-    this.inFlight = p;
-    try {
-      return await p;
-    } finally {
-      if (this.inFlight === p) this.inFlight = null;
-    }
-  }
-
-  private async settle(): Promise<void> {
-    if (this.inFlight) await this.inFlight.catch(() => {});
+    super(store.blobs, info);
+    this.bodySink = new ReplicaBodySink(store.blobs, this.track);
   }
 
   private get flags(): { sieveMailboxMode: boolean; forceMode: boolean } {
@@ -149,17 +101,8 @@ export class ReplicaSession implements SinkSession {
     for (const g of stored) this.staging.set(g, true);
   }
 
-  async restart(): Promise<void> {
-    await this.settle();
+  protected async release(): Promise<void> {
     this.staging.clear();
-    await this.sweep(true);
-  }
-
-  async end(): Promise<void> {
-    this.ended = true;
-    await this.settle();
-    this.staging.clear();
-    await this.sweep(true);
   }
 
   /** For tests and diagnostics: is a GUID available in this session's staging? */
