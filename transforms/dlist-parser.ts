@@ -814,6 +814,11 @@ export class CommandReader extends Writable {
     return this.core.pendingBytes + this.core.carriedBytes;
   }
 
+  /** Nothing of a next command received: no octet parsed or held since the last command returned. */
+  get idle(): boolean {
+    return this.ready === null && this.core.atCommandBoundary && this.bufferedBytes === 0;
+  }
+
   /** The next command line, or null at the end of input. One call at a time. */
   nextCommand(): Promise<CommandLine | null> {
     if (this.waiter !== null) return Promise.reject(new Error('nextCommand() is already pending'));

@@ -29,17 +29,26 @@ export function parseListen(spec: string): ListenAddress {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/** How long a graceful stop waits for busy sessions before it cuts them off. */
+export const STOP_GRACE_MS = 60_000;
+
 /**
- * Standalone listener. SIGTERM/SIGINT: stop accepting, let every session
- * finish its current command (then BYE), close, resolve.
+ * Standalone listener. SIGTERM/SIGINT: stop accepting (the listening socket
+ * closes), let every session finish its current command and answer `BYE
+ * shutting down` at that command boundary (an idle one at once), close,
+ * resolve once every session has ended. A session still busy after
+ * `graceMs` (a huge literal on a slow link) is cut off: what it had not
+ * been answered is lost, nothing that was acknowledged.
  */
 export async function serveListener(
   addr: ListenAddress | InheritedListener,
   factory: SessionFactory,
   log: Logger,
   onListening?: (address: net.AddressInfo) => void,
+  graceMs = STOP_GRACE_MS,
 ): Promise<void> {
   const sessions = new Set<Session>();
+  let allEnded: (() => void) | undefined;
   const server = net.createServer({ noDelay: true }, (socket) => {
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.on('error', () => undefined); // reported through the session's streams
@@ -56,7 +65,10 @@ export async function serveListener(
     void session
       .run()
       .then(() => releaseSocket(socket, closed))
-      .finally(() => sessions.delete(session));
+      .finally(() => {
+        sessions.delete(session);
+        if (sessions.size === 0) allEnded?.();
+      });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -71,20 +83,30 @@ export async function serveListener(
   log.info({ host: bound.address, port: bound.port }, 'listening');
   onListening?.(bound);
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal, sessions: sessions.size }, 'stopping: no new connections, finishing current commands');
-      server.close();
-      for (const s of sessions) s.stop();
-      const wait = () => (sessions.size === 0 ? resolve() : setTimeout(wait, 50));
-      wait();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
   });
+  log.info({ signal, sessions: sessions.size }, 'stopping: no new connections, finishing current commands');
+  await stopSessions(server, sessions, (cb) => (allEnded = cb), graceMs, log);
+  log.info('stopped: every session ended');
+}
+
+/** Closes the listening socket, asks every session to stop, waits for them (cutting off the busy ones after `graceMs`). */
+async function stopSessions(server: net.Server, sessions: Set<Session>, onAllEnded: (cb: () => void) => void, graceMs: number, log: Logger): Promise<void> {
+  const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const ended = new Promise<void>((resolve) => {
+    if (sessions.size === 0) resolve();
+    else onAllEnded(resolve);
+  });
+  for (const s of sessions) s.stop();
+  const grace = setTimeout(() => {
+    log.warn({ sessions: sessions.size, graceMs }, 'stopping: sessions still busy after the grace period are cut off');
+    for (const s of sessions) s.destroy();
+  }, graceMs);
+  await ended;
+  clearTimeout(grace);
+  await serverClosed;
 }
 
 /** One session on stdin/stdout. Nothing but protocol may be written to fd 1. */

@@ -146,13 +146,26 @@ export class Session {
     }
   }
 
-  /** Graceful stop: the command in progress finishes, then `BYE` and close. */
+  /**
+   * Graceful stop: the command in progress (being received, or being
+   * answered) finishes, then `BYE` and close. Waiting for a command with
+   * nothing of one received: `BYE` now (3.6+ clients treat it as an orderly
+   * logout), then the reader stops, so nothing that arrives later is
+   * answered, and run() closes the connection once the BYE is flushed.
+   */
   stop(): void {
+    if (this.stopping) return;
     this.stopping = true;
-    if (!this.busy) {
-      // Waiting for a command: answer BYE now (3.6+ clients treat it as an orderly logout).
-      void this.writer.status('BYE shutting down').finally(() => this.destroy());
-    }
+    if (this.busy || this.inputPending()) return;
+    this.input.unpipe(this.reader);
+    void this.writer.status('BYE shutting down').finally(() => this.reader.destroy());
+  }
+
+  /** Octets of a next command somewhere between the connection and the parser (socket, inflate, reader). */
+  private inputPending(): boolean {
+    if (!this.reader.idle || this.reader.writableLength > 0 || this.conn.readableLength > 0) return true;
+    const input = this.input as Duplex;
+    return input !== this.conn && (input.readableLength > 0 || input.writableLength > 0);
   }
 
   destroy(): void {

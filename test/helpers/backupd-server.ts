@@ -2,7 +2,9 @@
  * A standalone backup server for tests: the daemon's session, listener and
  * authenticator with the backup sink.
  *
- *   npx tsx test/helpers/backupd-server.ts -C <imapd.conf> --listen HOST:PORT
+ *   npx tsx test/helpers/backupd-server.ts -C <imapd.conf> --listen HOST:PORT [--grace MS]
+ *
+ * `--grace MS`: how long SIGTERM waits for busy sessions (default: the daemon's).
  *
  * Prints `listening <port>` on stdout once bound; logs go to stderr.
  */
@@ -17,9 +19,11 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   let conf: string | undefined;
   let listen = '127.0.0.1:0';
+  let grace: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '-C') conf = argv[++i];
     else if (argv[i] === '--listen') listen = argv[++i]!;
+    else if (argv[i] === '--grace') grace = Number(argv[++i]);
   }
   const config = loadConfigOrEmbedded(conf, process.cwd(), { ident: 'backupd' });
   const settings = config.settings;
@@ -40,6 +44,7 @@ async function main(): Promise<void> {
       }),
       log,
       (addr) => process.stdout.write(`listening ${addr.port}\n`),
+      grace,
     );
   } finally {
     await sink.close();

@@ -68,13 +68,18 @@ export function leftovers(d: StoreDirs): string[] {
   return [...staging, ...filesBelow(d.dirs.temp)];
 }
 
-/** GUIDs every backup data file's index holds. */
+/**
+ * GUIDs every backup data file's index holds. An index without its tables
+ * holds nothing: a process killed while creating a new backup leaves one
+ * (with no chunk committed).
+ */
 export function backupGuids(d: StoreDirs): Set<string> {
   const out = new Set<string>();
   for (const f of dataFiles(d.dirs.partition)) {
     if (!fs.existsSync(`${f}.index`)) continue;
     const db = openSqliteReadOnly(`${f}.index`);
     try {
+      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message'").get()) continue;
       for (const r of db.prepare('SELECT guid FROM message').all() as { guid: string }[]) out.add(r.guid);
     } finally {
       db.close();
