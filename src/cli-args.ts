@@ -50,8 +50,13 @@
  */
 import { parseArgs } from 'node:util';
 
-/** sysexits.h EX_USAGE */
+/** sysexits.h: the exit statuses of the tools (EX_CONFIG, 78, is config.ts's). */
 export const EX_USAGE = 64;
+export const EX_DATAERR = 65;
+export const EX_NOINPUT = 66;
+export const EX_UNAVAILABLE = 69;
+export const EX_IOERR = 74;
+export const EX_TEMPFAIL = 75;
 
 export class UsageError extends Error {
   readonly exitCode = EX_USAGE;

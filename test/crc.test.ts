@@ -6,6 +6,7 @@ import {
   crcMatch,
   flagCrc,
   mailboxCrcs,
+  plainCrcRecord,
   recordAnnotCrc,
   recordBasicCrc,
   FLAG_ANSWERED,
@@ -19,20 +20,7 @@ import {
 const TRANSCRIPTS = '/work/shared/fixtures/transcripts';
 
 function rec(p: Partial<CrcRecord> & { uid: number }): CrcRecord {
-  return {
-    modseq: 1n,
-    lastUpdated: 0,
-    internaldate: 0,
-    guid: '0'.repeat(40),
-    systemFlags: 0,
-    userFlags: [],
-    expunged: false,
-    annotations: [],
-    thrid: 0n,
-    savedate: 0,
-    createdmodseq: 0n,
-    ...p,
-  };
+  return plainCrcRecord({ modseq: 1n, lastUpdated: 0, internaldate: 0, guid: '0'.repeat(40), ...p });
 }
 
 // csync-wire.md §7.4

@@ -13,16 +13,13 @@
  * (uid, size, guid) is held.
  */
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import * as net from 'node:net';
 import { Readable } from 'node:stream';
-import { CommandWriter } from '../../transforms/serializer.js';
-import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
-import type { DlistFile, DlistItem } from '../../transforms/dlist-types.js';
-import { encodeCommand } from '../protocol/commands.js';
-import type { ApplyCommand, GetCommand, MailboxIn } from '../protocol/types.js';
-import { mailboxCrcs, type CrcRecord } from '../protocol/crc.js';
-import { EX_USAGE, UsageError, defineCommand, formatUsageError, intValue, parseCommandLine, type OptionValues } from '../cli-args.js';
+import type { DlistFile } from '../../transforms/dlist-types.js';
+import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../protocol/types.js';
+import { mailboxCrcs, plainCrcRecord } from '../protocol/crc.js';
+import { EX_UNAVAILABLE, UsageError, defineCommand, intValue, parseCommandLine, type OptionValues } from '../cli-args.js';
+import { checkUsage } from '../cli-frame.js';
+import { CsyncConnection, CsyncWireError, type UploadProgress } from './csync-client.js';
 
 export interface Workload {
   users: number;
@@ -51,11 +48,7 @@ export interface BenchOptions {
   onProgress?: (p: Progress) => void;
 }
 
-export interface Progress {
-  bytes: number;
-  totalBytes: number;
-  messages: number;
-  totalMessages: number;
+export interface Progress extends UploadProgress {
   elapsedMs: number;
 }
 
@@ -73,15 +66,6 @@ export interface BenchSummary {
   seconds: number;
   mbPerSecond: number;
   clientPeakRssKiB: number;
-}
-
-export class BenchRefusedError extends Error {
-  constructor(
-    readonly command: string,
-    readonly reply: string,
-  ) {
-    super(`the server refused ${command}: ${reply}`);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -165,128 +149,6 @@ async function sha1Of(stream: Readable): Promise<string> {
 }
 
 // ---------------------------------------------------------------------------
-// A minimal csync client connection
-
-class Connection {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: (() => void) | null = null;
-  private closed = false;
-  private error: Error | null = null;
-  readonly writer = new CommandWriter();
-  wireOut = 0;
-  wireIn = 0;
-
-  private constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.wireIn += d.length;
-      this.onPlain(d);
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    sock.on('error', (err) => {
-      this.error = err;
-      this.wake();
-    });
-    const count = (d: Buffer): void => {
-      this.wireOut += d.length;
-    };
-    this.writer.on('data', count);
-    this.writer.pipe(sock);
-  }
-
-  static async open(host: string, port: number): Promise<Connection> {
-    const sock = net.connect({ host, port, noDelay: true });
-    await once(sock, 'connect');
-    return new Connection(sock);
-  }
-
-  private inflate: ReturnType<typeof createCompressInflate> | null = null;
-
-  private onPlain(d: Buffer): void {
-    if (this.inflate) {
-      this.inflate.write(d);
-      return;
-    }
-    this.feed(d);
-  }
-
-  private feed(d: Buffer): void {
-    this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
-    this.wake();
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  async line(): Promise<string> {
-    for (;;) {
-      const i = this.buf.indexOf(10);
-      if (i >= 0) {
-        const l = this.buf.subarray(0, i).toString('latin1').replace(/\r$/, '');
-        this.buf = this.buf.subarray(i + 1);
-        return l;
-      }
-      if (this.error) throw this.error;
-      if (this.closed) throw new Error('the server closed the connection');
-      await new Promise<void>((r) => (this.waiter = r));
-    }
-  }
-
-  /** Reads data lines up to the status line; throws BenchRefusedError unless OK. */
-  async reply(command: string): Promise<string[]> {
-    const data: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      if (l.startsWith('* ')) {
-        data.push(l);
-        continue;
-      }
-      if (!l.startsWith('OK')) throw new BenchRefusedError(command, l);
-      return data;
-    }
-  }
-
-  async greeting(): Promise<string[]> {
-    const lines: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      lines.push(l);
-      if (/^\* OK/i.test(l)) return lines;
-    }
-  }
-
-  async send(verb: string, item?: DlistItem): Promise<void> {
-    await this.writer.command(verb, item);
-  }
-
-  /** After `OK DEFLATE active`: both directions raw deflate from the next octet. */
-  startCompression(): void {
-    this.writer.startCompression(createCompressDeflate());
-    const inflate = createCompressInflate();
-    inflate.on('data', (d: Buffer) => this.feed(d));
-    inflate.on('error', (err) => {
-      this.error = err;
-      this.wake();
-    });
-    if (this.buf.length > 0) {
-      const rest = this.buf;
-      this.buf = Buffer.alloc(0);
-      inflate.write(rest);
-    }
-    this.inflate = inflate;
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
-// ---------------------------------------------------------------------------
 // The run
 
 function mailboxNames(user: string, count: number): string[] {
@@ -304,141 +166,149 @@ export function totalMessageBytes(w: Workload): number {
   return w.users * w.mailboxesPerUser * w.messages * w.size;
 }
 
+/** One generated message as APPLY MAILBOX lists it. */
+interface BenchRecord {
+  uid: number;
+  size: number;
+  guid: string;
+}
+
+/** The session of one run: the commands it sends and what it counts. */
+class BenchRun {
+  readonly started = Date.now();
+  commands = 0;
+  bytes = 0;
+  messagesDone = 0;
+  private peakRss = 0;
+  private readonly w: Workload;
+
+  constructor(
+    private readonly conn: CsyncConnection,
+    private readonly opts: BenchOptions,
+  ) {
+    this.w = opts.workload;
+  }
+
+  private send(cmd: GetCommand | ApplyCommand): Promise<unknown> {
+    this.commands++;
+    return this.conn.send(cmd);
+  }
+
+  progress(): void {
+    const w = this.w;
+    this.peakRss = Math.max(this.peakRss, process.memoryUsage.rss());
+    const totalMessages = w.users * w.mailboxesPerUser * w.messages;
+    this.opts.onProgress?.({ bytes: this.bytes, totalBytes: totalMessageBytes(w), messages: this.messagesDone, totalMessages, elapsedMs: Date.now() - this.started });
+  }
+
+  /** GET USER, then each mailbox: its messages, then APPLY MAILBOX. */
+  async user(user: string): Promise<void> {
+    await this.send({ verb: 'GET', sub: 'USER', userid: user });
+    const now = Math.floor(Date.now() / 1000);
+    for (const mboxname of mailboxNames(user, this.w.mailboxesPerUser)) {
+      const records = await this.uploadMessages(user, mboxname);
+      await this.send({ verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox: this.mailbox(user, mboxname, records, now) });
+    }
+  }
+
+  /** The messages of one mailbox in APPLY MESSAGE batches of at most batchFiles files or about batchBytes octets. */
+  private async uploadMessages(user: string, mboxname: string): Promise<BenchRecord[]> {
+    const w = this.w;
+    const records: BenchRecord[] = [];
+    let batch: DlistFile[] = [];
+    let batchBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      await this.send({ verb: 'APPLY', sub: 'MESSAGE', files: batch });
+      this.messagesDone += batch.length;
+      this.bytes += batchBytes;
+      batch = [];
+      batchBytes = 0;
+      this.progress();
+    };
+    for (let uid = 1; uid <= w.messages; uid++) {
+      const size = Math.max(w.size, header(user, mboxname, uid, w.seed).length);
+      const make = (): Readable => messageStream(user, mboxname, uid, size, w.seed);
+      const guid = await sha1Of(make());
+      records.push({ uid, size, guid });
+      batch.push({ kind: 'file', partition: w.partition, guid, size, source: make });
+      batchBytes += size;
+      if (batch.length >= this.opts.batchFiles || batchBytes >= this.opts.batchBytes) await flush();
+    }
+    await flush();
+    return records;
+  }
+
+  /** The APPLY MAILBOX of a new mailbox holding `records`, each with modseq uid+1 and no flags. */
+  private mailbox(user: string, mboxname: string, records: BenchRecord[], now: number): MailboxIn {
+    const w = this.w;
+    const recs = records.map((r): RecordIn => ({ uid: r.uid, modseq: BigInt(r.uid + 1), lastUpdated: now, flags: [], internaldate: now, size: r.size, guid: r.guid, annotations: null }));
+    // The basic CRC is checked by the server; the annotation CRC is left to
+    // the zero wildcard (a replica may add synthetic annotations of its own).
+    const crcs = mailboxCrcs(recs.map((r) => plainCrcRecord({ uid: r.uid, modseq: r.modseq, lastUpdated: r.lastUpdated, internaldate: r.internaldate, guid: r.guid })));
+    return {
+      uniqueid: uniqueid(w.seed, mboxname),
+      mboxname,
+      mboxtype: null,
+      syncCrc: crcs.basic,
+      lastUid: w.messages,
+      highestmodseq: BigInt(w.messages + 1),
+      recentUid: 0,
+      recentTime: 0,
+      lastAppenddate: now,
+      pop3LastLogin: 0,
+      pop3ShowAfter: 0,
+      uidvalidity: now,
+      partition: w.partition,
+      acl: `${user}\tlrswipkxtecdan\t`,
+      options: 'P',
+      createdmodseq: 1n,
+      foldermodseq: 1n,
+      records: recs,
+    };
+  }
+
+  summary(): BenchSummary {
+    const { opts, w } = this;
+    const seconds = (Date.now() - this.started) / 1000;
+    this.progress();
+    return {
+      host: opts.host,
+      port: opts.port,
+      compress: opts.compress,
+      users: w.users,
+      mailboxes: w.users * w.mailboxesPerUser,
+      messages: this.messagesDone,
+      messageBytes: this.bytes,
+      wireBytesOut: this.conn.wireOut,
+      wireBytesIn: this.conn.wireIn,
+      commands: this.commands,
+      seconds,
+      mbPerSecond: this.bytes / 1e6 / Math.max(seconds, 1e-9),
+      clientPeakRssKiB: Math.round(this.peakRss / 1024),
+    };
+  }
+}
+
+/**
+ * Logs in (PLAIN; COMPRESS DEFLATE with `compress`, required then), sends
+ * the workload, says EXIT. A NO or BAD ends it with a CsyncWireError whose
+ * `refusal` is set.
+ */
 export async function runBench(opts: BenchOptions): Promise<BenchSummary> {
-  const w = opts.workload;
-  const started = Date.now();
-  const conn = await Connection.open(opts.host, opts.port);
-  let commands = 0;
-  let bytes = 0;
-  let messagesDone = 0;
-  let peakRss = 0;
-  const totalMessages = w.users * w.mailboxesPerUser * w.messages;
-  const totalBytes = totalMessageBytes(w);
-  const progress = (): void => {
-    peakRss = Math.max(peakRss, process.memoryUsage.rss());
-    opts.onProgress?.({ bytes, totalBytes, messages: messagesDone, totalMessages, elapsedMs: Date.now() - started });
-  };
-  const call = async (verb: string, item?: DlistItem): Promise<string[]> => {
-    commands++;
-    await conn.send(verb, item);
-    return conn.reply(item ? `${verb} ${item.key}` : verb);
-  };
-  /** A typed command, written by the protocol module's encoder. */
-  const send = (cmd: GetCommand | ApplyCommand): Promise<string[]> => {
-    const { verb, item } = encodeCommand(cmd);
-    return call(verb, item);
-  };
+  const { host, port, authname, password, compress } = opts;
+  const conn = await CsyncConnection.connect({ host, port, authname, password, compress, requireCompression: compress, starttls: false });
+  const run = new BenchRun(conn, opts);
+  // The summary counts AUTHENTICATE and EXIT among the commands.
+  run.commands++;
   try {
-    const caps = await conn.greeting();
-    const authz = Buffer.from(`\0${opts.authname}\0${opts.password}`).toString('base64');
-    await call(`AUTHENTICATE PLAIN ${authz}`);
-    if (opts.compress) {
-      if (!caps.some((l) => /^\* COMPRESS DEFLATE/i.test(l))) throw new Error('the server does not offer COMPRESS DEFLATE');
-      await conn.send('COMPRESS DEFLATE');
-      const l = await conn.line();
-      if (!l.startsWith('OK')) throw new BenchRefusedError('COMPRESS DEFLATE', l);
-      conn.startCompression();
-    }
-    for (let u = 1; u <= w.users; u++) {
-      const user = `${w.userPrefix}${u}`;
-      await send({ verb: 'GET', sub: 'USER', userid: user });
-      const now = Math.floor(Date.now() / 1000);
-      for (const mboxname of mailboxNames(user, w.mailboxesPerUser)) {
-        const records: { uid: number; size: number; guid: string }[] = [];
-        let batch: DlistFile[] = [];
-        let batchBytes = 0;
-        const flush = async (): Promise<void> => {
-          if (batch.length === 0) return;
-          await send({ verb: 'APPLY', sub: 'MESSAGE', files: batch });
-          messagesDone += batch.length;
-          bytes += batchBytes;
-          batch = [];
-          batchBytes = 0;
-          progress();
-        };
-        for (let uid = 1; uid <= w.messages; uid++) {
-          const size = Math.max(w.size, header(user, mboxname, uid, w.seed).length);
-          const make = (): Readable => messageStream(user, mboxname, uid, size, w.seed);
-          const guid = await sha1Of(make());
-          records.push({ uid, size, guid });
-          batch.push({ kind: 'file', partition: w.partition, guid, size, source: make });
-          batchBytes += size;
-          if (batch.length >= opts.batchFiles || batchBytes >= opts.batchBytes) await flush();
-        }
-        await flush();
-        // The basic CRC is checked by the server; the annotation CRC is left to
-        // the zero wildcard (a replica may add synthetic annotations of its own).
-        const crcs = mailboxCrcs(
-          records.map(
-            (r): CrcRecord => ({
-              uid: r.uid,
-              modseq: BigInt(r.uid + 1),
-              lastUpdated: now,
-              internaldate: now,
-              guid: r.guid,
-              systemFlags: 0,
-              userFlags: [],
-              expunged: false,
-              annotations: [],
-              thrid: 0n,
-              savedate: 0,
-              createdmodseq: 0n,
-            }),
-          ),
-        );
-        const mailbox: MailboxIn = {
-          uniqueid: uniqueid(w.seed, mboxname),
-          mboxname,
-          mboxtype: null,
-          syncCrc: crcs.basic,
-          lastUid: w.messages,
-          highestmodseq: BigInt(w.messages + 1),
-          recentUid: 0,
-          recentTime: 0,
-          lastAppenddate: now,
-          pop3LastLogin: 0,
-          pop3ShowAfter: 0,
-          uidvalidity: now,
-          partition: w.partition,
-          acl: `${user}\tlrswipkxtecdan\t`,
-          options: 'P',
-          createdmodseq: 1n,
-          foldermodseq: 1n,
-          records: records.map((r) => ({
-            uid: r.uid,
-            modseq: BigInt(r.uid + 1),
-            lastUpdated: now,
-            flags: [],
-            internaldate: now,
-            size: r.size,
-            guid: r.guid,
-            annotations: null,
-          })),
-        };
-        await send({ verb: 'APPLY', sub: 'MAILBOX', local: false, mailbox });
-      }
-    }
-    await call('EXIT');
+    for (let u = 1; u <= opts.workload.users; u++) await run.user(`${opts.workload.userPrefix}${u}`);
+    run.commands++;
+    await conn.exit();
   } finally {
     conn.close();
   }
-  const seconds = (Date.now() - started) / 1000;
-  progress();
-  return {
-    host: opts.host,
-    port: opts.port,
-    compress: opts.compress,
-    users: w.users,
-    mailboxes: w.users * w.mailboxesPerUser,
-    messages: messagesDone,
-    messageBytes: bytes,
-    wireBytesOut: conn.wireOut,
-    wireBytesIn: conn.wireIn,
-    commands,
-    seconds,
-    mbPerSecond: bytes / 1e6 / Math.max(seconds, 1e-9),
-    clientPeakRssKiB: Math.round(peakRss / 1024),
-  };
+  return run.summary();
 }
 
 // ---------------------------------------------------------------------------
@@ -500,14 +370,8 @@ function benchArgs(v: OptionValues<typeof BENCH_SPEC>): { w: Workload; connect: 
 export async function runBenchClient(argv: string[]): Promise<number> {
   const p = parseCommandLine(BENCH_SPEC, argv);
   if (typeof p === 'number') return p;
-  let parsed: ReturnType<typeof benchArgs>;
-  try {
-    parsed = benchArgs(p.values);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(formatUsageError(BENCH_SPEC, err));
-    return EX_USAGE;
-  }
+  const parsed = checkUsage(BENCH_SPEC, {}, () => benchArgs(p.values));
+  if (typeof parsed === 'number') return parsed;
   const { w, connect, total } = parsed;
   const authname = p.values.authname ?? 'admin';
   let password: string | undefined = p.values.password ?? process.env.CYRSYNC_BENCH_PASSWORD;
@@ -559,6 +423,6 @@ export async function runBenchClient(argv: string[]): Promise<number> {
   } catch (err) {
     if (tty) process.stderr.write('\n');
     process.stderr.write(`cyrsync bench-client: ${(err as Error).message}\n`);
-    return err instanceof BenchRefusedError ? 1 : 69;
+    return err instanceof CsyncWireError && err.refusal ? 1 : EX_UNAVAILABLE;
   }
 }

@@ -9,12 +9,10 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
-import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../config.js';
 import { dumpEntries, formatDumpEntry, type DumpEntry } from '../../sinks/replica/dump.js';
 import { ReplicaStore } from '../../sinks/replica/store.js';
-import { defineCommand, parseCommandLine } from '../cli-args.js';
-
-const EX_NOINPUT = 66;
+import { EX_NOINPUT, defineCommand, parseCommandLine } from '../cli-args.js';
+import { CONFIG_OPTIONS, loadCommandConfig } from '../cli-frame.js';
 
 export const DUMP_SPEC = defineCommand({
   name: 'dump',
@@ -22,8 +20,7 @@ export const DUMP_SPEC = defineCommand({
   description:
     "Prints what the replica holds for USER: mailboxes, each message (uid, modseq, size, SHA-1 of the stored file, internaldate, flags), subscriptions, annotations and the quota, in the canonical form of the test harness's `cyrus-peer dump USER`, so diff of the two is empty for a converged user. It opens the store read-only and runs next to a live server.",
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
-    embedded: { long: 'embedded', type: 'boolean', help: 'ignore /etc/imapd.conf, use the built-in configuration under ./var' },
+    ...CONFIG_OPTIONS,
     json: { long: 'json', type: 'boolean', help: 'the same entries as JSON lines' },
   },
   positionals: { name: 'USER', min: 1, max: 1 },
@@ -32,18 +29,10 @@ export const DUMP_SPEC = defineCommand({
 export async function runDump(argv: string[]): Promise<number> {
   const p = parseCommandLine(DUMP_SPEC, argv);
   if (typeof p === 'number') return p;
-  const { config: configFile, embedded, json } = p.values;
+  const { json } = p.values;
   const user = p.positionals[0]!;
-  let config: Config;
-  try {
-    config = embedded && configFile === undefined ? embeddedDefaultConfig(process.cwd()) : loadConfigOrEmbedded(configFile, process.cwd());
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`cyrsync dump: ${err.message}\n`);
-      return EX_CONFIG;
-    }
-    throw err;
-  }
+  const config = loadCommandConfig(DUMP_SPEC, p.values);
+  if (typeof config === 'number') return config;
   const s = config.settings;
   let store: ReplicaStore;
   try {

@@ -25,15 +25,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../config.js';
-import { UsageError, defineCommand, formatUsageError, parseCommandLine, EX_USAGE, type CommandIO, type OptionValues } from '../cli-args.js';
+import { EX_NOINPUT, EX_TEMPFAIL, UsageError, defineCommand, parseCommandLine, type CommandIO, type OptionValues } from '../cli-args.js';
+import { CONFIG_OPTIONS, checkUsage, loadCommandConfig } from '../cli-frame.js';
 import { DATABASE_FILE } from '../../sinks/replica/db.js';
 import { expireReplica, openForHousekeeping, type ExpirePlan } from '../../sinks/replica/expire.js';
 
 export { deletedAt, expireReplica, openForHousekeeping } from '../../sinks/replica/expire.js';
-
-const EX_NOINPUT = 66;
-const EX_TEMPFAIL = 75;
 
 export const EXPIRE_SPEC = defineCommand({
   name: 'expire',
@@ -43,8 +40,7 @@ export const EXPIRE_SPEC = defineCommand({
     "AGE as cyr_expire reads it: a number (fractions allowed) with an optional unit d, h, m, s; days without one. Runs next to a live server (one SQLite write transaction at a time). " +
     'For cyrus.conf EVENTS: expire cmd="/usr/bin/node /opt/cyrsync/dist/src/cli.js expire -C /etc/imapd.conf -X 28 -D 28" at=0430',
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
-    embedded: { long: 'embedded', type: 'boolean', help: 'ignore /etc/imapd.conf, use the built-in configuration under ./var' },
+    ...CONFIG_OPTIONS,
     expunged: { short: 'X', type: 'string', value: 'AGE', help: 'purge expunged records last changed more than AGE ago' },
     deleted: { short: 'D', type: 'string', value: 'AGE', help: 'remove DELETED-namespace mailboxes deleted more than AGE ago' },
     noExpunge: { short: 'x', type: 'boolean', help: 'do not purge expunged records' },
@@ -86,22 +82,10 @@ export async function runExpire(argv: string[], io: CommandIO = {}): Promise<num
   const err = io.stderr ?? process.stderr;
   const p = parseCommandLine(EXPIRE_SPEC, argv, io);
   if (typeof p === 'number') return p;
-  let plan: ExpirePlan;
-  try {
-    plan = planFrom(p.values);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    err.write(formatUsageError(EXPIRE_SPEC, e));
-    return EX_USAGE;
-  }
-  let config: Config;
-  try {
-    config = p.values.embedded && p.values.config === undefined ? embeddedDefaultConfig(process.cwd()) : loadConfigOrEmbedded(p.values.config, process.cwd());
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    err.write(`cyrsync expire: ${e.message}\n`);
-    return EX_CONFIG;
-  }
+  const plan = checkUsage(EXPIRE_SPEC, io, () => planFrom(p.values));
+  if (typeof plan === 'number') return plan;
+  const config = loadCommandConfig(EXPIRE_SPEC, p.values, io);
+  if (typeof config === 'number') return config;
   const s = config.settings;
   if (!fs.existsSync(path.join(s.configdirectory, DATABASE_FILE))) {
     err.write(`cyrsync expire: no replica store: ${path.join(s.configdirectory, DATABASE_FILE)} does not exist\n`);

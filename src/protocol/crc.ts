@@ -72,6 +72,15 @@ export interface CrcRecord {
   createdmodseq: bigint;
 }
 
+/**
+ * A record with no flags, annotations, thread id, save date or created
+ * modseq, not expunged: what a generated message (bench-client) has; any
+ * field may still be given.
+ */
+export function plainCrcRecord(r: Pick<CrcRecord, 'uid' | 'modseq' | 'lastUpdated' | 'internaldate' | 'guid'> & Partial<CrcRecord>): CrcRecord {
+  return { systemFlags: 0, userFlags: [], expunged: false, annotations: [], thrid: 0n, savedate: 0, createdmodseq: 0n, ...r };
+}
+
 export function flagCrc(systemFlags: number, userFlags: readonly string[]): number {
   let f = 0;
   for (const [bit, c] of SYSTEM_FLAG_CRC) if (systemFlags & bit) f ^= c;

@@ -7,16 +7,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, EX_CONFIG, embeddedDefaultConfig, loadConfigOrEmbedded, type Config } from '../../config.js';
-import { defineCommand, parseCommandLine, type CommandIO } from '../../cli-args.js';
+import { EX_NOINPUT, defineCommand, parseCommandLine, type CommandIO } from '../../cli-args.js';
+import { CONFIG_OPTIONS, loadCommandConfig } from '../../cli-frame.js';
 import { DATABASE_FILE } from '../../../sinks/replica/db.js';
 import { backupsDbPath } from '../../../sinks/backup/backupsdb.js';
 import { ReplicaStore } from '../../../sinks/replica/store.js';
 import { checkReplica } from './replica.js';
 import { checkBackups } from './backup.js';
 import { emptyCounts, formatProblem, type CheckCounts, type Problem } from './problems.js';
-
-const EX_NOINPUT = 66;
 
 export const CHECK_SPEC = defineCommand({
   name: 'check',
@@ -29,8 +27,7 @@ export const CHECK_SPEC = defineCommand({
     'message and mailbox links, message GUIDs), staging left by a backupd that is gone. ' +
     'It only reads, and runs next to a live server. Exit status: 0 clean, 1 problems, 64 usage, 66 no store, 78 bad imapd.conf.',
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
-    embedded: { long: 'embedded', type: 'boolean', help: 'ignore /etc/imapd.conf, use the built-in configuration under ./var' },
+    ...CONFIG_OPTIONS,
     json: { long: 'json', type: 'boolean', help: 'one JSON object per problem (level, kind, store, user, mailbox, uid, partition, guid, chunk, path, detail)' },
     quick: { long: 'quick', type: 'boolean', help: 'do not hash message files (sizes and presence only)' },
     quiet: { short: 'q', long: 'quiet', type: 'boolean', help: 'no summary line on stderr' },
@@ -50,14 +47,8 @@ export async function runCheck(argv: string[], io: CheckRunOptions = {}): Promis
   const p = parseCommandLine(CHECK_SPEC, argv, io);
   if (typeof p === 'number') return p;
   const { values: v, positionals: users } = p;
-  let config: Config;
-  try {
-    config = v.embedded && v.config === undefined ? embeddedDefaultConfig(process.cwd()) : loadConfigOrEmbedded(v.config, process.cwd());
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    err.write(`cyrsync check: ${e.message}\n`);
-    return EX_CONFIG;
-  }
+  const config = loadCommandConfig(CHECK_SPEC, v, io);
+  if (typeof config === 'number') return config;
   const s = config.settings;
   const replicaDb = path.join(s.configdirectory, DATABASE_FILE);
   const hasReplica = Object.keys(s.partitions).length > 0 && fs.existsSync(replicaDb);

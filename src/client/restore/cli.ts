@@ -19,9 +19,9 @@ import { ownerOfMailbox } from '../../../sinks/backup/paths.js';
 import { CyrsyncError } from '../../../transforms/errors.js';
 import { formatHelp, formatUsageError } from '../../cli-args.js';
 import { parseRestoreArgs, RESTORE_SPEC, UsageError, type RestoreArgs } from './args.js';
-import { CsyncConnection, parseServer } from './connection.js';
+import { CsyncConnection, parseServer, type UploadProgress } from '../csync-client.js';
 import { Planner, type Plan } from './plan.js';
-import { RestoreRun, type Progress, type RestoreEvent } from './run.js';
+import { RestoreRun, type RestoreEvent } from './run.js';
 import { BackupSource, defaultTempDir } from './source.js';
 
 const EX_USAGE = 64;
@@ -31,7 +31,7 @@ const EX_TEMPFAIL = 75;
 interface Output {
   event(e: RestoreEvent): void;
   text(line: string): void;
-  progress(p: Progress, startedMs: number): void;
+  progress(p: UploadProgress, startedMs: number): void;
   close(): Promise<void>;
 }
 

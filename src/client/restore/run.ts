@@ -15,8 +15,7 @@ import type { DlistFile, DlistItem, DlistValue } from '../../../transforms/dlist
 import { MAX_MESSAGE_FILES } from '../../../transforms/serializer.js';
 import { dlistText } from '../../../sinks/backup/index-db.js';
 import type { RecordRow } from '../../../sinks/backup/index-db.js';
-import type { CsyncConnection } from './connection.js';
-import { encodeCommand } from '../../protocol/commands.js';
+import type { CsyncConnection, UploadProgress } from '../csync-client.js';
 import { parseAnnot, scalarText } from '../../protocol/commands/fields.js';
 import type { Annot, MailboxIn, RecordIn } from '../../protocol/types.js';
 import type { ApplyCommand, GetCommand, RestoreCommand } from '../../protocol/types.js';
@@ -114,14 +113,7 @@ export interface RunOptions {
   meta: boolean;
   userid: string | null;
   onEvent: (e: RestoreEvent) => void;
-  onProgress?: (p: Progress) => void;
-}
-
-export interface Progress {
-  bytes: number;
-  totalBytes: number;
-  messages: number;
-  totalMessages: number;
+  onProgress?: (p: UploadProgress) => void;
 }
 
 export interface RunSummary {
@@ -154,7 +146,7 @@ function field(v: DlistValue | undefined, key: string): DlistValue | undefined {
 
 export class RestoreRun {
   readonly summary: RunSummary = { mailboxes: 0, mailboxesSkipped: 0, records: 0, messagesUploaded: 0, bytesUploaded: 0, subscriptions: 0, annotations: 0, seen: 0, sieve: 0, commands: 0 };
-  private progress: Progress = { bytes: 0, totalBytes: 0, messages: 0, totalMessages: 0 };
+  private progress: UploadProgress = { bytes: 0, totalBytes: 0, messages: 0, totalMessages: 0 };
 
   constructor(
     private readonly conn: CsyncConnection,
@@ -163,11 +155,10 @@ export class RestoreRun {
     private readonly opts: RunOptions,
   ) {}
 
-  /** One typed command, written by the protocol table's encoder. */
+  /** One typed command; the data items of its reply. */
   private async call(cmd: GetCommand | ApplyCommand | RestoreCommand): Promise<DlistItem[]> {
     this.summary.commands++;
-    const { verb, item } = encodeCommand(cmd);
-    const r = await this.conn.call(verb, item);
+    const r = await this.conn.send(cmd);
     return r.data;
   }
 

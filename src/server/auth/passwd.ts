@@ -24,8 +24,9 @@ import {
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ConfigError, loadConfigOrEmbedded, type Settings } from '../../config.js';
-import { defineCommand, parseCommandLine } from '../../cli-args.js';
+import type { Settings } from '../../config.js';
+import { EX_DATAERR, EX_IOERR, defineCommand, parseCommandLine } from '../../cli-args.js';
+import { CONFIG_OPTION, loadCommandConfig } from '../../cli-frame.js';
 
 export interface ScryptParams {
   N: number;
@@ -325,17 +326,13 @@ export interface PasswdIO {
   scrypt?: ScryptParams;
 }
 
-const EX_DATAERR = 65;
-const EX_IOERR = 74;
-const EX_CONFIG = 78;
-
 export const PASSWD_SPEC = defineCommand({
   name: 'passwd',
   summary: "set (-d: delete) USER's password in the password file (cyrsync_passwd_file)",
   description:
     "Sets USER's password in the cyrsync password file (cyrsync_passwd_file, default <configdirectory>/cyrsync.passwd; scrypt hashes, mode 0600, atomic rewrite). The password is read from standard input when it is not a terminal (first line), otherwise asked twice without echo. -d removes USER instead.",
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf (default /etc/imapd.conf, else the built-in configuration)' },
+    config: CONFIG_OPTION,
     remove: { short: 'd', long: 'delete', type: 'boolean', help: 'remove USER' },
   },
   positionals: { name: 'USER', min: 1, max: 1 },
@@ -421,78 +418,70 @@ class HiddenLineReader {
   }
 }
 
-/** `cyrsync passwd [-C FILE] [-d] USER`: returns the exit status. */
-export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<number> {
-  const stdin = io.stdin ?? process.stdin;
-  const stdout = io.stdout ?? process.stdout;
-  const stderr = io.stderr ?? process.stderr;
-  const p = parseCommandLine(PASSWD_SPEC, argv, { stdout, stderr });
-  if (typeof p === 'number') return p;
-  const { config: configPath, remove } = p.values;
-  const rest = p.positionals;
-
-  let settings: Settings;
-  try {
-    settings = loadConfigOrEmbedded(configPath, io.baseDir ?? process.cwd(), {
-      ...(io.defaultConfigFile !== undefined ? { defaultFile: io.defaultConfigFile } : {}),
-    }).settings;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      stderr.write(`cyrsync passwd: ${err.message}\n`);
-      return EX_CONFIG;
-    }
-    throw err;
-  }
-  const user = canonicalUser(rest[0]!, settings.username_tolower);
+/** The canonical form of the USER argument, or null (reported) when no login could use it. */
+function passwdUser(arg: string, settings: Settings, stderr: NodeJS.WritableStream): string | null {
+  const user = canonicalUser(arg, settings.username_tolower);
   // A leading '#' or blank would read back as a comment or a different name.
   if (user === null || /^[#\s]/.test(user)) {
-    stderr.write(`cyrsync passwd: invalid user name "${rest[0]}" (1 to 80 ASCII characters, none of % & * / : ? or control characters, not starting with '#' or a blank)\n`);
+    stderr.write(`cyrsync passwd: invalid user name "${arg}" (1 to 80 ASCII characters, none of % & * / : ? or control characters, not starting with '#' or a blank)\n`);
+    return null;
+  }
+  if (!settings.sasl_pwcheck_method.includes('auxprop')) {
+    stderr.write(`cyrsync passwd: note: sasl_pwcheck_method is "${settings.sasl_pwcheck_method.join(' ')}", so logins do not consult ${settings.cyrsync_passwd_file}\n`);
+  }
+  return user;
+}
+
+/** Asked twice without echo on a terminal; null (nothing to say) when cancelled, an exit status when they differ. */
+async function promptPassword(stdin: NonNullable<PasswdIO['stdin']>, stderr: NodeJS.WritableStream, user: string): Promise<Buffer | number> {
+  const reader = new HiddenLineReader(stdin, stderr);
+  reader.start();
+  let a: Buffer | null;
+  let b: Buffer | null = null;
+  try {
+    a = await reader.read(`New password for ${user}: `);
+    if (a !== null) b = await reader.read('Retype new password: ');
+  } finally {
+    reader.stop();
+  }
+  if (a === null || b === null) return 1;
+  if (!a.equals(b)) {
+    stderr.write('cyrsync passwd: the passwords differ; nothing changed\n');
+    return 1;
+  }
+  return a;
+}
+
+/** The new password: prompted for on a terminal, else the first line of stdin; an exit status when refused. */
+async function readNewPassword(stdin: NonNullable<PasswdIO['stdin']>, stderr: NodeJS.WritableStream, user: string): Promise<Buffer | number> {
+  let password: Buffer;
+  if (stdin.isTTY) {
+    const typed = await promptPassword(stdin, stderr, user);
+    if (typeof typed === 'number') return typed;
+    password = typed;
+  } else {
+    const all = await readAllStdin(stdin);
+    let end = all.indexOf(0x0a);
+    if (end < 0) end = all.length;
+    if (end > 0 && all[end - 1] === 0x0d) end--;
+    password = all.subarray(0, end);
+  }
+  if (password.length === 0) {
+    stderr.write('cyrsync passwd: empty password refused; nothing changed\n');
+    return 1;
+  }
+  if (password.includes(0)) {
+    stderr.write('cyrsync passwd: a password cannot contain NUL; nothing changed\n');
     return EX_DATAERR;
   }
-  const file = settings.cyrsync_passwd_file;
-  if (!settings.sasl_pwcheck_method.includes('auxprop')) {
-    stderr.write(`cyrsync passwd: note: sasl_pwcheck_method is "${settings.sasl_pwcheck_method.join(' ')}", so logins do not consult ${file}\n`);
-  }
+  return password;
+}
 
-  let password: Buffer | null = null;
-  if (!remove) {
-    if (stdin.isTTY) {
-      const reader = new HiddenLineReader(stdin, stderr);
-      reader.start();
-      let a: Buffer | null;
-      let b: Buffer | null = null;
-      try {
-        a = await reader.read(`New password for ${user}: `);
-        if (a !== null) b = await reader.read('Retype new password: ');
-      } finally {
-        reader.stop();
-      }
-      if (a === null || b === null) return 1;
-      if (!a.equals(b)) {
-        stderr.write('cyrsync passwd: the passwords differ; nothing changed\n');
-        return 1;
-      }
-      password = a;
-    } else {
-      const all = await readAllStdin(stdin);
-      let end = all.indexOf(0x0a);
-      if (end < 0) end = all.length;
-      if (end > 0 && all[end - 1] === 0x0d) end--;
-      password = all.subarray(0, end);
-    }
-    if (password.length === 0) {
-      stderr.write('cyrsync passwd: empty password refused; nothing changed\n');
-      return 1;
-    }
-    if (password.includes(0)) {
-      stderr.write('cyrsync passwd: a password cannot contain NUL; nothing changed\n');
-      return EX_DATAERR;
-    }
-  }
-
+/** Writes the change (a null password removes USER) and says what was done; returns the exit status. */
+function applyPasswd(file: string, user: string, password: Buffer | null, params: ScryptParams, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): number {
   try {
-    const existed = setPasswordSync(file, user, password, io.scrypt ?? DEFAULT_SCRYPT);
-    if (remove) {
+    const existed = setPasswordSync(file, user, password, params);
+    if (password === null) {
       stdout.write(existed ? `cyrsync passwd: removed ${user} from ${file}\n` : `cyrsync passwd: ${user} is not in ${file}; nothing changed\n`);
       return existed ? 0 : 1;
     }
@@ -503,4 +492,24 @@ export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<numb
     stderr.write(`cyrsync passwd: ${msg}\n`);
     return err instanceof PasswdFileError && /line \d+/.test(msg) ? EX_DATAERR : EX_IOERR;
   }
+}
+
+/** `cyrsync passwd [-C FILE] [-d] USER`: returns the exit status. */
+export async function runPasswd(argv: string[], io: PasswdIO = {}): Promise<number> {
+  const stdin = io.stdin ?? process.stdin;
+  const stdout = io.stdout ?? process.stdout;
+  const stderr = io.stderr ?? process.stderr;
+  const p = parseCommandLine(PASSWD_SPEC, argv, { stdout, stderr });
+  if (typeof p === 'number') return p;
+  const config = loadCommandConfig(PASSWD_SPEC, p.values, { ...io, stderr });
+  if (typeof config === 'number') return config;
+  const user = passwdUser(p.positionals[0]!, config.settings, stderr);
+  if (user === null) return EX_DATAERR;
+  let password: Buffer | null = null;
+  if (!p.values.remove) {
+    const read = await readNewPassword(stdin, stderr, user);
+    if (typeof read === 'number') return read;
+    password = read;
+  }
+  return applyPasswd(config.settings.cyrsync_passwd_file, user, password, io.scrypt ?? DEFAULT_SCRYPT, stdout, stderr);
 }

@@ -2,7 +2,8 @@
  * The client side of a csync session, as Cyrus sync_connect() drives it:
  * connect, read the greeting (capability lines up to `* OK`), STARTTLS
  * when offered and asked for, AUTHENTICATE PLAIN, COMPRESS DEFLATE when
- * offered, then one command at a time with its reply.
+ * offered, then one command at a time with its reply. `cyrsync restore` and
+ * `cyrsync bench-client` both talk to their server through it.
  *
  * Replies are parsed with the dlist parser (CommandReader: one response
  * line at a time, on demand), commands are written by CommandWriter, which
@@ -13,21 +14,33 @@ import { once } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Readable } from 'node:stream';
-import { CommandReader } from '../../../transforms/dlist-parser.js';
-import { CommandWriter } from '../../../transforms/serializer.js';
-import { createCompressDeflate, createCompressInflate } from '../../../transforms/deflate.js';
-import type { CommandLine, DlistItem, DlistValue } from '../../../transforms/dlist-types.js';
-import { CyrsyncError } from '../../../transforms/errors.js';
-import { scalarText } from '../../protocol/commands/fields.js';
+import { CommandReader } from '../../transforms/dlist-parser.js';
+import { CommandWriter } from '../../transforms/serializer.js';
+import { createCompressDeflate, createCompressInflate } from '../../transforms/deflate.js';
+import type { CommandLine, DlistItem, DlistValue } from '../../transforms/dlist-types.js';
+import { CyrsyncError } from '../../transforms/errors.js';
+import { encodeCommand } from '../protocol/commands.js';
+import { scalarText } from '../protocol/commands/fields.js';
+import type { ApplyCommand, GetCommand, RestoreCommand } from '../protocol/types.js';
 
-/** A NO/BAD reply, or a session that could not be set up. */
-export class RestoreWireError extends CyrsyncError {
+/** A NO/BAD reply (`refusal`), or a session that could not be set up or went away. */
+export class CsyncWireError extends CyrsyncError {
   constructor(
     readonly command: string,
     readonly reply: string,
+    /** the server answered the command with NO or BAD */
+    readonly refusal = false,
   ) {
     super('IMAP_PROTOCOL_ERROR', `${command}: ${reply}`);
   }
+}
+
+/** How far an upload has come (restore and bench-client report it as a progress bar). */
+export interface UploadProgress {
+  bytes: number;
+  totalBytes: number;
+  messages: number;
+  totalMessages: number;
 }
 
 export interface ConnectOptions {
@@ -44,7 +57,8 @@ export interface ConnectOptions {
   /** STARTTLS when offered. */
   starttls: boolean;
   tlsCaFile?: string;
-  timeoutMs: number;
+  /** Give up when the server sends nothing for this long (absent: wait). */
+  timeoutMs?: number;
 }
 
 export interface Reply {
@@ -68,18 +82,37 @@ export class CsyncConnection {
   private input: Readable;
   capabilities: string[] = [];
   compressed = false;
+  /** Octets written to and read from the socket (compressed when COMPRESS is on; inside TLS after STARTTLS). */
+  wireOut = 0;
+  wireIn = 0;
 
   private constructor(private sock: net.Socket | tls.TLSSocket) {
     this.input = sock;
-    this.writer.pipe(sock);
-    sock.pipe(this.reader);
+    this.writer.on('data', (d: Buffer) => {
+      this.wireOut += d.length;
+    });
+    this.attach(sock);
     this.reader.on('error', () => undefined);
+  }
+
+  private readonly countIn = (d: Buffer): void => {
+    this.wireIn += d.length;
+  };
+
+  /** The socket (plain, then TLS after STARTTLS) carries the writer's output and feeds the reader. */
+  private attach(sock: net.Socket | tls.TLSSocket): void {
+    this.writer.pipe(sock);
+    sock.on('data', this.countIn);
+    sock.pipe(this.reader);
     sock.on('error', (err: Error) => this.reader.destroy(err));
   }
 
   static async connect(opts: ConnectOptions): Promise<CsyncConnection> {
     const sock = net.connect({ host: opts.host, port: opts.port, noDelay: true });
-    sock.setTimeout(opts.timeoutMs, () => sock.destroy(new Error(`no answer from ${opts.host}:${opts.port} within ${opts.timeoutMs / 1000} s`)));
+    const timeoutMs = opts.timeoutMs;
+    if (timeoutMs !== undefined) {
+      sock.setTimeout(timeoutMs, () => sock.destroy(new Error(`no answer from ${opts.host}:${opts.port} within ${timeoutMs / 1000} s`)));
+    }
     await once(sock, 'connect');
     sock.setKeepAlive(true);
     const c = new CsyncConnection(sock);
@@ -90,7 +123,7 @@ export class CsyncConnection {
       if (c.capabilities.includes('COMPRESS') && (opts.compress || opts.requireCompression)) {
         await c.startCompression();
       } else if (opts.requireCompression) {
-        throw new RestoreWireError('COMPRESS DEFLATE', 'the server does not offer compression (-z requires it)');
+        throw new CsyncWireError('COMPRESS DEFLATE', 'the server does not offer compression (-z requires it)');
       }
       return c;
     } catch (err) {
@@ -101,9 +134,9 @@ export class CsyncConnection {
 
   private async next(command: string): Promise<CommandLine> {
     const line = await this.reader.nextCommand();
-    if (line === null) throw new RestoreWireError(command, 'the server closed the connection');
+    if (line === null) throw new CsyncWireError(command, 'the server closed the connection');
     if (line.error) {
-      throw new RestoreWireError(command, `${line.verb} ... (a reply cyrsync could not parse: ${line.error.message}; a crashed server says "* BYE Fatal error: ...")`);
+      throw new CsyncWireError(command, `${line.verb} ... (a reply cyrsync could not parse: ${line.error.message}; a crashed server says "* BYE Fatal error: ...")`);
     }
     return line;
   }
@@ -113,7 +146,7 @@ export class CsyncConnection {
     const caps: string[] = [];
     for (;;) {
       const l = await this.next('greeting');
-      if (l.verb !== '*') throw new RestoreWireError('greeting', statusText(l));
+      if (l.verb !== '*') throw new CsyncWireError('greeting', statusText(l));
       const first = l.args[0] ? text(l.args[0]).toUpperCase() : '';
       if (first === 'OK') break;
       caps.push(first);
@@ -125,8 +158,9 @@ export class CsyncConnection {
   private async startTls(opts: ConnectOptions): Promise<void> {
     await this.writer.command('STARTTLS');
     const r = await this.next('STARTTLS');
-    if (r.verb !== 'OK') throw new RestoreWireError('STARTTLS', statusText(r));
+    if (r.verb !== 'OK') throw new CsyncWireError('STARTTLS', statusText(r), true);
     const plain = this.sock as net.Socket;
+    plain.off('data', this.countIn);
     plain.unpipe(this.reader);
     this.writer.unpipe(plain);
     const rest = this.reader.detachRemainder();
@@ -136,27 +170,25 @@ export class CsyncConnection {
     await once(secure, 'secureConnect');
     this.sock = secure;
     this.input = secure;
-    this.writer.pipe(secure);
-    secure.pipe(this.reader);
-    secure.on('error', (err: Error) => this.reader.destroy(err));
+    this.attach(secure);
     // The capabilities are sent again after TLS.
     await this.greeting();
   }
 
   private async authenticate(opts: ConnectOptions): Promise<void> {
     if (!this.capabilities.includes('SASL=PLAIN')) {
-      throw new RestoreWireError('AUTHENTICATE', `the server offers no PLAIN mechanism (offered: ${this.capabilities.filter((c) => c.startsWith('SASL=')).map((c) => c.slice(5)).join(' ') || 'none'})`);
+      throw new CsyncWireError('AUTHENTICATE', `the server offers no PLAIN mechanism (offered: ${this.capabilities.filter((c) => c.startsWith('SASL=')).map((c) => c.slice(5)).join(' ') || 'none'})`);
     }
     const resp = Buffer.from(`${opts.authzid ?? ''}\0${opts.authname}\0${opts.password}`, 'utf8').toString('base64');
     await this.writer.command(`AUTHENTICATE PLAIN ${resp}`);
     const r = await this.next('AUTHENTICATE');
-    if (r.verb !== 'OK') throw new RestoreWireError('AUTHENTICATE', statusText(r));
+    if (r.verb !== 'OK') throw new CsyncWireError('AUTHENTICATE', statusText(r), true);
   }
 
   private async startCompression(): Promise<void> {
     await this.writer.command('COMPRESS DEFLATE');
     const r = await this.next('COMPRESS');
-    if (r.verb !== 'OK') throw new RestoreWireError('COMPRESS DEFLATE', statusText(r));
+    if (r.verb !== 'OK') throw new CsyncWireError('COMPRESS DEFLATE', statusText(r), true);
     const src = this.input;
     src.unpipe(this.reader);
     const rest = this.reader.detachRemainder();
@@ -168,7 +200,7 @@ export class CsyncConnection {
     this.compressed = true;
   }
 
-  /** Sends `VERB KEY value` and reads the reply; throws RestoreWireError on NO/BAD. */
+  /** Sends `VERB KEY value` and reads the reply; throws CsyncWireError on NO/BAD. */
   async call(verb: string, item: DlistItem): Promise<Reply> {
     await this.writer.command(verb, item);
     const data: DlistItem[] = [];
@@ -182,9 +214,15 @@ export class CsyncConnection {
         continue;
       }
       const status = statusText(l);
-      if (l.verb !== 'OK') throw new RestoreWireError(what, status);
+      if (l.verb !== 'OK') throw new CsyncWireError(what, status, true);
       return { data, status };
     }
+  }
+
+  /** A typed command, written by the protocol table's encoder, and its reply. */
+  send(cmd: GetCommand | ApplyCommand | RestoreCommand): Promise<Reply> {
+    const { verb, item } = encodeCommand(cmd);
+    return this.call(verb, item);
   }
 
   async exit(): Promise<void> {
@@ -211,7 +249,7 @@ export function parseServer(server: string, fallback: number): { host: string; p
   if (i > 0 && server.indexOf(':') === i) {
     const p = server.slice(i + 1);
     const port = /^\d+$/.test(p) ? Number(p) : p === 'csync' ? 2005 : NaN;
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new RestoreWireError('connect', `bad port in "${server}"`);
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new CsyncWireError('connect', `bad port in "${server}"`);
     return { host: server.slice(0, i), port };
   }
   return { host: server, port: fallback };
