@@ -15,11 +15,9 @@
  * started only when it is expected to end within --budget (default 27 min,
  * populating a fresh master included), so the suite stays under 30 min.
  */
-import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Cyrsync } from '../test/interop/harness.js';
 import {
-  BENCH_PEER_DIR,
+  PEER_REPLICA_DIRS,
   RESULTS_DIR,
   diskBytes,
   ensureBuilt,
@@ -27,9 +25,11 @@ import {
   ensureMaster,
   log,
   machine,
+  onFreshCyrsync,
   parseClientLine,
   parseTreeLine,
   peer,
+  peerReplicaPid,
   type Dataset,
   type PopulatedDataset,
 } from './lib/common.js';
@@ -113,26 +113,20 @@ const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
 async function runCyrus(d: PopulatedDataset, compress: boolean, run: number): Promise<Sample> {
   await peer(['reset', 'replica']);
   await peer(['replica', 'start']);
-  const pid = Number((await fsp.readFile(path.join(BENCH_PEER_DIR, 'replica', 'run', 'master.pid'), 'utf8')).trim());
+  const pid = await peerReplicaPid();
   await settle();
   const r = await peer(benchArgs(d.user, 'replica', pid, compress));
-  const disk = await diskBytes([path.join(BENCH_PEER_DIR, 'replica', 'spool'), path.join(BENCH_PEER_DIR, 'replica', 'conf')]);
+  const disk = await diskBytes(PEER_REPLICA_DIRS);
   await peer(['replica', 'stop']);
   return sampleFrom(r.output, d, 'cyrus', compress, run, disk);
 }
 
 async function runCyrsync(d: PopulatedDataset, compress: boolean, run: number): Promise<Sample> {
-  const c = await Cyrsync.start();
-  try {
+  const { result: r, disk } = await onFreshCyrsync(async (c) => {
     await settle();
-    const r = await peer(benchArgs(d.user, c.target, c.pid!, compress));
-    await c.stop();
-    const disk = await diskBytes([c.configDir, c.partitionDir]);
-    return sampleFrom(r.output, d, 'cyrsync', compress, run, disk);
-  } finally {
-    await c.stop();
-    await c.remove();
-  }
+    return peer(benchArgs(d.user, c.target, c.pid!, compress));
+  });
+  return sampleFrom(r.output, d, 'cyrsync', compress, run, disk);
 }
 
 export async function run(args: string[]): Promise<void> {

@@ -14,10 +14,10 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Cyrsync, ADMIN, ADMIN_PASSWORD } from '../test/interop/harness.js';
+import { ADMIN, ADMIN_PASSWORD } from '../test/interop/harness.js';
 import {
-  BENCH_PEER_DIR,
   CLI,
+  PEER_REPLICA_DIRS,
   PORTS,
   RESULTS_DIR,
   TreeWatch,
@@ -26,7 +26,10 @@ import {
   ensureSetup,
   log,
   machine,
+  onFreshCyrsync,
   peer,
+  peerReplicaPid,
+  type TreeSample,
 } from './lib/common.js';
 import { appendSample, compare, goalLines, refreshReport, table, writeResult, type Sample, type ServerName } from './report.js';
 
@@ -112,36 +115,28 @@ function toSample(w: Workload, compress: boolean, server: ServerName, run: numbe
   };
 }
 
+/** One bench-client run against the server at `target`, its process tree (from `pid`) watched. */
+async function measured(pid: number, target: string, w: Workload, compress: boolean): Promise<[ClientRun, TreeSample]> {
+  const watch = await TreeWatch.start(pid);
+  const c = await benchClient(target, w, compress);
+  await new Promise((r) => setTimeout(r, 500));
+  return [c, await watch.stop()];
+}
+
 async function runCyrus(w: Workload, compress: boolean, run: number): Promise<Sample> {
   await peer(['reset', 'replica']);
   await peer(['replica', 'start']);
   try {
-    const pid = Number((await fsp.readFile(path.join(BENCH_PEER_DIR, 'replica', 'run', 'master.pid'), 'utf8')).trim());
-    const watch = await TreeWatch.start(pid);
-    const c = await benchClient(`127.0.0.1:${PORTS.replica}`, w, compress);
-    await new Promise((r) => setTimeout(r, 500));
-    const srv = await watch.stop();
-    const disk = await diskBytes([path.join(BENCH_PEER_DIR, 'replica', 'spool'), path.join(BENCH_PEER_DIR, 'replica', 'conf')]);
-    return toSample(w, compress, 'cyrus', run, c, srv, disk);
+    const [c, srv] = await measured(await peerReplicaPid(), `127.0.0.1:${PORTS.replica}`, w, compress);
+    return toSample(w, compress, 'cyrus', run, c, srv, await diskBytes(PEER_REPLICA_DIRS));
   } finally {
     await peer(['reset', 'replica']);
   }
 }
 
 async function runCyrsync(w: Workload, compress: boolean, run: number): Promise<Sample> {
-  const s = await Cyrsync.start();
-  try {
-    const watch = await TreeWatch.start(s.pid!);
-    const c = await benchClient(s.target, w, compress);
-    await new Promise((r) => setTimeout(r, 500));
-    const srv = await watch.stop();
-    await s.stop();
-    const disk = await diskBytes([s.configDir, s.partitionDir]);
-    return toSample(w, compress, 'cyrsync', run, c, srv, disk);
-  } finally {
-    await s.stop();
-    await s.remove();
-  }
+  const { result, disk } = await onFreshCyrsync((s) => measured(s.pid!, s.target, w, compress));
+  return toSample(w, compress, 'cyrsync', run, ...result, disk);
 }
 
 export async function run(args: string[]): Promise<void> {

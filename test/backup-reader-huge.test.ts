@@ -7,53 +7,13 @@
  * the peak for an 8 MiB message. Needs `npm run build` first.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
-import { ChunkWriter } from '../sinks/backup/datafile.js';
+import { runMeasured, writeHugeBackup } from './helpers/huge.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
 const DIST = path.join(ROOT, 'dist');
-const run = promisify(execFile);
-
-const PIECE = Buffer.alloc(64 * 1024);
-for (let i = 0; i < PIECE.length; i++) PIECE[i] = (i * 7 + (i >> 9)) & 0xff;
-
-function body(size: number): Readable {
-  let left = size;
-  return new Readable({
-    read() {
-      if (left === 0) return void this.push(null);
-      const n = Math.min(left, PIECE.length);
-      left -= n;
-      this.push(PIECE.subarray(0, n));
-    },
-  });
-}
-
-async function guidOf(size: number): Promise<string> {
-  const h = createHash('sha1');
-  for await (const c of body(size)) h.update(c as Buffer);
-  return h.digest('hex');
-}
-
-async function writeFile(file: string, size: number): Promise<string> {
-  const guid = await guidOf(size);
-  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
-  try {
-    const w = new ChunkWriter(fd, 0, { level: 1 });
-    await w.start(1000);
-    await w.append({ key: 'MESSAGE', value: { kind: 'list', items: [{ kind: 'file', partition: 'default', guid, size, source: () => body(size) }] } }, 1000);
-    await w.end(1001);
-  } finally {
-    fs.closeSync(fd);
-  }
-  return guid;
-}
 
 const CHILD = `
 import * as fs from 'node:fs';
@@ -70,13 +30,12 @@ const h = createHash('sha1');
 let n = 0;
 const out = new Writable({ highWaterMark: 64 * 1024, write(c, _e, cb) { h.update(c); n += c.length; setImmediate(cb); } });
 await messageBody(fd, { guid: process.env.GUID, chunkOffset: 0 }, out);
-const hwm = Number(/VmHWM:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]);
-process.stdout.write(JSON.stringify({ parsed, streamed: h.digest('hex'), n, hwmKiB: hwm }));
+process.stdout.write(JSON.stringify({ parsed, streamed: h.digest('hex'), n }));
 `;
 
-async function measure(file: string, guid: string): Promise<{ parsed: string; streamed: string; n: number; hwmKiB: number }> {
-  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', CHILD], { env: { ...process.env, DIST, FILE: file, GUID: guid }, maxBuffer: 1 << 20 });
-  return JSON.parse(stdout) as { parsed: string; streamed: string; n: number; hwmKiB: number };
+async function measure(dir: string, file: string, guid: string): Promise<{ parsed: string; streamed: string; n: number; hwmKiB: number }> {
+  const { stdout, hwmKiB } = await runMeasured(dir, ['--input-type=module', '-e', CHILD], { DIST, FILE: file, GUID: guid });
+  return { ...(JSON.parse(stdout) as { parsed: string; streamed: string; n: number }), hwmKiB };
 }
 
 test('a 512 MiB message is read and streamed out with flat memory', async (t) => {
@@ -88,10 +47,10 @@ test('a 512 MiB message is read and streamed out with flat memory', async (t) =>
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const small = path.join(dir, 'small');
   const big = path.join(dir, 'big');
-  const gs = await writeFile(small, 8 * 1024 * 1024);
-  const gb = await writeFile(big, 512 * 1024 * 1024);
-  const s = await measure(small, gs);
-  const b = await measure(big, gb);
+  const gs = await writeHugeBackup(small, 8 * 1024 * 1024);
+  const gb = await writeHugeBackup(big, 512 * 1024 * 1024);
+  const s = await measure(dir, small, gs);
+  const b = await measure(dir, big, gb);
   t.is(b.parsed, gb);
   t.is(b.streamed, gb);
   t.is(b.n, 512 * 1024 * 1024);

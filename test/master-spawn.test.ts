@@ -19,6 +19,7 @@ import {
   NOTIFY_MESSAGE_SIZE,
   decodeNotifyMessage,
 } from '../src/server/master-service.js';
+import { CsyncTestClient } from './helpers/csync-client.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'src', 'cli.ts');
@@ -154,74 +155,6 @@ async function startService(
   };
 }
 
-/** A csync client reading CRLF lines. */
-class Client {
-  private buf = '';
-  private waiters: (() => void)[] = [];
-  private closedFlag = false;
-  readonly received: string[] = [];
-  constructor(private readonly sock: net.Socket) {
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      this.received.push(d);
-      this.wake();
-    });
-    sock.on('close', () => {
-      this.closedFlag = true;
-      this.wake();
-    });
-    sock.on('error', () => undefined);
-  }
-  static async connect(port: number | string): Promise<Client> {
-    const s = typeof port === 'string' ? net.connect(port) : net.connect(port, '127.0.0.1');
-    await once(s, 'connect');
-    return new Client(s);
-  }
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-  async line(): Promise<string | null> {
-    for (;;) {
-      const i = this.buf.indexOf('\r\n');
-      if (i >= 0) {
-        const l = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 2);
-        return l;
-      }
-      if (this.closedFlag) return null;
-      await new Promise<void>((r) => this.waiters.push(r));
-    }
-  }
-  /** Lines up to and including the first one that does not start with `* `. */
-  async reply(): Promise<string[]> {
-    const out: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      if (l === null) return out;
-      out.push(l);
-      if (!l.startsWith('* ')) return out;
-    }
-  }
-  async greeting(): Promise<string[]> {
-    const out: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      if (l === null) return out;
-      out.push(l);
-      if (l.startsWith('* OK ')) return out;
-    }
-  }
-  send(line: string): void {
-    this.sock.write(`${line}\r\n`);
-  }
-  async closed(): Promise<void> {
-    if (!this.closedFlag) await once(this.sock, 'close');
-  }
-}
-
 const GREETING = ['* SASL PLAIN LOGIN', '* COMPRESS DEFLATE', '* SIEVE-MAILBOX', /^\* OK master-test Cyrus sync server \S+$/];
 
 function checkGreeting(t: import('ava').ExecutionContext, lines: string[]): void {
@@ -229,11 +162,11 @@ function checkGreeting(t: import('ava').ExecutionContext, lines: string[]): void
   GREETING.forEach((g, i) => (typeof g === 'string' ? t.is(lines[i], g) : t.regex(lines[i] ?? '', g)));
 }
 
-async function exitSession(c: Client): Promise<void> {
-  c.send('EXIT');
+async function exitSession(c: CsyncTestClient): Promise<void> {
+  c.sendLine('EXIT');
   const r = await c.reply();
   if (r.at(-1) !== 'OK Finished') throw new Error(`EXIT: ${r.join('|')}`);
-  await c.closed();
+  await c.waitClosed();
 }
 
 test('master mode: UNAVAILABLE + CONNECTION per connection, AVAILABLE between, exit after -U uses; greeting first; nothing on fds 0-2', async (t) => {
@@ -241,12 +174,12 @@ test('master mode: UNAVAILABLE + CONNECTION per connection, AVAILABLE between, e
   const svc = await startService(s, ['-U', '3', '-T', '0']);
   t.teardown(svc.stop);
   for (let i = 0; i < 3; i++) {
-    const c = await Client.connect(svc.port);
+    const c = await CsyncTestClient.connect(svc.port);
     const g = await c.greeting();
     checkGreeting(t, g);
     // The very first bytes on the connection are the greeting's.
     t.true(c.received.join('').startsWith('* SASL PLAIN LOGIN\r\n'));
-    c.send('NOOP');
+    c.sendLine('NOOP');
     t.deepEqual(await c.reply(), ['OK Noop completed']);
     await exitSession(c);
   }
@@ -266,7 +199,7 @@ test('master mode: -U 0 serves one connection, like Cyrus', async (t) => {
   const s = makeStore();
   const svc = await startService(s, ['-U', '0']);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
   await exitSession(c);
   const [code] = await svc.exited;
@@ -282,7 +215,7 @@ test('master mode: -T ends a used process that gets no new connection; a fresh o
   // Longer than 2T: a process that has served nobody must still be waiting.
   await new Promise((r) => setTimeout(r, 2500));
   t.is(svc.child.exitCode, null);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
   await exitSession(c);
   const [code] = await svc.exited;
@@ -296,7 +229,7 @@ test('master mode: SIGTERM while waiting ends the process quietly', async (t) =>
   const s = makeStore();
   const svc = await startService(s, []);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
   await exitSession(c);
   // wait for AVAILABLE: the process is idle again
@@ -312,12 +245,12 @@ test('master mode: SIGTERM during a session answers BYE at the next command boun
   const s = makeStore();
   const svc = await startService(s, []);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
   while (svc.messages.length < 2) await new Promise((r) => setTimeout(r, 20));
   svc.child.kill('SIGTERM');
   t.deepEqual(await c.reply(), ['BYE shutting down']);
-  await c.closed();
+  await c.waitClosed();
   const [code] = await svc.exited;
   t.is(code, 0);
   t.deepEqual(svc.messages.map((m) => m.message), [U, C]);
@@ -332,13 +265,13 @@ test('telemetry: <configdirectory>/log/<user>/<service>-<pid> in Cyrus format, f
   fs.mkdirSync(path.join(s.configDir, 'log', 'admin'), { recursive: true });
   const svc = await startService(s, ['-U', '1']);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
-  c.send(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
+  c.sendLine(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
   t.deepEqual(await c.reply(), ['OK Success (no protection)']);
-  c.send('NOOP');
+  c.sendLine('NOOP');
   t.deepEqual(await c.reply(), ['OK Noop completed']);
-  c.send('GET USER nosuchuser');
+  c.sendLine('GET USER nosuchuser');
   const r = await c.reply();
   await exitSession(c);
   await svc.exited;
@@ -364,9 +297,9 @@ test('telemetry: no log directory for the user, no file', async (t) => {
   fs.mkdirSync(path.join(s.configDir, 'log', 'someoneelse'), { recursive: true });
   const svc = await startService(s, ['-U', '1']);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   await c.greeting();
-  c.send(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
+  c.sendLine(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
   t.deepEqual(await c.reply(), ['OK Success (no protection)']);
   await exitSession(c);
   await svc.exited;
@@ -414,12 +347,12 @@ test('master mode: a store that cannot be opened still greets, fails the login, 
   fs.writeFileSync(s.conf, conf);
   const svc = await startService(s, []);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   checkGreeting(t, await c.greeting());
-  c.send(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
+  c.sendLine(`AUTHENTICATE PLAIN ${PLAIN('admin', 'adminpw')}`);
   const r = await c.reply();
   t.false(r.some((l) => l.startsWith('OK')), r.join('|'));
-  await c.closed();
+  await c.waitClosed();
   const [code] = await svc.exited;
   t.not(code, 0);
   t.is(svc.stdio(), '');
@@ -434,10 +367,10 @@ test('master mode on a UNIX socket: the client is the Cyrus user, an administrat
   const sock = path.join(s.dir, 'csync.sock');
   const svc = await startService(s, ['-U', '1'], {}, sock);
   t.teardown(svc.stop);
-  const c = await Client.connect(sock);
+  const c = await CsyncTestClient.connect(sock);
   // Already logged in: no capability lines, just the OK.
   t.deepEqual((await c.greeting()).map((l) => l.replace(/ \S+$/, '')), ['* OK master-test Cyrus sync server']);
-  c.send('GET USER nobody');
+  c.sendLine('GET USER nobody');
   const r = await c.reply();
   t.is(r.at(-1), 'OK success', r.join('|'));
   await exitSession(c);
@@ -471,7 +404,7 @@ test('systemd socket activation (LISTEN_PID/LISTEN_FDS, Accept=no): the passed s
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  const clients = await Promise.all([Client.connect(port), Client.connect(port)]);
+  const clients = await Promise.all([CsyncTestClient.connect(port), CsyncTestClient.connect(port)]);
   for (const c of clients) checkGreeting(t, await c.greeting());
   for (const c of clients) await exitSession(c);
   child.kill('SIGTERM');
@@ -493,11 +426,11 @@ test('systemd Accept=yes (the connection itself on fd 3 and stdin/stdout): one s
   t.teardown(() => child.kill('SIGKILL'));
   let err = '';
   child.stderr!.on('data', (b: Buffer) => (err += b.toString('utf8')));
-  const c = new Client(pair.outer);
+  const c = new CsyncTestClient(pair.outer);
   checkGreeting(t, await c.greeting());
-  c.send('NOOP');
+  c.sendLine('NOOP');
   t.deepEqual(await c.reply(), ['OK Noop completed']);
-  c.send('EXIT');
+  c.sendLine('EXIT');
   t.deepEqual(await c.reply(), ['OK Finished']);
   const [code] = (await once(child, 'exit')) as [number];
   t.is(code, 0);
@@ -512,7 +445,7 @@ test('master mode, backup profile (backupd): the backupd greeting and the same s
   const script = `import(${JSON.stringify(path.join(ROOT, 'src', 'server', 'daemon.ts'))}).then((m) => m.runDaemon('backup', process.argv.slice(1))).then((c) => { process.exitCode = c; })`;
   const svc = await startService(s, ['-U', '1'], { CYRUS_SERVICE: 'backupd' }, undefined, ['--import', 'tsx', '-e', script, '--']);
   t.teardown(svc.stop);
-  const c = await Client.connect(svc.port);
+  const c = await CsyncTestClient.connect(svc.port);
   const g = await c.greeting();
   t.regex(g.at(-1)!, /^\* OK master-test Cyrus backup server \S+$/);
   t.false(g.includes('* SIEVE-MAILBOX'));

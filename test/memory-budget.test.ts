@@ -3,21 +3,14 @@
  * controlled resident size, then real sessions over TCP against the real
  * replica store, serialised by a budget the process is always over.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import * as net from 'node:net';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import pino from 'pino';
 import { MemoryBudget } from '../src/memory.js';
 import { parseConfig } from '../src/config.js';
-import { setPasswordSync } from '../src/server/auth/index.js';
-import { createAuthenticator } from '../src/server/daemon.js';
-import { Session } from '../src/server/session.js';
-import { createReplicaSink } from '../sinks/replica/index.js';
-import type { Sink } from '../sinks/sink.js';
+import { CsyncTestClient } from './helpers/csync-client.js';
+import { startSessionServer, type SessionServer } from './helpers/session-server.js';
 
 const MiB = 1024 * 1024;
 
@@ -124,92 +117,15 @@ test('cyrsync_memory_budget: MiB in imapd.conf, 96 by default, 0 turns it off, t
 /* Real sessions                                                            */
 /* ------------------------------------------------------------------------ */
 
-interface Server {
-  port: number;
-  dir: string;
-  sink: Sink;
-  close(): Promise<void>;
+/** A server whose sessions all go through `budget`. */
+function startServer(t: ExecutionContext, budget: MemoryBudget): Promise<SessionServer> {
+  return startSessionServer(t, { session: { budget, servername: 'test' } });
 }
 
-const silent = pino({ level: 'silent' });
-
-async function startServer(budget: MemoryBudget): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), 'cyrsync-budget-'));
-  const settings = parseConfig(`configdirectory: ${dir}/conf\npartition-default: ${dir}/spool\nadmins: admin\nallowplaintext: yes\nfailedloginpause: 0\n`, 'test.conf').settings;
-  setPasswordSync(settings.cyrsync_passwd_file, 'admin', 'adminpw', { N: 1024, r: 8, p: 1 });
-  const sink = await createReplicaSink({ configdirectory: settings.configdirectory, partitions: { ...settings.partitions }, logger: silent });
-  const auth = createAuthenticator(settings);
-  const sessions = new Set<Session>();
-  const server = net.createServer((socket) => {
-    const s = new Session(socket, { profile: 'sync', sink, auth, servername: 'test', version: 'test', log: silent, idleTimeout: 60, peer: 'test', budget });
-    sessions.add(s);
-    void s.run().finally(() => sessions.delete(s));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    dir,
-    sink,
-    async close() {
-      server.close();
-      for (const s of sessions) s.destroy();
-      while (sessions.size > 0) await new Promise((r) => setTimeout(r, 10));
-      await sink.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** Reads reply lines; `until` ends a reply at its first line not starting with `* `. */
-class Client {
-  private buf = '';
-  private wake: (() => void) | null = null;
-  private closed = false;
-  constructor(readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => {
-      this.buf += d.toString('latin1');
-      this.wake?.();
-    });
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    sock.on('error', () => undefined);
-  }
-  static async connect(port: number): Promise<Client> {
-    const sock = net.connect(port, '127.0.0.1');
-    await once(sock, 'connect');
-    return new Client(sock);
-  }
-  async line(): Promise<string> {
-    for (;;) {
-      const i = this.buf.indexOf('\n');
-      if (i >= 0) {
-        const l = this.buf.slice(0, i).replace(/\r$/, '');
-        this.buf = this.buf.slice(i + 1);
-        return l;
-      }
-      if (this.closed) throw new Error('connection closed');
-      await new Promise<void>((r) => (this.wake = r));
-    }
-  }
-  async status(prefix: string): Promise<string> {
-    for (;;) {
-      const l = await this.line();
-      if (l.startsWith(prefix)) return l;
-    }
-  }
-  send(s: string | Buffer): void {
-    this.sock.write(s);
-  }
-}
-
-async function loggedIn(port: number): Promise<Client> {
-  const c = await Client.connect(port);
+async function loggedIn(port: number): Promise<CsyncTestClient> {
+  const c = await CsyncTestClient.connect(port);
   await c.status('* OK');
-  c.send(`AUTHENTICATE PLAIN ${Buffer.from('\0admin\0adminpw').toString('base64')}\r\n`);
-  const ok = await c.status('OK');
+  const ok = (await c.login()).at(-1) ?? '';
   if (!ok.startsWith('OK Success')) throw new Error(ok);
   return c;
 }
@@ -223,8 +139,7 @@ function messages(n: number, size: number): { guid: string; body: Buffer }[] {
 
 test('sessions over a budget the process is always above all finish, one at a time, and every message is stored', async (t) => {
   const budget = new MemoryBudget({ limit: 16 * MiB, pollMs: 5 });
-  const s = await startServer(budget);
-  t.teardown(() => s.close());
+  const s = await startServer(t, budget);
   const all: { guid: string; body: Buffer }[] = [];
   const run = async (): Promise<string[]> => {
     const c = await loggedIn(s.port);
@@ -257,8 +172,7 @@ test('sessions over a budget the process is always above all finish, one at a ti
 test('while one session holds the pass, a new connection is greeted only once the holder\'s command is over', async (t) => {
   let rss = Number.MAX_SAFE_INTEGER;
   const budget = new MemoryBudget({ limit: 64 * MiB, rss: () => rss, pollMs: 5, staleMs: 3_600_000, sampleEvery: 0 });
-  const s = await startServer(budget);
-  t.teardown(() => s.close());
+  const s = await startServer(t, budget);
   rss = 0;
   const a = await loggedIn(s.port);
   const [m] = messages(1, 8192);
@@ -267,7 +181,7 @@ test('while one session holds the pass, a new connection is greeted only once th
   a.send(`APPLY MESSAGE (%{default ${m!.guid} ${m!.body.length}}\r\n`);
   a.send(m!.body.subarray(0, 100));
   while (budget.passHolder === null) await new Promise((r) => setTimeout(r, 5));
-  const b = await Client.connect(s.port);
+  const b = await CsyncTestClient.connect(s.port);
   while (budget.waiting === 0) await new Promise((r) => setTimeout(r, 5));
   t.is(budget.waiting, 1, 'the new session waits for its greeting');
   a.send(m!.body.subarray(100));

@@ -12,69 +12,33 @@
  * GUID missing, then OK to APPLY MESSAGE and RESTORE MAILBOX.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
-import { ChunkWriter } from '../sinks/backup/datafile.js';
 import { CommandReader } from '../transforms/dlist-parser.js';
-import type { BodySink, DlistValue } from '../transforms/dlist-types.js';
+import type { BodySink, DlistItem, DlistValue } from '../transforms/dlist-types.js';
+import { runMeasured, writeHugeBackup } from './helpers/huge.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
-const run = promisify(execFile);
-
-const PIECE = Buffer.alloc(64 * 1024);
-for (let i = 0; i < PIECE.length; i++) PIECE[i] = (i * 13 + (i >> 8)) & 0xff;
-
-function body(size: number): Readable {
-  let left = size;
-  return new Readable({
-    read() {
-      if (left === 0) return void this.push(null);
-      const n = Math.min(left, PIECE.length);
-      left -= n;
-      this.push(PIECE.subarray(0, n));
-    },
-  });
-}
-
-async function guidOf(size: number): Promise<string> {
-  const h = createHash('sha1');
-  for await (const c of body(size)) h.update(c as Buffer);
-  return h.digest('hex');
-}
 
 const atom = (value: string): DlistValue => ({ kind: 'atom', value });
 const num = (value: number): DlistValue => ({ kind: 'num', value });
 
-/** A data file with one chunk: the message, then the mailbox holding it. */
-async function writeBackup(file: string, size: number): Promise<string> {
-  const guid = await guidOf(size);
-  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
-  try {
-    const w = new ChunkWriter(fd, 0, { level: 1 });
-    await w.start(1000);
-    await w.append({ key: 'MESSAGE', value: { kind: 'list', items: [{ kind: 'file', partition: 'default', guid, size, source: () => body(size) }] } }, 1000);
-    const fields: [string, DlistValue][] = [
-      ['UNIQUEID', atom('0123456789abcdef01234567')], ['MBOXNAME', atom('user.big')], ['LAST_UID', num(1)], ['HIGHESTMODSEQ', num(2)],
-      ['RECENTUID', num(0)], ['RECENTTIME', num(0)], ['LAST_APPENDDATE', num(1000)], ['POP3_LAST_LOGIN', num(0)], ['UIDVALIDITY', num(1000)],
-      ['PARTITION', atom('default')], ['ACL', atom('big\tlrswipkxtecdan\t')], ['OPTIONS', atom('P')],
-      ['RECORD', { kind: 'list', items: [{ kind: 'kvlist', items: [
-        { key: 'UID', value: num(1) }, { key: 'MODSEQ', value: num(2) }, { key: 'LAST_UPDATED', value: num(1000) }, { key: 'INTERNALDATE', value: num(1000) },
-        { key: 'GUID', value: atom(guid) }, { key: 'SIZE', value: num(size) }, { key: 'FLAGS', value: { kind: 'list', items: [] } },
-      ] }] }],
-    ];
-    await w.append({ key: 'MAILBOX', value: { kind: 'kvlist', items: fields.map(([key, value]) => ({ key, value })) } }, 1000);
-    await w.end(1001);
-  } finally {
-    fs.closeSync(fd);
-  }
-  return guid;
+/** The mailbox holding the message, one record of UID 1. */
+function mailbox(guid: string, size: number): DlistItem {
+  const fields: [string, DlistValue][] = [
+    ['UNIQUEID', atom('0123456789abcdef01234567')], ['MBOXNAME', atom('user.big')], ['LAST_UID', num(1)], ['HIGHESTMODSEQ', num(2)],
+    ['RECENTUID', num(0)], ['RECENTTIME', num(0)], ['LAST_APPENDDATE', num(1000)], ['POP3_LAST_LOGIN', num(0)], ['UIDVALIDITY', num(1000)],
+    ['PARTITION', atom('default')], ['ACL', atom('big\tlrswipkxtecdan\t')], ['OPTIONS', atom('P')],
+    ['RECORD', { kind: 'list', items: [{ kind: 'kvlist', items: [
+      { key: 'UID', value: num(1) }, { key: 'MODSEQ', value: num(2) }, { key: 'LAST_UPDATED', value: num(1000) }, { key: 'INTERNALDATE', value: num(1000) },
+      { key: 'GUID', value: atom(guid) }, { key: 'SIZE', value: num(size) }, { key: 'FLAGS', value: { kind: 'list', items: [] } },
+    ] }] }],
+  ];
+  return { key: 'MAILBOX', value: { kind: 'kvlist', items: fields.map(([key, value]) => ({ key, value })) } };
 }
 
 interface Received {
@@ -131,14 +95,8 @@ async function peer(t: { teardown: (f: () => void) => void }): Promise<{ port: n
 async function restore(dir: string, file: string, port: number): Promise<number> {
   const conf = path.join(dir, 'imapd.conf');
   fs.writeFileSync(conf, [`configdirectory: ${dir}`, `temp_path: ${dir}`, 'restore_authname: admin', 'restore_password: pw'].join('\n') + '\n');
-  const hwmFile = path.join(dir, `hwm-${path.basename(file)}`);
-  const hook = path.join(dir, 'hwm.mjs');
-  fs.writeFileSync(hook, `import fs from 'node:fs';\nprocess.on('exit', () => fs.writeFileSync(process.env.HWM_FILE, /VmHWM:\\s+(\\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]));\n`);
-  await run(process.execPath, ['--import', hook, CLI, 'restore', '-C', conf, '-U', '-a', '--at', '4000000000', `127.0.0.1:${port}`, '-f', file], {
-    env: { ...process.env, HWM_FILE: hwmFile },
-    maxBuffer: 1 << 20,
-  });
-  return Number(fs.readFileSync(hwmFile, 'utf8'));
+  const args = [CLI, 'restore', '-C', conf, '-U', '-a', '--at', '4000000000', `127.0.0.1:${port}`, '-f', file];
+  return (await runMeasured(dir, args)).hwmKiB;
 }
 
 test('a 512 MiB message is restored with flat memory', async (t) => {
@@ -151,7 +109,7 @@ test('a 512 MiB message is restored with flat memory', async (t) => {
   const results: { size: number; hwmKiB: number }[] = [];
   for (const size of [8 * 1024 * 1024, 512 * 1024 * 1024]) {
     const file = path.join(dir, `big_${size}`);
-    const guid = await writeBackup(file, size);
+    const guid = await writeHugeBackup(file, size, (g) => [mailbox(g, size)]);
     const { port, got } = await peer(t);
     const hwmKiB = await restore(dir, file, port);
     t.is(got.guid, guid);

@@ -20,7 +20,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PEER, describe, ensureSetup, run, type RunResult, type RunOptions } from '../../test/interop/harness.js';
+import { Cyrsync, PEER, describe, ensureSetup, run, type RunResult, type RunOptions } from '../../test/interop/harness.js';
 
 export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO = path.resolve(BENCH_DIR, '..');
@@ -190,6 +190,31 @@ export async function diskBytes(dirs: readonly string[]): Promise<number> {
   const r = await run('du', ['-s', '--block-size=1', '-c', ...present]);
   const total = /^(\d+)\s+total$/m.exec(r.stdout);
   return total ? Number(total[1]) : 0;
+}
+
+/** The reference replica's spool and configdirectory, for diskBytes. */
+export const PEER_REPLICA_DIRS = [path.join(BENCH_PEER_DIR, 'replica', 'spool'), path.join(BENCH_PEER_DIR, 'replica', 'conf')] as const;
+
+/** pid of the reference replica's Cyrus master (running). */
+export async function peerReplicaPid(): Promise<number> {
+  return Number((await fsp.readFile(path.join(BENCH_PEER_DIR, 'replica', 'run', 'master.pid'), 'utf8')).trim());
+}
+
+/**
+ * Runs `measure` against a fresh cyrsync replica, then stops it, takes its
+ * bytes on disk (configdirectory and partition) and removes it, also when
+ * `measure` fails.
+ */
+export async function onFreshCyrsync<T>(measure: (c: Cyrsync) => Promise<T>): Promise<{ result: T; disk: number }> {
+  const c = await Cyrsync.start();
+  try {
+    const result = await measure(c);
+    await c.stop();
+    return { result, disk: await diskBytes([c.configDir, c.partitionDir]) };
+  } finally {
+    await c.stop();
+    await c.remove();
+  }
 }
 
 export function median(xs: readonly number[]): number {

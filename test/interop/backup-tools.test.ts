@@ -15,29 +15,13 @@ import { PassThrough } from 'node:stream';
 import { runCtlBackups } from '../../src/client/backup/ctl-backups.js';
 import { runCyrBackup } from '../../src/client/backup/cyr-backup.js';
 import { bobHistory, sha1, toolsFixture } from '../backup-tools-helpers.js';
-import { Peer, describe, makeRunDir, run, stopOwnProcesses, type RunResult } from './harness.js';
+import { describe, run, type RunResult } from './harness.js';
+import { type PeerContext, usePeer } from './fixture.js';
 
-interface Ctx {
-  peer: Peer;
-  dir: string;
-}
+type Ctx = PeerContext;
 const test = anyTest as TestFn<Ctx>;
 
-test.before(async (t) => {
-  const peer = await Peer.create();
-  const dir = await makeRunDir('cyrsync-interop-btools-');
-  t.context = { peer, dir };
-});
-
-test.after.always(async (t) => {
-  const { peer, dir } = t.context;
-  await peer.stopAll();
-  stopOwnProcesses();
-  if (!process.env['CYRSYNC_INTEROP_KEEP']) {
-    await peer.remove();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
+usePeer(test, { prefix: 'cyrsync-interop-btools-' });
 
 async function ours(tool: 'ctl' | 'cyr', argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new PassThrough();

@@ -14,7 +14,7 @@
  * its files; it is started from test/helpers/backupd-server.ts.
  */
 import anyTest, { type TestFn } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -33,7 +33,7 @@ import {
   listFiles,
   makeRunDir,
   message,
-  portOpen,
+  ServerProcess,
   run,
   sha1,
   sleep,
@@ -69,26 +69,19 @@ function builtServerScript(): string {
 }
 
 /** One cyrsync backup server on its own configuration and port. */
-class BackupServer {
-  private child: ChildProcess | undefined;
-  private exited: Promise<void> | undefined;
+class BackupServer extends ServerProcess {
   private viaRunuser = false;
-  readonly logFile: string;
 
   private constructor(
     readonly dir: string,
     readonly conf: string,
-    readonly port: number,
+    port: number,
   ) {
-    this.logFile = path.join(dir, 'server.log');
-  }
-
-  get target(): string {
-    return `127.0.0.1:${this.port}`;
+    super(path.join(dir, 'server.log'), port);
   }
 
   /** pid of the node process serving (the child of runuser when run as the cyrus user). */
-  get pid(): number | undefined {
+  override get pid(): number | undefined {
     const top = this.child?.pid;
     if (top === undefined || !this.viaRunuser) return top;
     try {
@@ -125,7 +118,6 @@ class BackupServer {
   }
 
   async start(): Promise<void> {
-    const log = fs.openSync(this.logFile, 'a');
     const asCyrus = process.getuid?.() === 0;
     this.viaRunuser = asCyrus;
     const cmd = asCyrus ? 'runuser' : process.execPath;
@@ -133,42 +125,11 @@ class BackupServer {
     // transpiler in the process), else the TypeScript helper through tsx.
     const node = fs.existsSync(BUILT_SINK) ? ['--input-type=module', '-e', builtServerScript(), '--'] : ['--import', 'tsx', HELPER];
     const args = [...(asCyrus ? ['-u', 'cyrus', '--', process.execPath] : []), ...node, '-C', this.conf, '--listen', this.target];
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ['ignore', log, log], detached: true });
-    fs.closeSync(log);
-    this.child = child;
-    this.exited = once(child, 'exit').then(() => undefined);
-    const up = await waitFor(async () => child.exitCode !== null || (await portOpen(this.port)), 60_000, 100);
-    if (!up || child.exitCode !== null) throw new Error(`the backup server did not start\n${tail(this.log(), 40)}`);
-  }
-
-  log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-
-  private signal(sig: NodeJS.Signals): void {
-    if (this.child?.pid === undefined) return;
-    try {
-      process.kill(-this.child.pid, sig);
-    } catch {
-      /* gone */
-    }
-  }
-
-  /** SIGKILL of the whole server, no goodbye. */
-  async kill9(): Promise<void> {
-    this.signal('SIGKILL');
-    await this.exited;
+    if (!(await this.spawnListening(cmd, args, 60_000, 100))) throw new Error(`the backup server did not start\n${tail(this.log(), 40)}`);
   }
 
   async stop(): Promise<void> {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.signal('SIGTERM');
-    const done = await Promise.race([this.exited!.then(() => true), sleep(10_000).then(() => false)]);
-    if (!done) await this.kill9();
+    await this.terminate(10_000);
   }
 }
 

@@ -17,46 +17,29 @@
  * Mounting needs root; without it the cases are skipped with that reason.
  */
 import anyTest, { type TestFn, type ExecutionContext } from 'ava';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { CLI, Peer, adminSession, fileLiteral, makeRunDir, message, run, sha1, stopOwnProcesses, tail } from './harness.js';
+import { CLI, adminSession, fileLiteral, message, run, sha1, tail } from './harness.js';
+import { type PeerContext, usePeer } from './fixture.js';
 import { Daemon, type DaemonDirs, type DaemonKind, fillUp, filesBelow, freeUp, isRoot, mountTmpfs } from './faults.js';
 import { checkChunks, dataFiles } from '../backup-sink-helpers.js';
 
-interface Ctx {
-  peer: Peer;
-  work: string;
-}
+type Ctx = PeerContext;
 
 const test = anyTest.serial as TestFn<Ctx>;
 const ALLOW = 'APPLY QUOTA,APPLY ACTIVATE_SIEVE';
 const MiB = 1024 * 1024;
-let failed = false;
 
-test.before(async (t) => {
-  if (!isRoot()) return;
-  const peer = await Peer.create();
-  t.context.peer = peer;
-  t.context.work = await makeRunDir('cyrsync-interop-diskfull-');
-  await peer.startMaster();
-  // 12 messages of 256 KiB each per user: more than the free space left below
-  for (const u of ['dfpart', 'dfconf', 'dfstage', 'dfbpart']) await peer.populate(u, 12, '256k', true);
-});
-
-test.afterEach.always((t) => {
-  if (!t.passed) failed = true;
-  stopOwnProcesses();
-});
-
-test.after.always(async (t) => {
-  const { peer, work } = t.context;
-  await peer?.stopAll();
-  if (failed || process.env['CYRSYNC_INTEROP_KEEP']) {
-    t.log(`kept for inspection: ${[peer?.dir, work].filter(Boolean).join(' ')}`);
-    return;
-  }
-  await peer?.remove();
-  if (work) await fsp.rm(work, { recursive: true, force: true });
+usePeer(test, {
+  prefix: 'cyrsync-interop-diskfull-',
+  keepFailed: true,
+  stopAfterEach: true,
+  when: isRoot,
+  async setup(t) {
+    const { peer } = t.context;
+    await peer.startMaster();
+    // 12 messages of 256 KiB each per user: more than the free space left below
+    for (const u of ['dfpart', 'dfconf', 'dfstage', 'dfbpart']) await peer.populate(u, 12, '256k', true);
+  },
 });
 
 type Place = keyof Pick<DaemonDirs, 'partition' | 'configdirectory' | 'staging'>;

@@ -9,12 +9,10 @@
  * its pid; every tmpfs mounted here is unmounted by the function returned
  * with it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { ADMIN, ADMIN_PASSWORD, CLI, REPO_ROOT, describe, freePort, portOpen, run, sleep, tail, waitFor } from './harness.js';
+import { ADMIN, ADMIN_PASSWORD, CLI, ServerProcess, describe, freePort, run, tail } from './harness.js';
 
 export type DaemonKind = 'sync-server' | 'backupd';
 
@@ -28,35 +26,24 @@ export interface DaemonDirs {
 }
 
 /** One cyrsync daemon (`cyrsync sync-server|backupd -C conf --listen`). */
-export class Daemon {
+export class Daemon extends ServerProcess {
   readonly conf: string;
-  readonly logFile: string;
   readonly dirs: Required<DaemonDirs>;
-  private child: ChildProcess | undefined;
-  private exited: Promise<void> | undefined;
 
   private constructor(
     readonly kind: DaemonKind,
     readonly dir: string,
-    readonly port: number,
+    port: number,
     dirs: DaemonDirs,
   ) {
+    super(path.join(dir, 'server.log'), port);
     this.conf = path.join(dir, 'imapd.conf');
-    this.logFile = path.join(dir, 'server.log');
     this.dirs = {
       configdirectory: dirs.configdirectory ?? path.join(dir, 'conf'),
       partition: dirs.partition ?? path.join(dir, kind === 'backupd' ? 'backups' : 'spool'),
       staging: dirs.staging ?? path.join(dir, 'staging'),
       temp: dirs.temp ?? path.join(dir, 'tmp'),
     };
-  }
-
-  get target(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  get pid(): number | undefined {
-    return this.child?.pid;
   }
 
   /** Writes the configuration, sets admin's password and starts listening. */
@@ -84,53 +71,14 @@ export class Daemon {
   }
 
   async launch(): Promise<void> {
-    const log = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [CLI, this.kind, '-C', this.conf, '--listen', this.target], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', log, log],
-      detached: true,
-    });
-    fs.closeSync(log);
-    this.child = child;
-    this.exited = once(child, 'exit').then(() => undefined);
-    const up = await waitFor(async () => child.exitCode !== null || child.signalCode !== null || (await portOpen(this.port)), 30_000, 50);
-    if (!up || !this.running) throw new Error(`cyrsync ${this.kind} did not start on ${this.target}\n${tail(this.log(), 30)}`);
-  }
-
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
+    if (!(await this.spawnListening(process.execPath, [CLI, this.kind, '-C', this.conf, '--listen', this.target], 30_000, 50))) {
+      throw new Error(`cyrsync ${this.kind} did not start on ${this.target}\n${tail(this.log(), 30)}`);
     }
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    if (this.child?.pid === undefined || !this.running) return;
-    try {
-      process.kill(-this.child.pid, sig);
-    } catch {
-      /* gone */
-    }
-  }
-
-  /** SIGKILL, no goodbye; resolves once the process is gone. */
-  async kill9(): Promise<void> {
-    this.signal('SIGKILL');
-    await this.exited;
   }
 
   /** SIGTERM (BYE at the next command boundary); SIGKILL after 20 s. Resolves with the exit code. */
-  async stop(): Promise<number | null> {
-    if (!this.child || !this.running) return this.child?.exitCode ?? null;
-    this.signal('SIGTERM');
-    const done = await Promise.race([this.exited!.then(() => true), sleep(20_000).then(() => false)]);
-    if (!done) await this.kill9();
-    return this.child.exitCode;
+  stop(): Promise<number | null> {
+    return this.terminate(20_000);
   }
 }
 

@@ -35,17 +35,16 @@
  *   masters through cyrus-peer's pid files, cyrsync and every helper command
  *   through the process group the harness created for it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { INTEROP_DIR, REPO_ROOT, ServerProcess, describe, distinctFreePorts, freePort, run, sleep, tail, type RunOptions, type RunResult } from './processes.js';
 
-export const INTEROP_DIR = path.dirname(fileURLToPath(import.meta.url));
-export const REPO_ROOT = path.resolve(INTEROP_DIR, '..', '..');
+export * from './processes.js';
+
 export const PEER = path.join(INTEROP_DIR, 'peer', 'cyrus-peer');
 export const PEER_ROOT = path.join(INTEROP_DIR, 'peer', 'cyrus-peer-root');
 export const PEER_WIRE = path.join(INTEROP_DIR, 'peer', 'lib', 'peer_wire.py');
@@ -55,136 +54,6 @@ export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
 export const ADMIN = 'admin';
 export const ADMIN_PASSWORD = 'adminpw';
 export const USER_PASSWORD = 'userpw';
-
-// ------------------------------------------------------------------ processes
-
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  /** stdout then stderr, for messages and assertions on "what it printed". */
-  output: string;
-  /** The command line, for failure messages. */
-  command: string;
-}
-
-export interface RunOptions {
-  env?: NodeJS.ProcessEnv;
-  input?: string | Buffer;
-  cwd?: string;
-  /** The whole process group is killed after this long (default 5 min). */
-  timeoutMs?: number;
-}
-
-/** Process groups of commands still running, killed by stopOwnProcesses(). */
-const running = new Set<ChildProcess>();
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      /* already gone */
-    }
-  }
-}
-
-/**
- * Runs a command to completion in its own process group and collects its
- * output. Never rejects for a non-zero exit: callers assert on `code`.
- */
-export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const child = spawn(cmd, args, {
-    cwd: opts.cwd ?? REPO_ROOT,
-    env: opts.env ?? process.env,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    detached: true,
-  });
-  running.add(child);
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout!.on('data', (b: Buffer) => out.push(b));
-  child.stderr!.on('data', (b: Buffer) => err.push(b));
-  child.stdin!.on('error', () => {});
-  child.stdin!.end(opts.input ?? '');
-  const timer = setTimeout(() => killGroup(child, 'SIGKILL'), opts.timeoutMs ?? 5 * 60_000);
-  try {
-    const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-    const stdout = Buffer.concat(out).toString('utf8');
-    const stderr = Buffer.concat(err).toString('utf8');
-    return {
-      code,
-      signal,
-      stdout,
-      stderr,
-      output: stdout + (stderr ? `\n${stderr}` : ''),
-      command: [cmd, ...args].join(' '),
-    };
-  } finally {
-    clearTimeout(timer);
-    running.delete(child);
-  }
-}
-
-/** Kills what run() started and has not finished (a test that timed out). */
-export function stopOwnProcesses(): void {
-  for (const child of running) killGroup(child, 'SIGKILL');
-}
-
-/** The last lines of a text, for failure messages that stay readable. */
-export function tail(text: string, lines = 40): string {
-  return text.split('\n').slice(-lines).join('\n');
-}
-
-export function describe(r: RunResult): string {
-  return `$ ${r.command}\nexit=${r.code}${r.signal ? ` signal=${r.signal}` : ''}\n${tail(r.output, 60)}`;
-}
-
-// ---------------------------------------------------------------------- ports
-
-/** A TCP port free on 127.0.0.1 right now (the kernel's pick). */
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
-
-async function distinctFreePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
-}
-
-export function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `cond` until it holds or `ms` pass; returns its last value. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, stepMs = 200): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() >= end) return false;
-    await sleep(stepMs);
-  }
-}
 
 // ------------------------------------------------------------ private directory
 
@@ -622,34 +491,21 @@ export interface CyrsyncOptions {
  * directory and port. The backup server keeps its backups in
  * `partitionDir` (backuppartition-default), its staging area below `dir`.
  */
-export class Cyrsync {
+export class Cyrsync extends ServerProcess {
   readonly dir: string;
   readonly conf: string;
-  readonly port: number;
-  readonly logFile: string;
   readonly configDir: string;
   readonly partitionDir: string;
-  private child: ChildProcess | undefined;
-  private exited: Promise<void> | undefined;
   private args: string[] = [];
   readonly daemon: 'sync-server' | 'backupd';
 
   private constructor(dir: string, port: number, daemon: 'sync-server' | 'backupd') {
+    super(path.join(dir, 'server.log'), port);
     this.daemon = daemon;
     this.dir = dir;
-    this.port = port;
     this.conf = path.join(dir, 'imapd.conf');
-    this.logFile = path.join(dir, 'server.log');
     this.configDir = path.join(dir, 'conf');
     this.partitionDir = path.join(dir, daemon === 'backupd' ? 'backups' : 'spool');
-  }
-
-  get target(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  get pid(): number | undefined {
-    return this.child?.pid;
   }
 
   static async start(o: CyrsyncOptions = {}): Promise<Cyrsync> {
@@ -692,31 +548,9 @@ export class Cyrsync {
 
   private async launch(extraArgs: string[]): Promise<void> {
     this.args = extraArgs;
-    const log = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [CLI, this.daemon, '-C', this.conf, '--listen', this.target, ...extraArgs], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', log, log],
-      detached: true,
-    });
-    fs.closeSync(log);
-    this.child = child;
-    this.exited = once(child, 'exit').then(() => undefined);
-    const up = await waitFor(async () => child.exitCode !== null || child.signalCode !== null || (await portOpen(this.port)), 30_000, 100);
-    if (!up || child.exitCode !== null || child.signalCode !== null) {
+    if (!(await this.spawnListening(process.execPath, [CLI, this.daemon, '-C', this.conf, '--listen', this.target, ...extraArgs], 30_000, 100))) {
       await this.stop();
       throw new Error(`cyrsync ${this.daemon} did not start listening on ${this.target}\n${tail(this.log(), 40)}`);
-    }
-  }
-
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
     }
   }
 
@@ -725,17 +559,9 @@ export class Cyrsync {
     return run(process.execPath, [CLI, 'dump', '-C', this.conf, user]);
   }
 
+  /** SIGTERM (BYE at the next command boundary); SIGKILL after 10 s. */
   async stop(): Promise<void> {
-    const child = this.child;
-    if (!child || child.pid === undefined) return;
-    if (this.running) {
-      killGroup(child, 'SIGTERM');
-      const done = await Promise.race([this.exited!.then(() => true), sleep(10_000).then(() => false)]);
-      if (!done) {
-        killGroup(child, 'SIGKILL');
-        await this.exited;
-      }
-    }
+    await this.terminate(10_000);
   }
 
   async remove(): Promise<void> {
