@@ -195,6 +195,12 @@ type State =
   | { kind: 'broken' }
   | { kind: 'finished' };
 
+/** Which mechanisms an exchange may use (see createSaslExchange). */
+export interface SaslExchangeOptions {
+  mechanisms?: readonly string[];
+  refuse?: (mechanism: string) => string | null;
+}
+
 /**
  * Start an AUTHENTICATE exchange.
  *
@@ -207,94 +213,103 @@ type State =
  *   mechanism, or null when it may be used (see mechanismRefusal, which
  *   gives Cyrus SASL's exact reasons)
  */
-export function createSaslExchange(
-  mech: string,
-  initial?: string | null,
-  options: { mechanisms?: readonly string[]; refuse?: (mechanism: string) => string | null } = {},
-): SaslExchange {
-  let state: State = { kind: 'finished' };
-  const finish = (step: SaslStep): SaslStep => {
-    if (!('challenge' in step)) state = { kind: 'finished' };
-    return step;
-  };
+export function createSaslExchange(mech: string, initial?: string | null, options: SaslExchangeOptions = {}): SaslExchange {
+  return new Exchange(mech, initial, options);
+}
 
-  const mechanism = mech.toUpperCase();
-  const start = (): SaslStep => {
-    if (!isAtom(mech)) return { error: { reply: REPLY_INVALID_MECHANISM } };
-    if (!(SASL_MECHANISMS as readonly string[]).includes(mechanism)) return { error: { reply: REPLY_NO_MECHANISM } };
-    if (options.refuse) {
-      const refusal = options.refuse(mechanism);
-      if (refusal !== null) return { error: { reply: refusal } };
-    } else {
-      const usable = options.mechanisms ?? SASL_MECHANISMS;
-      if (!usable.some((m) => m.toUpperCase() === mechanism)) return { error: { reply: REPLY_NO_MECHANISM } };
+/** The refusal line for a mechanism word on this connection, or null when it may be used. */
+function refusedMechanism(mech: string, mechanism: string, options: SaslExchangeOptions): string | null {
+  if (!isAtom(mech)) return REPLY_INVALID_MECHANISM;
+  if (!(SASL_MECHANISMS as readonly string[]).includes(mechanism)) return REPLY_NO_MECHANISM;
+  if (options.refuse) return options.refuse(mechanism);
+  const usable = options.mechanisms ?? SASL_MECHANISMS;
+  return usable.some((m) => m.toUpperCase() === mechanism) ? null : REPLY_NO_MECHANISM;
+}
+
+/** The initial response: null when none was sent, or the refusal, or Cyrus's "incomplete" quirk. */
+function decodeInitial(initial: string | null | undefined): { data: Buffer | null } | { error: string } | 'incomplete' {
+  if (initial === undefined || initial === null) return { data: null };
+  if (initial === '=') return { data: Buffer.alloc(0) };
+  const d = saslDecode64(initial);
+  if (!('fail' in d)) return { data: d.ok };
+  return d.fail === 'incomplete' ? 'incomplete' : { error: decodeFailureReply(d.fail) };
+}
+
+class Exchange implements SaslExchange {
+  readonly mechanism: string;
+  readonly first: SaslStep;
+  private state: State = { kind: 'finished' };
+
+  constructor(mech: string, initial: string | null | undefined, options: SaslExchangeOptions) {
+    this.mechanism = mech.toUpperCase();
+    this.first = this.finish(this.start(mech, initial, options));
+  }
+
+  respond(line: string | Buffer): SaslStep {
+    let text = typeof line === 'string' ? line : line.toString('latin1');
+    if (text.endsWith('\n')) text = text.slice(0, -1);
+    if (text.endsWith('\r')) text = text.slice(0, -1);
+    const state = this.state;
+    if (state.kind === 'finished') {
+      throw new Error('SASL exchange: respond() called after the exchange ended');
     }
-    let clientin: Buffer | null = null;
-    if (initial !== undefined && initial !== null) {
-      if (initial === '=') clientin = Buffer.alloc(0);
-      else {
-        const d = saslDecode64(initial);
-        if ('fail' in d) {
-          if (d.fail !== 'incomplete') return { error: { reply: decodeFailureReply(d.fail) } };
-          state = { kind: 'broken' };
-          return { challenge: Buffer.alloc(0) };
-        }
-        clientin = d.ok;
-      }
+    if (text.length > MAX_SASL_RESPONSE) return this.finish({ error: { reply: readErrorReply('line too long') } });
+    if (text.startsWith('*')) return this.finish({ error: { reply: REPLY_CANCELED } });
+    const d = saslDecode64(text);
+    if ('fail' in d) return this.finish({ error: { reply: decodeFailureReply(d.fail) } });
+    return this.finish(this.step(state, d.ok));
+  }
+
+  /** A step ends the exchange unless it is a challenge. */
+  private finish(step: SaslStep): SaslStep {
+    if (!('challenge' in step)) this.state = { kind: 'finished' };
+    return step;
+  }
+
+  private start(mech: string, initial: string | null | undefined, options: SaslExchangeOptions): SaslStep {
+    const refusal = refusedMechanism(mech, this.mechanism, options);
+    if (refusal !== null) return { error: { reply: refusal } };
+    const decoded = decodeInitial(initial);
+    if (decoded === 'incomplete') {
+      this.state = { kind: 'broken' };
+      return { challenge: Buffer.alloc(0) };
     }
-    if (mechanism === 'PLAIN') {
+    if ('error' in decoded) return { error: { reply: decoded.error } };
+    const clientin = decoded.data;
+    if (this.mechanism === 'PLAIN') {
       if (clientin === null) {
-        state = { kind: 'plain' };
+        this.state = { kind: 'plain' };
         return { challenge: Buffer.alloc(0) };
       }
       return parsePlain(clientin);
     }
     // LOGIN: a non-empty initial response is the user name.
     if (clientin === null || clientin.length === 0) {
-      state = { kind: 'login-user' };
+      this.state = { kind: 'login-user' };
       return { challenge: USERNAME_CHALLENGE };
     }
-    return loginUser(clientin);
-  };
+    return this.loginUser(clientin);
+  }
 
-  const loginUser = (data: Buffer): SaslStep => {
+  /** One decoded client response, in the state the exchange is in. */
+  private step(state: Exclude<State, { kind: 'finished' }>, data: Buffer): SaslStep {
+    switch (state.kind) {
+      case 'broken':
+        // Cyrus steps an exchange it never started and drops the connection; answer instead.
+        return { error: { reply: REPLY_BAD_PROTOCOL } };
+      case 'plain':
+        return parsePlain(data);
+      case 'login-user':
+        return this.loginUser(data);
+      case 'login-pass':
+        if (data.length > LOGIN_MAX) return { error: { reply: REPLY_BAD_PROTOCOL } };
+        return { done: { mechanism: 'LOGIN', authcid: state.user, authzid: '', password: Buffer.from(cstr(data)) } };
+    }
+  }
+
+  private loginUser(data: Buffer): SaslStep {
     if (data.length > LOGIN_MAX) return { error: { reply: REPLY_BAD_PROTOCOL } };
-    state = { kind: 'login-pass', user: cstr(data).toString('utf8') };
+    this.state = { kind: 'login-pass', user: cstr(data).toString('utf8') };
     return { challenge: PASSWORD_CHALLENGE };
-  };
-
-  const first = finish(start());
-
-  return {
-    mechanism,
-    first,
-    respond(line: string | Buffer): SaslStep {
-      let text = typeof line === 'string' ? line : line.toString('latin1');
-      if (text.endsWith('\n')) text = text.slice(0, -1);
-      if (text.endsWith('\r')) text = text.slice(0, -1);
-      if (state.kind === 'finished') {
-        throw new Error('SASL exchange: respond() called after the exchange ended');
-      }
-      if (text.length > MAX_SASL_RESPONSE) return finish({ error: { reply: readErrorReply('line too long') } });
-      if (text.startsWith('*')) return finish({ error: { reply: REPLY_CANCELED } });
-      const d = saslDecode64(text);
-      if ('fail' in d) return finish({ error: { reply: decodeFailureReply(d.fail) } });
-      const data = d.ok;
-      switch (state.kind) {
-        case 'broken':
-          // Cyrus steps an exchange it never started and drops the connection; answer instead.
-          return finish({ error: { reply: REPLY_BAD_PROTOCOL } });
-        case 'plain':
-          return finish(parsePlain(data));
-        case 'login-user':
-          return finish(loginUser(data));
-        case 'login-pass': {
-          if (data.length > LOGIN_MAX) return finish({ error: { reply: REPLY_BAD_PROTOCOL } });
-          return finish({
-            done: { mechanism: 'LOGIN', authcid: state.user, authzid: '', password: Buffer.from(cstr(data)) },
-          });
-        }
-      }
-    },
-  };
+  }
 }
