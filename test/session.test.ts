@@ -8,7 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, watch } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,8 @@ interface Server {
   port: number;
   dir: string;
   sink: Sink;
+  /** Resolves when every session the server accepted so far has finished, its clean-up included. */
+  sessionsEnded(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -64,17 +66,21 @@ async function startServer(t: ExecutionContext, overrides: Partial<SessionOption
   setPasswordSync(settings.cyrsync_passwd_file, 'admin', 'adminpw', { N: 1024, r: 8, p: 1 });
   setPasswordSync(settings.cyrsync_passwd_file, 'bob', 'bobpw', { N: 1024, r: 8, p: 1 });
   const sink = await createReplicaSink({ configdirectory: settings.configdirectory, partitions: { ...settings.partitions }, logger: silent });
+  /** Each running session and the promise of its run(), which settles once the session has cleaned up. */
+  const sessions = new Map<Session, Promise<void>>();
+  const sessionsEnded = async (): Promise<void> => {
+    while (sessions.size > 0) await Promise.all(sessions.values());
+  };
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => (closing ??= (async () => {
     server.close();
-    for (const s of sessions) s.destroy();
-    while (sessions.size > 0) await new Promise((r) => setTimeout(r, 10));
+    for (const s of sessions.keys()) s.destroy();
+    await sessionsEnded();
     await sink.close();
     rmSync(dir, { recursive: true, force: true });
   })());
   t.teardown(close);
   const auth = createAuthenticator(settings);
-  const sessions = new Set<Session>();
   const server = net.createServer((socket) => {
     const s = new Session(socket, {
       profile: 'sync',
@@ -88,8 +94,7 @@ async function startServer(t: ExecutionContext, overrides: Partial<SessionOption
       tlsContext,
       ...overrides,
     });
-    sessions.add(s);
-    void s.run().finally(() => sessions.delete(s));
+    sessions.set(s, s.run().finally(() => sessions.delete(s)));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -98,6 +103,7 @@ async function startServer(t: ExecutionContext, overrides: Partial<SessionOption
     port,
     dir,
     sink,
+    sessionsEnded,
     close,
   };
 }
@@ -212,6 +218,25 @@ function blobFiles(dir: string): string[] {
   };
   walk(join(dir, 'spool'));
   return out.filter((p) => !p.endsWith('.sqlite3'));
+}
+
+/**
+ * Resolves once a staging file (`*.tmp`) exists in the replica's staging
+ * directory, i.e. the server has begun to write a literal to disk.
+ */
+function stagingFileAppears(t: ExecutionContext, dir: string): Promise<void> {
+  const tmp = join(dir, 'spool', 'blobs', 'tmp');
+  const watcher = watch(tmp);
+  t.teardown(() => watcher.close());
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (!readdirSync(tmp).some((f) => f.endsWith('.tmp'))) return;
+      watcher.close();
+      resolve();
+    };
+    watcher.on('change', check);
+    check();
+  });
 }
 
 const message = Buffer.from('From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n');
@@ -344,11 +369,14 @@ test('a client that disconnects in the middle of a literal leaves no staging fil
   const c = await Client.connect(t, s.port);
   await c.greeting();
   await c.login();
+  const staging = stagingFileAppears(t, s.dir);
   c.send(`APPLY MESSAGE (%{default ${guid} ${message.length}}\r\n`);
   c.send(message.subarray(0, 10));
-  await new Promise((r) => setTimeout(r, 100));
+  await staging;
+  t.is(blobFiles(s.dir).length, 1, 'the literal is being staged when the client goes');
   c.sock.destroy();
-  await new Promise((r) => setTimeout(r, 300));
+  // The server's session removes the partial file before its run() settles.
+  await s.sessionsEnded();
   t.deepEqual(blobFiles(s.dir), []);
   const c2 = await Client.connect(t, s.port);
   await c2.greeting();
