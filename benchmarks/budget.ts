@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setPasswordSync } from '../src/server/auth/index.js';
 import { runBench, parseSize } from '../src/client/bench-client.js';
-import { CLI, RESULTS_DIR, ensureBuilt, log, machine } from './lib/common.js';
+import { CLI, RESULTS_DIR, eachOption, ensureBuilt, log, machine } from './lib/common.js';
 
 interface Options {
   sessions: number;
@@ -31,16 +31,13 @@ interface Options {
 
 function parseArgs(args: string[]): Options {
   const o: Options = { sessions: 50, messages: 200, size: 4096, budgetMiB: 96 };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const v = args[++i];
-    if (v === undefined) throw new Error(`${a} needs a value`);
-    if (a === '--sessions') o.sessions = Number(v);
-    else if (a === '--messages') o.messages = Number(v);
-    else if (a === '--size') o.size = parseSize(v);
-    else if (a === '--budget') o.budgetMiB = Number(v);
+  eachOption(args, (a, val) => {
+    if (a === '--sessions') o.sessions = Number(val());
+    else if (a === '--messages') o.messages = Number(val());
+    else if (a === '--size') o.size = parseSize(val());
+    else if (a === '--budget') o.budgetMiB = Number(val());
     else throw new Error(`unknown option ${a}`);
-  }
+  });
   return o;
 }
 

@@ -20,6 +20,7 @@ import {
   PEER_REPLICA_DIRS,
   RESULTS_DIR,
   diskBytes,
+  eachOption,
   ensureBuilt,
   ensureDataset,
   ensureMaster,
@@ -53,13 +54,7 @@ function parseArgs(args: string[]): Options {
   let budgetSeconds = 27 * 60;
   let datasets = DATASETS;
   let modes = [true, false];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const val = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  eachOption(args, (a, val) => {
     if (a === '--runs') runs = Number(val());
     else if (a === '--quick') runs = 1;
     else if (a === '--budget') budgetSeconds = Number(val()) * 60;
@@ -69,7 +64,7 @@ function parseArgs(args: string[]): Options {
       if (datasets.length !== want.length) throw new Error(`--datasets: known are ${DATASETS.map((d) => d.size).join(', ')}`);
     } else if (a === '--modes') modes = val().split(',').map((m) => m === 'deflate');
     else throw new Error(`e2e: unknown option ${a} (--runs N, --quick, --datasets 4k,20M,1G, --modes deflate,plain, --budget MINUTES)`);
-  }
+  });
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs wants a positive integer');
   return { runs, budgetSeconds, datasets, modes };
 }

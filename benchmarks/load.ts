@@ -22,6 +22,7 @@ import {
   RESULTS_DIR,
   TreeWatch,
   diskBytes,
+  eachOption,
   ensureBuilt,
   ensureSetup,
   log,
@@ -51,20 +52,14 @@ function parseArgs(args: string[]): Options {
   let total = '5G';
   let sizes = ['20M'];
   let mailboxes = 4;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const val = (): string => {
-      const v = args[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  eachOption(args, (a, val) => {
     if (a === '--runs') runs = Number(val());
     else if (a === '--compress') compress = true;
     else if (a === '--total') total = val();
     else if (a === '--size' || a === '--workloads') sizes = val().split(',');
     else if (a === '--mailboxes') mailboxes = Number(val());
     else throw new Error(`load: unknown option ${a} (--total 5G, --size 20M[,256k], --mailboxes N, --runs N, --compress)`);
-  }
+  });
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs wants a positive integer');
   return { runs, compress, workloads: sizes.map((size) => ({ size, total, mailboxes })) };
 }

@@ -60,6 +60,21 @@ export async function peer(args: readonly string[], opts: RunOptions = {}): Prom
 
 export { ensureSetup };
 
+/**
+ * Walks a benchmark's options: `on(option, value)` for each, where value()
+ * takes the next argument as the option's value (an error when there is none).
+ */
+export function eachOption(args: readonly string[], on: (option: string, value: () => string) => void): void {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    on(a, () => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    });
+  }
+}
+
 export function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }

@@ -24,25 +24,23 @@ import {
   ADMIN,
   ADMIN_PASSWORD,
   CLI,
-  Peer,
   REPO_ROOT,
   adminSession,
   describe,
   fileLiteral,
   freePort,
   listFiles,
-  makeRunDir,
   message,
   ServerProcess,
   run,
   sha1,
   sleep,
-  stopOwnProcesses,
   tail,
   waitFor,
   type CompareResult,
   type RunResult,
 } from './harness.js';
+import { type PeerContext, usePeer } from './fixture.js';
 
 const ALLOW = 'APPLY QUOTA,APPLY ACTIVATE_SIEVE';
 const HELPER = path.join(REPO_ROOT, 'test', 'helpers', 'backupd-server.ts');
@@ -133,9 +131,7 @@ class BackupServer extends ServerProcess {
   }
 }
 
-interface Ctx {
-  peer: Peer;
-  work: string;
+interface Ctx extends PeerContext {
   ours: BackupServer;
   /** the real backupd's files */
   ref: { conf: string; configdirectory: string; partition: string; staging: string; db: string };
@@ -144,54 +140,42 @@ interface Ctx {
 const test = anyTest.serial as TestFn<Ctx>;
 const USERS = ['bob', 'plain'] as const;
 
-test.before(async (t) => {
-  const peer = await Peer.create();
-  t.context.peer = peer;
-  t.context.work = await makeRunDir('cyrsync-interop-backupd-');
-  t.log(`cyrus-peer dir ${peer.dir}, work dir ${t.context.work}`);
-  await peer.startMaster();
-  await peer.ok(['backupd', 'start']);
-  const b = path.join(peer.dir, 'backupd');
-  t.context.ref = {
-    conf: path.join(b, 'imapd.conf'),
-    configdirectory: path.join(b, 'conf'),
-    partition: path.join(b, 'backups'),
-    staging: path.join(b, 'staging'),
-    db: path.join(b, 'conf', 'backups.db'),
-  };
-  // bob: folders, special-use, flags, keywords, sieve, subscriptions,
-  // expunges, and every 25th message 1-3 MB; plain: INBOX only.
-  await peer.populate('bob', 50);
-  await peer.populate('plain', 5, undefined, true);
-  const dir = path.join(t.context.work, 'ours');
-  await fsp.mkdir(dir, { recursive: true });
-  t.context.ours = await BackupServer.create(dir);
-  await t.context.ours.start();
-  t.log(`cyrsync backup server on ${t.context.ours.target}`);
+usePeer(test, {
+  prefix: 'cyrsync-interop-backupd-',
+  keepFailed: true,
+  stopAfterEach: true,
+  async setup(t) {
+    const { peer } = t.context;
+    t.log(`cyrus-peer dir ${peer.dir}, work dir ${t.context.work}`);
+    await peer.startMaster();
+    await peer.ok(['backupd', 'start']);
+    const b = path.join(peer.dir, 'backupd');
+    t.context.ref = {
+      conf: path.join(b, 'imapd.conf'),
+      configdirectory: path.join(b, 'conf'),
+      partition: path.join(b, 'backups'),
+      staging: path.join(b, 'staging'),
+      db: path.join(b, 'conf', 'backups.db'),
+    };
+    // bob: folders, special-use, flags, keywords, sieve, subscriptions,
+    // expunges, and every 25th message 1-3 MB; plain: INBOX only.
+    await peer.populate('bob', 50);
+    await peer.populate('plain', 5, undefined, true);
+    const dir = path.join(t.context.work, 'ours');
+    await fsp.mkdir(dir, { recursive: true });
+    t.context.ours = await BackupServer.create(dir);
+    await t.context.ours.start();
+    t.log(`cyrsync backup server on ${t.context.ours.target}`);
+  },
+  async teardown(t) {
+    const { peer, ours } = t.context;
+    await ours?.stop();
+    await peer?.cmd(['rolling', 'stop']).catch(() => undefined);
+  },
 });
-
-let failed = false;
 
 test.afterEach.always((t) => {
-  if (!t.passed) {
-    failed = true;
-    if (t.context.ours) t.log(`cyrsync backup server log (last lines):\n${tail(t.context.ours.log(), 25)}`);
-  }
-  stopOwnProcesses();
-});
-
-test.after.always(async (t) => {
-  const { peer, ours, work } = t.context;
-  await ours?.stop();
-  await peer?.cmd(['rolling', 'stop']).catch(() => undefined);
-  await peer?.stopAll();
-  stopOwnProcesses();
-  if (failed || process.env['CYRSYNC_INTEROP_KEEP']) {
-    t.log(`kept for inspection: ${[peer?.dir, work].filter(Boolean).join(' ')}`);
-    return;
-  }
-  await peer?.remove();
-  if (work) await fsp.rm(work, { recursive: true, force: true });
+  if (!t.passed && t.context.ours) t.log(`cyrsync backup server log (last lines):\n${tail(t.context.ours.log(), 25)}`);
 });
 
 const refTarget = (c: Ctx): string => `127.0.0.1:${c.peer.env['CYRUS_PEER_BACKUPD_PORT']}`;
