@@ -4,29 +4,25 @@
  * independent reader of data files and indexes (gzip members, chunk
  * checksums) used to check what the store wrote.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import type Database from 'better-sqlite3';
 import { openSqliteReadOnly } from '../sinks/sqlite-readonly.js';
-import { pino } from 'pino';
 import { parseConfig, type Settings } from '../src/config.js';
-import { decodeCommand } from '../src/protocol/commands.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
-import { Router } from '../src/server/router.js';
 import { Readable } from 'node:stream';
 import type { DlistFile, DlistItem, DlistValue } from '../transforms/dlist-types.js';
 import { memoryBodySink, parseCommandLines, type MemoryStagedBody } from '../transforms/dlist-parser.js';
 import { readTap } from './helpers/tap.js';
 import { createBackupSink, type BackupSink } from '../sinks/backup/index.js';
 import type { BackupSession } from '../sinks/backup/session.js';
-import { commandLines, serialize } from './replica-helpers.js';
-import { mailboxIn as baseMailboxIn, stageFiles } from './helpers/store-input.js';
+import { replayInto, routeCommand, silentLog, type Exchange, type Routed } from './helpers/replay.js';
+import { mailboxIn as baseMailboxIn, sha1, stageFiles } from './helpers/store-input.js';
 
-export const silentLog = pino({ level: 'silent' });
-export const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
+export { message, sha1 } from './helpers/store-input.js';
+
 
 export interface TempBackupStore {
   dir: string;
@@ -58,10 +54,6 @@ export function openSession(sink: BackupSink): BackupSession {
   return sink.openSession({ authUser: 'admin', peer: 'test' });
 }
 
-export function message(n: number, extra = ''): Buffer {
-  return Buffer.from(`From: a${n}@example.org\r\nTo: bob@example.org\r\nSubject: message ${n}${extra}\r\nMessage-ID: <m${n}@x>\r\n\r\nbody ${n}\r\n`, 'latin1');
-}
-
 /** Streams bodies through the session's body sink as the parser does; `guids` may announce wrong GUIDs. */
 export function stage(session: BackupSession, bodies: Buffer[], guids?: string[]): Promise<DlistFile[]> {
   return stageFiles(session.bodySink, bodies, { split: 11, mayFail: true, ...(guids ? { guids } : {}) });
@@ -75,71 +67,14 @@ export function recordIn(uid: number, body: Buffer, flags: string[] = []): Recor
   return { uid, modseq: BigInt(uid + 1), lastUpdated: 1700000000 + uid, flags, internaldate: 1700000000, size: body.length, guid: sha1(body), annotations: null };
 }
 
-export interface Ran {
-  items: DlistItem[];
-  status: string;
-  /** the reply octets as the server would send them */
-  reply: Buffer;
-}
-
 /** One typed command through the real router in the backup profile. */
-export async function run(session: BackupSession, cmd: GetCommand | ApplyCommand): Promise<Ran> {
-  const items: DlistItem[] = [];
-  let status = '';
-  const router = new Router(
-    'backup',
-    session,
-    {
-      data: async (it) => {
-        items.push(it);
-      },
-      status: async (l) => {
-        status = l;
-      },
-    },
-    silentLog,
-  );
-  await router.run(cmd, []);
-  return { items, status, reply: Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]) };
+export function run(session: BackupSession, cmd: GetCommand | ApplyCommand): Promise<Routed> {
+  return routeCommand('backup', session, cmd);
 }
 
 /** Replays a recorded client stream; returns every reply (data lines and status line) in order, banner excluded. */
-export async function replay(session: BackupSession, client: Buffer): Promise<{ command: string; reply: Buffer }[]> {
-  const out: { command: string; reply: Buffer }[] = [];
-  for await (const line of commandLines(client, () => session.bodySink)) {
-    await Promise.allSettled(line.bodies.map((b) => b.done));
-    const cmd = decodeCommand(line, { profile: 'backup' });
-    const text = `${line.verb} ${line.args.map((a) => ('value' in a && typeof a.value === 'string' ? a.value : a.kind)).join(' ')}`.slice(0, 120);
-    if (cmd.verb === 'GET' || cmd.verb === 'APPLY') {
-      const items: DlistItem[] = [];
-      let status = '';
-      const router = new Router('backup', session, { data: async (it) => void items.push(it), status: async (l) => void (status = l) }, silentLog);
-      await router.run(cmd, line.bodies);
-      out.push({ command: text, reply: Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]) });
-      continue;
-    }
-    let status: string;
-    switch (cmd.verb) {
-      case 'AUTHENTICATE':
-        status = 'OK Success (no protection)';
-        break;
-      case 'COMPRESS':
-        status = 'OK DEFLATE active';
-        break;
-      case 'EXIT':
-        await session.end();
-        status = 'OK Finished';
-        break;
-      case 'RESTART':
-        await session.restart();
-        status = 'OK Restarting';
-        break;
-      default:
-        status = cmd.verb === 'REFUSED' ? cmd.reply : `BAD ${cmd.verb}`;
-    }
-    out.push({ command: text, reply: Buffer.from(`${status}\r\n`, 'latin1') });
-  }
-  return out;
+export function replay(session: BackupSession, client: Buffer): Promise<Exchange[]> {
+  return replayInto('backup', session, client);
 }
 
 // ---------------------------------------------------------------------------

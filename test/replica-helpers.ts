@@ -1,23 +1,19 @@
 /**
  * Shared helpers of the replica tests: temporary stores, .tap recordings
- * split by direction, and a replay of recorded client commands through the
- * real parser, decoder and router into a replica session.
+ * split by direction, and commands run and recordings replayed into a
+ * replica session (through ./helpers/replay.ts).
  */
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
-import { pino } from 'pino';
-import { DlistParserCore } from '../transforms/dlist-parser.js';
-import { encodeItemParts } from '../transforms/serializer.js';
-import type { CommandLine, DlistFile, DlistItem, BodySink } from '../transforms/dlist-types.js';
-import { decodeCommand } from '../src/protocol/commands.js';
-import { Router } from '../src/server/router.js';
+import type { DlistFile } from '../transforms/dlist-types.js';
 import type { ApplyCommand, GetCommand, MailboxIn, RecordIn } from '../src/protocol/types.js';
 import { createReplicaSink, type ReplicaSink, type ReplicaStoreOptions } from '../sinks/replica/index.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
-import { mailboxIn as baseMailboxIn, stageFiles } from './helpers/store-input.js';
+import { mailboxIn as baseMailboxIn, sha1, stageFiles } from './helpers/store-input.js';
+
+export { message, sha1 } from './helpers/store-input.js';
+import { replayInto, routeCommand, type Exchange, type Routed } from './helpers/replay.js';
 
 export const TRANSCRIPTS = '/work/shared/fixtures/transcripts';
 
@@ -95,135 +91,14 @@ export function serverResponses(server: Buffer): Buffer[] {
   return out;
 }
 
-/** Command lines of a client stream, one at a time (bodies staged into `sink` as they are parsed). */
-export async function* commandLines(buf: Buffer, sink: () => BodySink | null): AsyncGenerator<CommandLine> {
-  const queue: CommandLine[] = [];
-  const core: DlistParserCore = new DlistParserCore({
-    sink: sink(),
-    onCommand: (c) => {
-      queue.push(c);
-      core.pause();
-    },
-  });
-  let done = core.push(buf);
-  for (;;) {
-    while (queue.length > 0) yield queue.shift()!;
-    if (done) break;
-    const blocked = core.blockedOn;
-    if (blocked) await new Promise<void>((r) => blocked.onDrain(r));
-    core.sink = sink();
-    done = core.resume();
-  }
-  while (queue.length > 0) yield queue.shift()!;
-  core.end();
-}
-
-async function readAll(src: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of src) chunks.push(Buffer.from(c as Buffer));
-  return Buffer.concat(chunks);
-}
-
-/** Serializes data lines as the server writes them (file literals streamed from their source). */
-export async function serialize(items: DlistItem[]): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for (const it of items) {
-    for (const p of encodeItemParts(it, 'server')) {
-      if (Buffer.isBuffer(p)) out.push(p);
-      else out.push(await readAll((p as DlistFile).source!())); // the header is already in the preceding part
-    }
-  }
-  return Buffer.concat(out);
-}
-
-export interface Exchange {
-  /** first 200 octets of the command line text, for messages */
-  command: string;
-  verb: string;
-  sub: string | null;
-  reply: Buffer;
-  status: string;
-}
-
-export const silentLog = pino({ level: 'silent' });
-
 /** Runs one decoded GET/APPLY through the real router; returns the reply octets. */
-export async function runCommand(session: ReplicaSession, cmd: GetCommand | ApplyCommand): Promise<{ items: DlistItem[]; status: string; reply: Buffer }> {
-  const items: DlistItem[] = [];
-  let status = '';
-  const router = new Router('sync', session, {
-    data: async (it) => {
-      items.push(it);
-    },
-    status: async (line) => {
-      status = line;
-    },
-  }, silentLog);
-  await router.run(cmd, []);
-  const reply = Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]);
-  return { items, status, reply };
+export function runCommand(session: ReplicaSession, cmd: GetCommand | ApplyCommand): Promise<Routed> {
+  return routeCommand('sync', session, cmd);
 }
 
 /** Replays a recorded client stream into a session. AUTHENTICATE/COMPRESS are answered as the recording did. */
-export async function replay(session: ReplicaSession, client: Buffer): Promise<Exchange[]> {
-  const out: Exchange[] = [];
-  for await (const line of commandLines(client, () => session.bodySink)) {
-    await Promise.allSettled(line.bodies.map((b) => b.done));
-    const cmd = decodeCommand(line, { profile: 'sync', sieveMailbox: session.sieveMailboxMode });
-    const text = `${line.verb} ${line.args.map((a) => ('value' in a && typeof a.value === 'string' ? a.value : a.kind)).join(' ')}`.slice(0, 200);
-    if (cmd.verb === 'GET' || cmd.verb === 'APPLY') {
-      const items: DlistItem[] = [];
-      let status = '';
-      const router = new Router('sync', session, {
-        data: async (it) => {
-          items.push(it);
-        },
-        status: async (l) => {
-          status = l;
-        },
-      }, silentLog);
-      await router.run(cmd, line.bodies);
-      const reply = Buffer.concat([await serialize(items), Buffer.from(`${status}\r\n`, 'latin1')]);
-      out.push({ command: text, verb: cmd.verb, sub: cmd.sub, reply, status });
-      continue;
-    }
-    let status: string;
-    switch (cmd.verb) {
-      case 'AUTHENTICATE':
-        status = 'OK Success (no protection)';
-        break;
-      case 'COMPRESS':
-        status = 'OK DEFLATE active';
-        break;
-      case 'RESTART':
-        await session.restart();
-        status = 'OK Restarting';
-        break;
-      case 'EXIT':
-        await session.end();
-        status = 'OK Finished';
-        break;
-      case 'NOOP':
-        status = 'OK Noop completed';
-        break;
-      default:
-        status = cmd.verb === 'REFUSED' ? cmd.reply : `BAD ${cmd.verb}`;
-    }
-    out.push({ command: text, verb: cmd.verb, sub: null, reply: Buffer.from(`${status}\r\n`, 'latin1'), status });
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Hand-built commands
-
-export const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
-
-export function message(n: number, extra = ''): Buffer {
-  return Buffer.from(
-    `From: a${n}@example.org\r\nTo: bob@example.org\r\nSubject: message ${n}${extra}\r\nMessage-ID: <m${n}@x>\r\n\r\nbody ${n}\r\n`,
-    'latin1',
-  );
+export function replay(session: ReplicaSession, client: Buffer): Promise<Exchange[]> {
+  return replayInto('sync', session, client);
 }
 
 /** Streams `bodies` through the session's body sink as file literals (as the parser would). */

@@ -13,7 +13,8 @@ import { Router } from '../src/server/router.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
 import { serializeLine } from '../transforms/serializer.js';
-import { mailboxIn, message, openSession, recordIn, sha1, silentLog, stage, tempStore, type TempStore } from './replica-helpers.js';
+import { mailboxIn, message, openSession, recordIn, sha1, stage, tempStore, type TempStore } from './replica-helpers.js';
+import { silentLog } from './helpers/replay.js';
 
 async function send(session: ReplicaSession, cmd: ApplyCommand | RestoreCommand): Promise<string> {
   // File literals were staged by stage(): the command goes to the router as it is.

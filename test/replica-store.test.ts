@@ -281,7 +281,7 @@ test('ENOSPC while staging: clear NO, no staging file, store unchanged and usabl
     // the router refuses the command when a body failed
     const files = [{ kind: 'file' as const, partition: 'default', guid: sha1(body), size: body.length, sha1: sha1(body), body: staged }];
     const { Router } = await import('../src/server/router.js');
-    const { silentLog } = await import('./replica-helpers.js');
+    const { silentLog } = await import('./helpers/replay.js');
     let status = '';
     await new Router('sync', s, { data: async () => {}, status: async (l) => { status = l; } }, silentLog).run(
       { verb: 'APPLY', sub: 'MESSAGE', files },

@@ -1,13 +1,21 @@
 /**
- * What the tests of both stores feed a session: a MailboxIn with plausible
- * defaults, and file literals streamed through a session's body sink in
- * small pieces, as the parser streams them.
+ * What the tests of both stores feed a session: messages, a MailboxIn with
+ * plausible defaults, and file literals streamed through a session's body
+ * sink in small pieces, as the parser streams them.
  */
 import { createHash } from 'node:crypto';
 import type { BodySink, DlistFile } from '../../transforms/dlist-types.js';
 import type { MailboxIn } from '../../src/protocol/types.js';
 
-const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
+export const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest('hex');
+
+/** A small distinct message, number `n` (its GUID is its SHA-1). */
+export function message(n: number, extra = ''): Buffer {
+  return Buffer.from(
+    `From: a${n}@example.org\r\nTo: bob@example.org\r\nSubject: message ${n}${extra}\r\nMessage-ID: <m${n}@x>\r\n\r\nbody ${n}\r\n`,
+    'latin1',
+  );
+}
 
 /** A MailboxIn of user bob with no records; `p` overrides any field. */
 export function mailboxIn(p: Partial<MailboxIn> & { uniqueid: string; mboxname: string }): MailboxIn {

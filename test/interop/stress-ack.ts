@@ -13,7 +13,8 @@ import { openSqliteReadOnly } from '../../sinks/sqlite-readonly.js';
 import { dataFiles } from '../backup-sink-helpers.js';
 import { filesBelow } from './faults.js';
 import { decodeCommand } from '../../src/protocol/commands.js';
-import { commandLines, serverResponses, tapStreams } from '../replica-helpers.js';
+import { serverResponses, tapStreams } from '../replica-helpers.js';
+import { commandLines } from '../helpers/replay.js';
 
 export interface Acknowledged {
   /** GUIDs of file literals in APPLY MESSAGE commands answered OK */
