@@ -9,12 +9,11 @@ import { rmSync } from 'node:fs';
 import test from 'ava';
 import { decodeCommand, encodeCommand } from '../src/protocol/commands.js';
 import type { ApplyCommand, MailboxIn, RestoreCommand } from '../src/protocol/types.js';
-import { Router } from '../src/server/router.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
 import { serializeLine } from '../transforms/serializer.js';
 import { mailboxIn, message, openSession, recordIn, sha1, stage, tempStore, type TempStore } from './replica-helpers.js';
-import { silentLog } from './helpers/replay.js';
+import { routeCommand } from './helpers/replay.js';
 
 async function send(session: ReplicaSession, cmd: ApplyCommand | RestoreCommand): Promise<string> {
   // File literals were staged by stage(): the command goes to the router as it is.
@@ -27,9 +26,7 @@ async function send(session: ReplicaSession, cmd: ApplyCommand | RestoreCommand)
 }
 
 async function route(session: ReplicaSession, cmd: ApplyCommand | RestoreCommand): Promise<string> {
-  let status = '';
-  await new Router('sync', session, { data: async () => {}, status: async (l) => void (status = l) }, silentLog).run(cmd, []);
-  return status;
+  return (await routeCommand('sync', session, cmd)).status;
 }
 
 const restore = (mailbox: MailboxIn): RestoreCommand => ({ verb: 'RESTORE', sub: 'MAILBOX', local: false, mailbox });

@@ -15,6 +15,7 @@ import {
   tempStore,
   type TempStore,
 } from './replica-helpers.js';
+import { routeCommand } from './helpers/replay.js';
 import type { ReplicaSession } from '../sinks/replica/session.js';
 import { storeTeardown } from './helpers/teardown.js';
 import { applyMailbox } from '../sinks/replica/mailbox-apply.js';
@@ -280,13 +281,7 @@ test('ENOSPC while staging: clear NO, no staging file, store unchanged and usabl
     t.regex(err!.message, /No space left/);
     // the router refuses the command when a body failed
     const files = [{ kind: 'file' as const, partition: 'default', guid: sha1(body), size: body.length, sha1: sha1(body), body: staged }];
-    const { Router } = await import('../src/server/router.js');
-    const { silentLog } = await import('./helpers/replay.js');
-    let status = '';
-    await new Router('sync', s, { data: async () => {}, status: async (l) => { status = l; } }, silentLog).run(
-      { verb: 'APPLY', sub: 'MESSAGE', files },
-      [staged],
-    );
+    const { status } = await routeCommand('sync', s, { verb: 'APPLY', sub: 'MESSAGE', files }, [staged]);
     t.regex(status, /^NO IMAP_NOSPACE No space left on the replica disk while /);
     t.deepEqual(readdirSync(path.join(st.partitions.default!, 'blobs', 'tmp')), []);
     ok = existsSync(path.join(st.partitions.default!, 'blobs', sha1(body).slice(0, 2), sha1(body)));

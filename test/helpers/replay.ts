@@ -11,7 +11,7 @@ import { DlistParserCore } from '../../transforms/dlist-parser.js';
 import { encodeItemParts } from '../../transforms/serializer.js';
 import type { BodySink, CommandLine, DlistFile, DlistItem } from '../../transforms/dlist-types.js';
 import { decodeCommand } from '../../src/protocol/commands.js';
-import type { ApplyCommand, GetCommand } from '../../src/protocol/types.js';
+import type { ApplyCommand, GetCommand, RestoreCommand } from '../../src/protocol/types.js';
 import { Router } from '../../src/server/router.js';
 import type { SinkSession } from '../../sinks/sink.js';
 
@@ -67,11 +67,11 @@ export interface Routed {
   reply: Buffer;
 }
 
-/** Runs one decoded GET/APPLY through the real router of `profile`. */
+/** Runs one decoded GET/APPLY/RESTORE through the real router of `profile`. */
 export async function routeCommand(
   profile: Profile,
   session: SinkSession,
-  cmd: GetCommand | ApplyCommand,
+  cmd: GetCommand | ApplyCommand | RestoreCommand,
   bodies: CommandLine['bodies'] = [],
 ): Promise<Routed> {
   const items: DlistItem[] = [];
