@@ -14,7 +14,7 @@ import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { runCtlBackups } from '../src/client/backup/ctl-backups.js';
-import { reindexBackup } from '../sinks/backup/index-db.js';
+import { reindexStreaming } from '../src/client/backup/reindex.js';
 import { openBackupsDb } from '../sinks/backup/backupsdb.js';
 import { bobHistory, msg, sha1, toolsFixture, type ToolsFixture } from './backup-tools-helpers.js';
 
@@ -124,7 +124,7 @@ test('verify finds a message whose bytes do not hash to its GUID', async (t) => 
   const bdb = openBackupsDb({ configdirectory: fx.configdirectory });
   bdb.set('bob', dataPath);
   bdb.close();
-  await reindexBackup(dataPath, { wait: true });
+  await reindexStreaming(dataPath, { wait: true, keepPrevious: false });
   const r = await ctl(fx, 'verify', 'bob');
   t.is(r.code, 75);
   t.regex(r.out, new RegExp(`chunk 1 at offset 0, record at 29: message ${wrong}: its bytes hash to ${sha1(body)}`));

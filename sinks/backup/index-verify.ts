@@ -1,9 +1,8 @@
 /**
  * Opening a backup (lock, index, tail check), appending chunks to it, and
- * verifying or rebuilding its index from the data file (backup/lcb_verify.c,
- * lcb_reindex), as the real ctl_backups does.
+ * verifying its index against the data file (backup/lcb_verify.c), as the
+ * real ctl_backups does. The index is rebuilt by src/client/backup/reindex.ts.
  */
-import * as fs from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import { CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
@@ -254,97 +253,3 @@ export async function verifyBackup(fd: number, index: BackupIndex, level: number
   }
   return { ok: problems.length === 0, problems, chunksChecked: chunks.length };
 }
-
-// ---------------------------------------------------------------------------
-// Rebuilding the index (§7.3)
-
-export interface ReindexOptions {
-  wait: boolean;
-  /** Keep the previous index as `<P>.index.<unixtime>` (backup_keep_previous). */
-  keepPrevious?: boolean;
-}
-
-export interface ReindexResult {
-  chunks: number;
-  records: number;
-  /** Records that could not be indexed (reported and skipped, as Cyrus does). */
-  errors: string[];
-}
-
-/**
- * Rebuilds `<P>.index` from the data file under the data file's lock. One
- * chunk row per member that holds records (ts_start/ts_end from the first
- * and last record); members without records get none.
- *
- * Deliberate difference from Cyrus: `length` and `data_sha1` are computed
- * over the inflated octets actually in the file, not over a canonical
- * re-serialization. For files cyrsync wrote the two are the same; for any
- * other file this index verifies against the data it describes (Cyrus's
- * re-serialization writes `{N+}` literals, so its rebuilt index of a file
- * holding `{N}` literals no longer verifies).
- *
- * Returns null when `wait` is false and the backup is locked elsewhere.
- */
-export async function reindexBackup(dataPath: string, opts: ReindexOptions): Promise<ReindexResult | null> {
-  const lock = await lockExclusive(dataPath, { wait: opts.wait, append: true });
-  if (lock === null) return null;
-  const indexPath = `${dataPath}.index`;
-  const previous = `${indexPath}.${Math.floor(Date.now() / 1000)}`;
-  let moved = false;
-  let index: BackupIndex | null = null;
-  try {
-    if (fs.existsSync(indexPath)) {
-      fs.renameSync(indexPath, previous);
-      moved = true;
-    }
-    index = BackupIndex.open(indexPath, { dataFileSize: 0 });
-    const size = lock.size();
-    const result: ReindexResult = { chunks: 0, records: 0, errors: [] };
-    let pos = 0;
-    let lastFirstTs = Number.NEGATIVE_INFINITY;
-    const hash = createHash('sha1');
-    while (pos < size) {
-      const read = await readChunkRecords(lock.fd, pos);
-      const applies = read.records;
-      if (applies.length > 0) {
-        const firstTs = applies[0]!.ts;
-        if (firstTs < lastFirstTs) throw new CyrsyncError('IMAP_IOERROR', `${dataPath}: timestamps go backwards at the chunk at offset ${pos}`);
-        lastFirstTs = firstTs;
-        // `hash` covers [0, pos): every member before this one.
-        const fileSha1 = hash.copy().digest('hex');
-        index.beginChunk(firstTs, pos, fileSha1);
-        let lastTs = firstTs;
-        for (const r of applies) {
-          if (r.ts < firstTs) throw new CyrsyncError('IMAP_IOERROR', `${dataPath}: timestamps go backwards inside the chunk at offset ${pos}`);
-          lastTs = r.ts;
-          if (r.item === null || r.command.toUpperCase() !== 'APPLY') {
-            if (r.error) result.errors.push(`offset ${pos}+${r.offset}: ${r.error.message}`);
-            continue;
-          }
-          try {
-            index.indexRecord(r.ts, r.offset, { key: r.item.key.toUpperCase(), value: r.item.value });
-            result.records++;
-          } catch (err) {
-            result.errors.push(`offset ${pos}+${r.offset}: ${(err as Error).message}`);
-          }
-        }
-        index.endChunk(lastTs, read.length, read.dataSha1);
-        result.chunks++;
-      }
-      await hashPrefix(lock.fd, read.end, hash, pos);
-      pos = read.end;
-    }
-    index.close();
-    index = null;
-    if (moved && !opts.keepPrevious) fs.rmSync(previous, { force: true });
-    return result;
-  } catch (err) {
-    index?.close();
-    fs.rmSync(indexPath, { force: true });
-    if (moved) fs.renameSync(previous, indexPath);
-    throw err;
-  } finally {
-    lock.release();
-  }
-}
-

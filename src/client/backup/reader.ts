@@ -48,9 +48,9 @@ import * as fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { CyrsyncError } from '../../../transforms/errors.js';
 import { DlistParserCore } from '../../../transforms/dlist-parser.js';
-import type { BodySink, CommandLine, DlistItem, DlistValue } from '../../../transforms/dlist-types.js';
+import type { BodySink, CommandLine, DlistItem } from '../../../transforms/dlist-types.js';
 import type { Limits } from '../../../transforms/limits.js';
-import { CHUNK_HEADER, DataFileError, readMember, type DataRecord, type MemberInfo } from '../../../sinks/backup/datafile.js';
+import { CHUNK_HEADER, DataFileError, parseDataRecord, readMember, type DataRecord, type MemberInfo } from '../../../sinks/backup/datafile.js';
 
 export interface ChunkRef {
   /** 1-based ordinal among the members with content. */
@@ -93,27 +93,6 @@ const READ_LIMITS: Partial<Limits> = {
   maxFileLiteralSize: 2 ** 32 - 1,
   maxLiteralSize: 2 ** 31 - 1,
 };
-
-function parseRecord(cmd: CommandLine, offset: number, length: number): DataRecord {
-  const tsText = cmd.verb;
-  const ts = /^-?[0-9]{1,19}$/.test(tsText) ? Number(tsText) : NaN;
-  const bad = (why: string, command = ''): DataRecord => ({
-    ts: Number.isFinite(ts) ? ts : 0,
-    command,
-    item: null,
-    offset,
-    length,
-    error: cmd.error ?? new CyrsyncError('IMAP_PROTOCOL_ERROR', why),
-  });
-  if (cmd.error) return bad(cmd.error.message);
-  if (!Number.isFinite(ts)) return bad(`record at ${offset}: ${JSON.stringify(tsText.slice(0, 30))} is not a timestamp`);
-  const [a0, a1, a2] = cmd.args;
-  if (a0 === undefined || a0.kind !== 'atom') return bad(`record at ${offset}: no command word`);
-  if (a1 === undefined || a2 === undefined || cmd.args.length !== 3) return bad(`record at ${offset}: expected KEY and one value`, a0.value);
-  const key = a1.kind === 'atom' || a1.kind === 'quoted' ? a1.value : a1.kind === 'literal' ? a1.value.toString('latin1') : null;
-  if (key === null) return bad(`record at ${offset}: the key is not a string`, a0.value);
-  return { ts, command: a0.value, item: { key, value: a2 as DlistValue }, offset, length };
-}
 
 /** See the module comment. */
 export class DataFileReader extends Readable {
@@ -197,7 +176,7 @@ export class DataFileReader extends Readable {
       const end = fed - core.pendingBytes;
       if (!cmd.verb.startsWith('#')) {
         records++;
-        await this.deliver({ type: 'record', chunk, record: parseRecord(cmd, lineStart, end - lineStart) });
+        await this.deliver({ type: 'record', chunk, record: parseDataRecord(cmd, lineStart, end - lineStart) });
       }
       lineStart = end;
     };

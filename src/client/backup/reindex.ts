@@ -1,11 +1,21 @@
 /**
- * `ctl-backups reindex` (backup-format §7.3) on the shared reader, so that it
- * streams, reports each chunk it finds (`-v`) and draws a progress bar: the
- * same rebuild as sinks/backup/index-db.ts reindexBackup (one chunk row per
- * member holding records, checksums over the octets in the file, records
- * that fail to index reported and skipped, timestamps going backwards
- * abort, the previous index kept as `<P>.index.<time>` only with
- * backup_keep_previous and put back when the rebuild fails).
+ * Rebuilding a backup's index from its data file (backup-format §7.3,
+ * lcb_reindex), for `ctl-backups reindex`: on the shared streaming reader,
+ * so that memory stays flat whatever the file holds, each chunk found is
+ * reported (`-v`) and a progress bar drawn.
+ *
+ * One chunk row per member that holds records (ts_start/ts_end from the
+ * first and last record); members without records get none. Records that
+ * fail to index are reported and skipped, as Cyrus does; timestamps going
+ * backwards abort. The previous index is kept as `<P>.index.<time>` only
+ * with backup_keep_previous, and put back when the rebuild fails.
+ *
+ * Deliberate difference from Cyrus: `length` and `data_sha1` are computed
+ * over the inflated octets actually in the file, not over a canonical
+ * re-serialization. For files cyrsync wrote the two are the same; for any
+ * other file this index verifies against the data it describes (Cyrus's
+ * re-serialization writes `{N+}` literals, so its rebuilt index of a file
+ * holding `{N}` literals no longer verifies).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -17,7 +27,9 @@ import type { Progress } from './progress.js';
 import { DataFileReader, type BackupEntry } from './reader.js';
 
 export interface ReindexToolOptions {
+  /** Wait for another process's lock on the data file. */
   wait: boolean;
+  /** Keep the previous index as `<P>.index.<unixtime>` (backup_keep_previous). */
   keepPrevious: boolean;
   /** Called with each member offset found, then with the file size. */
   found?: (offset: number) => Promise<void> | void;
