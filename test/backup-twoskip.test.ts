@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
-import { SkiplistReader, TwoskipDb, compareRaw, isSkiplistFile, isTwoskipFile } from '../sinks/backup/twoskip.js';
+import { TwoskipDb, compareRaw, isTwoskipFile } from '../sinks/backup/twoskip.js';
+import { SkiplistReader, isSkiplistFile } from '../sinks/backup/skiplist.js';
 import { openBackupsDb, backupsDbPath } from '../sinks/backup/backupsdb.js';
 import { removeTrackedDirs, trackedTempDir } from './helpers/teardown.js';
 

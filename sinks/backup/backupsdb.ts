@@ -7,7 +7,8 @@
 import * as path from 'node:path';
 import { CyrsyncError } from '../../transforms/errors.js';
 import * as fs from 'node:fs';
-import { SkiplistReader, TwoskipDb, isSkiplistFile, isTwoskipFile, type TwoskipTxn } from './twoskip.js';
+import { SkiplistReader, isSkiplistFile } from './skiplist.js';
+import { TwoskipDb, isTwoskipFile, type TwoskipTxn } from './twoskip.js';
 
 export interface BackupsDbSettings {
   configdirectory: string;
