@@ -264,7 +264,7 @@ test('a torn chunk is cut back on open and the backup verifies with the real too
   const b = (await openBackup(dataPath, { wait: false }))!;
   const app = new BackupAppender(b);
   await app.start();
-  for (const item of recordedApplies('04-incremental-backupd.tap').slice(0, 3)) await app.append(item);
+  for (const item of recordedApplies(path.join(TAPS, '04-incremental-backupd.tap')).slice(0, 3)) await app.append(item);
   fs.copyFileSync(dataPath, `${dataPath}.crash`);
   await app.abort();
   b.index.close();
@@ -279,7 +279,7 @@ test('a torn chunk is cut back on open and the backup verifies with the real too
   t.is(fs.statSync(dataPath).size, good);
   const again = new BackupAppender(reopened);
   await again.start();
-  for (const item of recordedApplies('04-incremental-backupd.tap')) await again.append(item);
+  for (const item of recordedApplies(path.join(TAPS, '04-incremental-backupd.tap'))) await again.append(item);
   await again.close();
   await chownCyrus(l.root);
   const verify = await tool(t, l.conf, ['ctl_backups', '-v', 'verify', '-u', 'fixt']);
