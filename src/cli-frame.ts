@@ -49,13 +49,18 @@ export interface ConfigLoadIO extends CommandIO {
  * `cyrsync NAME: <file, line, key and problem>` and gives EX_CONFIG.
  */
 export function loadCommandConfig(spec: CommandSpec, v: ConfigChoice, io: ConfigLoadIO = {}, options: LoadOptions = {}): Config | number {
+  return loadConfigOrReport(v, io, `cyrsync ${spec.name}: `, options);
+}
+
+/** loadCommandConfig with its own start of the error line (the Cyrus backup tools print `fatal error: `). */
+export function loadConfigOrReport(v: ConfigChoice, io: ConfigLoadIO, prefix: string, options: LoadOptions = {}): Config | number {
   const baseDir = io.baseDir ?? process.cwd();
   try {
     if (v.embedded && v.config === undefined) return embeddedDefaultConfig(baseDir, options);
     return loadConfigOrEmbedded(v.config, baseDir, { ...options, ...(io.defaultConfigFile !== undefined ? { defaultFile: io.defaultConfigFile } : {}) });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    (io.stderr ?? process.stderr).write(`cyrsync ${spec.name}: ${err.message}\n`);
+    (io.stderr ?? process.stderr).write(`${prefix}${err.message}\n`);
     return EX_CONFIG;
   }
 }

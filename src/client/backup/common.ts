@@ -8,7 +8,9 @@
 import * as fs from 'node:fs';
 import type { Writable } from 'node:stream';
 import { CyrsyncError } from '../../../transforms/errors.js';
-import { ConfigError, loadConfigOrEmbedded, type Config } from '../../config.js';
+import type { Config } from '../../config.js';
+import type { OptionSpec } from '../../cli-args.js';
+import { CONFIG_OPTION, loadConfigOrReport } from '../../cli-frame.js';
 import { openBackupsDb, type BackupsDb } from '../../../sinks/backup/backupsdb.js';
 import { BackupIndex, ReindexNeededError, VERIFY_QUICK, verifyBackup } from '../../../sinks/backup/index-db.js';
 import { LockOpenError, lockExclusive, type FileLock } from '../../../sinks/backup/lock.js';
@@ -22,6 +24,51 @@ export const EX_TEMPFAIL = 75;
 
 export type Mode = 'all' | 'domain' | 'prefix' | 'file' | 'mailbox' | 'user';
 
+/**
+ * The mode flags of both tools, in the order of their usage texts: what the
+ * named backups are (`what`, null for -A). ctl_backups takes them all,
+ * cyr_backup -f, -m and -u; -u is the default of both.
+ */
+const MODE_FLAGS: readonly { flag: string; mode: Mode; what: readonly [one: string, many: string] | null }[] = [
+  { flag: 'A', mode: 'all', what: null },
+  { flag: 'D', mode: 'domain', what: ['domain', 'domains'] },
+  { flag: 'P', mode: 'prefix', what: ['userid prefix', 'userid prefixes'] },
+  { flag: 'f', mode: 'file', what: ['filename', 'filenames'] },
+  { flag: 'm', mode: 'mailbox', what: ['mboxname', 'mboxnames'] },
+  { flag: 'u', mode: 'user', what: ['userid', 'userids'] },
+];
+
+/** The options both tools take, for their help (each reads its command line with Cyrus's getopt rules, not the shared parser). */
+export const TOOL_OPTIONS = { config: CONFIG_OPTION, verbose: { short: 'v', type: 'count', help: 'verbose' } } as const;
+
+/** The mode flags among `flags` as options, for a tool's help. */
+export function modeOptions(flags: string, plural: boolean): Record<string, OptionSpec> {
+  const options: Record<string, OptionSpec> = {};
+  for (const m of MODE_FLAGS) if (flags.includes(m.flag)) options[m.mode] = { short: m.flag, type: 'boolean', help: modeHelp(m, plural) };
+  return options;
+}
+
+function modeHelp(m: (typeof MODE_FLAGS)[number], plural: boolean): string {
+  const what = m.what === null ? 'all known backups' : `specified backup${plural ? 's' : ''} interpreted as ${m.what[plural ? 1 : 0]}`;
+  return `${what}${m.mode === 'user' ? ' (default)' : ''}`;
+}
+
+/** The mode a flag letter among `flags` selects, or null. */
+export function modeOfFlag(c: string, flags: string): Mode | null {
+  return flags.includes(c) ? (MODE_FLAGS.find((m) => m.flag === c)?.mode ?? null) : null;
+}
+
+/**
+ * The `Modes:` lines of a tool's usage text, worded as the Cyrus 3.6 tools
+ * word them: "backups ... userids" for ctl_backups (`plural`), "backup ...
+ * userid" for cyr_backup.
+ */
+export function modeUsage(flags: string, plural: boolean): string {
+  return MODE_FLAGS.filter((m) => flags.includes(m.flag))
+    .map((m) => `    -${m.flag}                  # ${modeHelp(m, plural)}\n`)
+    .join('');
+}
+
 /** A backup named on the command line: its owner (null with -f) and data file. */
 export interface Target {
   userid: string | null;
@@ -30,12 +77,9 @@ export interface Target {
 
 export class UsageError extends Error {}
 
-export function loadToolConfig(file: string | undefined): Config {
-  return loadConfigOrEmbedded(file, process.cwd());
-}
-
-export function configErrorText(err: unknown): string | null {
-  return err instanceof ConfigError ? err.message : null;
+/** The configuration of `-C FILE` (else /etc/imapd.conf, else the built-in one); a bad one is reported as the Cyrus tools do, `fatal error: ...`, giving EX_CONFIG. */
+export function loadToolConfig(file: string | undefined, stderr: Writable): Config | number {
+  return loadConfigOrReport({ config: file }, { stderr }, 'fatal error: ');
 }
 
 /** Internal mailbox name from the external one (unixhierarchysep: `/` separates). */

@@ -4,7 +4,10 @@
  * long option `--json` (JSON lines).
  */
 import { defineCommand } from '../../cli-args.js';
-import { UsageError, type Mode } from './common.js';
+import { TOOL_OPTIONS, UsageError, modeOfFlag, modeOptions, modeUsage, type Mode } from './common.js';
+
+/** ctl_backups's mode flags. */
+const CTL_MODES = 'ADPfmu';
 
 export type CtlCommand = 'compact' | 'delete' | 'list' | 'lock' | 'move' | 'reconstruct' | 'reindex' | 'stat' | 'verify';
 export type LockMode = 'pipe' | 'sql' | 'exec';
@@ -57,13 +60,7 @@ Lock options:
     -x command          # lock backup and execute command
 
 Modes:
-    -A                  # all known backups
-    -D                  # specified backups interpreted as domains
-    -P                  # specified backups interpreted as userid prefixes
-    -f                  # specified backups interpreted as filenames
-    -m                  # specified backups interpreted as mboxnames
-    -u                  # specified backups interpreted as userids (default)
-`;
+${modeUsage(CTL_MODES, true)}`;
 
 /**
  * For `cyrsync help ctl-backups`. The options are read by parseCtlArgs
@@ -75,14 +72,14 @@ export const CTL_SPEC = defineCommand({
   summary: 'Cyrus ctl_backups: list, stat, verify, reindex, compact, lock backups',
   description: 'The Cyrus 3.6 ctl_backups, same options, modes, sub-commands, output and exit status. SUB is compact, list [-t [hours]], lock [-c] [-p|-s|-x command], reindex, stat or verify; MODE is one of -A -D -P -f -m -u (default -u).',
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf' },
+    ...TOOL_OPTIONS,
     force: { short: 'F', type: 'boolean', help: 'force (compact even when not needed)' },
     stop: { short: 'S', type: 'boolean', help: 'stop at the first failing backup' },
     noverify: { short: 'V', type: 'boolean', help: 'no quick verification for list and stat' },
     jansson: { short: 'j', type: 'boolean', help: 'JSON as Cyrus prints it (indented objects)' },
     json: { long: 'json', type: 'boolean', help: 'JSON lines (list, stat, verify, reindex, compact)' },
-    verbose: { short: 'v', type: 'count', help: 'verbose' },
     wait: { short: 'w', type: 'boolean', help: 'wait for locked backups instead of skipping them' },
+    ...modeOptions(CTL_MODES, true),
   },
   positionals: { name: 'SUB [MODE] backup...', min: 1 },
   epilog: CTL_USAGE,
@@ -91,7 +88,6 @@ export const CTL_SPEC = defineCommand({
 export class HelpWanted extends Error {}
 
 const COMMANDS = new Set<CtlCommand>(['compact', 'delete', 'list', 'lock', 'move', 'reconstruct', 'reindex', 'stat', 'verify']);
-const MODES: Record<string, Mode> = { A: 'all', D: 'domain', P: 'prefix', f: 'file', m: 'mailbox', u: 'user' };
 
 /** Options and words; throws UsageError where ctl_backups calls usage(). */
 export function parseCtlArgs(argv: string[]): CtlOptions {
@@ -127,9 +123,10 @@ export function parseCtlArgs(argv: string[]): CtlOptions {
         if (rest !== '') return rest;
         return i + 1 < argv.length ? argv[++i] : undefined;
       };
-      if (c in MODES) {
+      const m = modeOfFlag(c, CTL_MODES);
+      if (m !== null) {
         if (mode !== null) throw new UsageError('one mode');
-        mode = MODES[c]!;
+        mode = m;
       } else if (c === 'C') {
         o.config = value();
         if (o.config === undefined) throw new UsageError('-C needs a file');

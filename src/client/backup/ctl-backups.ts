@@ -13,14 +13,14 @@
 import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
-import { EX_CONFIG, type Config } from '../../config.js';
+import type { Config } from '../../config.js';
 import { formatHelp } from '../../cli-args.js';
 import { CTL_SPEC, CTL_USAGE, HelpWanted, parseCtlArgs, type CtlOptions } from './ctl-args.js';
 
 export { CTL_SPEC };
 import {
-  EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, LockedError, UsageError, configErrorText, errorText, fileSize, janssonText, loadToolConfig,
-  localTime, fixed, openToolBackup, resolveTargets, write, type JValue, type Target,
+  EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE, LockedError, UsageError, errorText, fileSize, janssonText, loadToolConfig,
+  localTime, fixed, openToolBackup, resolveTargets, write, type JValue, type Target, type ToolBackup,
 } from './common.js';
 import { compactBackup } from './compact.js';
 import { compactSettings, liveChunkIds, liveMessages, sinceOf } from './live.js';
@@ -102,15 +102,8 @@ export async function runCtlBackups(argv: string[], io: ToolIO = processIO()): P
     io.stderr.write(CTL_USAGE);
     return EX_USAGE;
   }
-  let config: Config;
-  try {
-    config = loadToolConfig(o.config);
-  } catch (err) {
-    const text = configErrorText(err);
-    if (text === null) throw err;
-    io.stderr.write(`fatal error: ${text}\n`);
-    return EX_CONFIG;
-  }
+  const config = loadToolConfig(o.config, io.stderr);
+  if (typeof config === 'number') return config;
   const run: Run = { o, config, io, json: new JsonOut(o, io.stdout), skipsFails: 0 };
   if (o.command === 'reconstruct') return EX_OK;
   const { targets, missing } = resolveTargets(config, o.mode, o.names, io.stderr);
@@ -149,15 +142,22 @@ async function runOne(run: Run, t: Target): Promise<number> {
   }
 }
 
+/** Opens `t` for list and stat (quick-verified unless -V); what fails is printed `name: error` and returned. */
+async function openListed(run: Run, t: Target): Promise<ToolBackup | { error: unknown }> {
+  try {
+    return await openToolBackup(t.fname, { wait: run.o.wait, verify: !run.o.noverify });
+  } catch (error) {
+    run.io.stderr.write(`${t.userid ?? t.fname}: ${errorText(error)}\n`);
+    return { error };
+  }
+}
+
 async function listOne(run: Run, t: Target): Promise<number> {
   const { o, io } = run;
-  let b;
-  try {
-    b = await openToolBackup(t.fname, { wait: o.wait, verify: !o.noverify });
-  } catch (err) {
-    io.stderr.write(`${t.userid ?? t.fname}: ${errorText(err)}\n`);
+  const b = await openListed(run, t);
+  if ('error' in b) {
     run.skipsFails++;
-    return err instanceof LockedError || !o.stopOnError ? 0 : 1;
+    return b.error instanceof LockedError || !o.stopOnError ? 0 : 1;
   }
   try {
     const latest = b.index.latestChunk();
@@ -174,13 +174,9 @@ async function listOne(run: Run, t: Target): Promise<number> {
 
 async function statOne(run: Run, t: Target): Promise<number> {
   const { o, io } = run;
-  let b;
-  try {
-    b = await openToolBackup(t.fname, { wait: o.wait, verify: !o.noverify });
-  } catch (err) {
-    io.stderr.write(`${t.userid ?? t.fname}: ${errorText(err)}\n`);
-    return o.stopOnError ? 1 : 0;
-  }
+  const b = await openListed(run, t);
+  // Unlike list, stat does not count a backup it cannot open for exit status 75.
+  if ('error' in b) return o.stopOnError ? 1 : 0;
   try {
     const since = sinceOf(compactSettings(run.config));
     const chunks = b.index.chunks();
@@ -208,70 +204,68 @@ async function statOne(run: Run, t: Target): Promise<number> {
   }
 }
 
-async function verifyOne(run: Run, t: Target): Promise<number> {
-  const { o, io } = run;
-  let status: Status = 'ok';
+/**
+ * A sub-command that ends in one status line per backup (verify, reindex,
+ * compact): `body` gives the status, a throw is `locked` or `failed (...)`.
+ * Anything but ok counts for exit status 75; a failure stops the run with -S.
+ */
+async function withStatus(run: Run, cmd: string, t: Target, body: () => Promise<Status>): Promise<number> {
+  let status: Status;
   try {
-    const b = await openToolBackup(t.fname, { wait: o.wait, verify: false });
-    const progress = new Progress(io.stdout, `verify ${t.userid ?? t.fname}`, fileSize(b.lock.fd));
+    status = await body();
+  } catch (err) {
+    status = statusOf(err);
+  }
+  await printStatus(run, cmd, t, status);
+  if (status === 'ok') return 0;
+  run.skipsFails++;
+  return status === 'locked' || !run.o.stopOnError ? 0 : 1;
+}
+
+function verbosePrinter(run: Run): ((line: string) => void) | undefined {
+  return run.o.verbose > 0 ? (line: string): void => void run.io.stdout.write(`${line}\n`) : undefined;
+}
+
+function verifyOne(run: Run, t: Target): Promise<number> {
+  return withStatus(run, 'verify', t, async () => {
+    const b = await openToolBackup(t.fname, { wait: run.o.wait, verify: false });
+    const progress = new Progress(run.io.stdout, `verify ${t.userid ?? t.fname}`, fileSize(b.lock.fd));
     try {
-      const verbose = o.verbose > 0 ? (line: string): void => void io.stdout.write(`${line}\n`) : undefined;
-      const problems = await verifyFull(b.lock.fd, b.index, { fname: t.fname, verbose, progress });
+      const problems = await verifyFull(b.lock.fd, b.index, { fname: t.fname, verbose: verbosePrinter(run), progress });
       progress.done();
-      if (problems.length > 0) {
-        for (const p of problems) io.stderr.write(`${problemText(t.fname, p)}\n`);
-        status = { failed: problemText(t.fname, problems[0]!) };
-      }
+      for (const p of problems) run.io.stderr.write(`${problemText(t.fname, p)}\n`);
+      return problems.length > 0 ? { failed: problemText(t.fname, problems[0]!) } : 'ok';
     } finally {
       progress.done();
       b.close();
     }
-  } catch (err) {
-    status = statusOf(err);
-  }
-  await printStatus(run, 'verify', t, status);
-  if (status === 'ok') return 0;
-  run.skipsFails++;
-  return status === 'locked' || !o.stopOnError ? 0 : 1;
+  });
 }
 
-async function reindexOne(run: Run, t: Target): Promise<number> {
+function reindexOne(run: Run, t: Target): Promise<number> {
   const { o, io } = run;
-  let status: Status = 'ok';
-  const progress = new Progress(io.stdout, `reindex ${t.userid ?? t.fname}`, 0);
-  try {
-    const found = o.verbose > 0 ? (off: number): Promise<void> => write(io.stdout, `\nfound chunk at offset ${off}\n\n`) : undefined;
-    const errors = await reindexStreaming(t.fname, { wait: o.wait, keepPrevious: compactSettings(run.config).keepPrevious, found, progress: progress.sized(t.fname) });
-    progress.done();
-    if (errors === null) status = 'locked';
-    else {
+  return withStatus(run, 'reindex', t, async () => {
+    const progress = new Progress(io.stdout, `reindex ${t.userid ?? t.fname}`, 0);
+    try {
+      const found = o.verbose > 0 ? (off: number): Promise<void> => write(io.stdout, `\nfound chunk at offset ${off}\n\n`) : undefined;
+      const errors = await reindexStreaming(t.fname, { wait: o.wait, keepPrevious: compactSettings(run.config).keepPrevious, found, progress: progress.sized(t.fname) });
+      progress.done();
+      if (errors === null) return 'locked';
       for (const e of errors) io.stderr.write(`${e}\n`);
       if (o.verbose > 0) await write(io.stdout, 'reached end of file\n');
+      return 'ok';
+    } finally {
+      progress.done();
     }
-  } catch (err) {
-    progress.done();
-    status = statusOf(err);
-  }
-  await printStatus(run, 'reindex', t, status);
-  if (status === 'ok') return 0;
-  run.skipsFails++;
-  return status === 'locked' || !o.stopOnError ? 0 : 1;
+  });
 }
 
-async function compactOne(run: Run, t: Target): Promise<number> {
-  const { o, io } = run;
-  let status: Status = 'ok';
-  try {
-    const verbose = o.verbose > 0 ? (line: string): void => void io.stdout.write(`${line}\n`) : undefined;
-    const r = await compactBackup(t.fname, { wait: o.wait, force: o.force, settings: compactSettings(run.config), staging: run.config.settings.backup_staging_path, verbose, progressOut: io.stdout });
-    if (r === 'skipped') status = 'skipped';
-  } catch (err) {
-    status = statusOf(err);
-  }
-  await printStatus(run, 'compact', t, status);
-  if (status === 'ok') return 0;
-  run.skipsFails++;
-  return status === 'locked' || !o.stopOnError ? 0 : 1;
+function compactOne(run: Run, t: Target): Promise<number> {
+  const { o, io, config } = run;
+  return withStatus(run, 'compact', t, async () => {
+    const r = await compactBackup(t.fname, { wait: o.wait, force: o.force, settings: compactSettings(config), staging: config.settings.backup_staging_path, verbose: verbosePrinter(run), progressOut: io.stdout });
+    return r === 'skipped' ? 'skipped' : 'ok';
+  });
 }
 
 /** `lock`: -p (default) until EOF on stdin, -s sqlite3 on the index, -x a shell command. */

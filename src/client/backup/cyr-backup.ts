@@ -12,14 +12,17 @@
  */
 import { Writable } from 'node:stream';
 import { defineCommand, formatHelp } from '../../cli-args.js';
-import { EX_CONFIG, type Config } from '../../config.js';
+import type { Config } from '../../config.js';
 import { catalogFromIndex, catalogFromView, mailboxesOf, type Catalog, type CatMailbox } from './catalog.js';
 import {
-  EX_OK, EX_TEMPFAIL, EX_USAGE, configErrorText, errorText, fixed, internalName, janssonText, loadToolConfig, localTime, openToolBackup,
-  resolveTargets, write, type JValue, type Mode, type ToolBackup,
+  EX_OK, EX_TEMPFAIL, EX_USAGE, errorText, fixed, internalName, janssonText, loadToolConfig, localTime, modeOfFlag, modeOptions, modeUsage, openToolBackup,
+  resolveTargets, TOOL_OPTIONS, write, type JValue, type Mode, type ToolBackup,
 } from './common.js';
 import { messageBody, parseTime, viewAt } from './pit.js';
 import type { ToolIO } from './ctl-backups.js';
+
+/** cyr_backup's mode flags. */
+const CYR_MODES = 'fmu';
 
 export const CYR_USAGE = `Usage:
     cyr-backup [options] [mode] backup list chunks
@@ -49,21 +52,15 @@ Options:
                         # (ISO 8601 or Unix time)
 
 Modes:
-    -f                  # specified backup interpreted as filename
-    -m                  # specified backup interpreted as mboxname
-    -u                  # specified backup interpreted as userid (default)
-`;
+${modeUsage(CYR_MODES, false)}`;
 
 export const CYR_SPEC = defineCommand({
   name: 'cyr-backup',
   summary: 'Cyrus cyr_backup: list, show, dump and json of one backup (--at TIME: as it was then)',
   description: 'The Cyrus 3.6 cyr_backup, same options, modes, commands and output, plus --at TIME on list, show and json.',
   options: {
-    config: { short: 'C', type: 'string', value: 'FILE', help: 'imapd.conf' },
-    verbose: { short: 'v', type: 'count', help: 'verbose' },
-    file: { short: 'f', type: 'boolean', help: 'BACKUP is a data file name' },
-    mailbox: { short: 'm', type: 'boolean', help: 'BACKUP is a mailbox name' },
-    user: { short: 'u', type: 'boolean', help: 'BACKUP is a user id (default)' },
+    ...TOOL_OPTIONS,
+    ...modeOptions(CYR_MODES, false),
     at: { long: 'at', type: 'string', value: 'TIME', help: 'the backup as it was at TIME (ISO 8601 or Unix time)' },
   },
   positionals: { name: 'BACKUP COMMAND SUB [ARGS...]', min: 3 },
@@ -102,11 +99,13 @@ function parseCyrArgs(argv: string[]): CyrOptions | 'help' {
         o.config = a.length > j + 1 ? a.slice(j + 1) : argv[++i];
         if (o.config === undefined) throw new Usage();
         break;
-      } else if (c === 'v') o.verbose++;
-      else if (c === 'f' || c === 'm' || c === 'u') {
+      }
+      const mode = modeOfFlag(c, CYR_MODES);
+      if (c === 'v') o.verbose++;
+      else if (mode !== null) {
         if (modeSet) throw new Usage();
         modeSet = true;
-        o.mode = c === 'f' ? 'file' : c === 'm' ? 'mailbox' : 'user';
+        o.mode = mode;
       } else throw new Usage();
     }
   }
@@ -142,15 +141,8 @@ export async function runCyrBackup(argv: string[], io: ToolIO = { stdin: process
     io.stderr.write(CYR_USAGE);
     return EX_USAGE;
   }
-  let config: Config;
-  try {
-    config = loadToolConfig(o.config);
-  } catch (err) {
-    const text = configErrorText(err);
-    if (text === null) throw err;
-    io.stderr.write(`fatal error: ${text}\n`);
-    return EX_CONFIG;
-  }
+  const config = loadToolConfig(o.config, io.stderr);
+  if (typeof config === 'number') return config;
   const quiet = new Writable({ write: (_c, _e, cb) => cb() });
   const { targets } = resolveTargets(config, o.mode, [name], quiet);
   if (targets.length === 0) {

@@ -46,7 +46,7 @@
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { CyrsyncError } from '../../../transforms/errors.js';
-import type { BodySink, BodyWriter, DlistItem, StagedBody } from '../../../transforms/dlist-types.js';
+import type { BodySink, BodyWriter, DlistItem, DlistValue, StagedBody } from '../../../transforms/dlist-types.js';
 import { DataFileReader, type BackupEntry } from './reader.js';
 import { bigText, bytes, field, kv, list, num, text, texts } from './dlist-util.js';
 
@@ -156,70 +156,79 @@ export class PointInTime {
     switch (key) {
       case 'MAILBOX':
         return this.mailbox(kv(v), T);
-      case 'UNMAILBOX': {
-        const name = text([{ key: 'N', value: v }], 'N');
-        for (const mb of this.mailboxes.values()) if (mb.mboxname === name) mb.deleted = T;
-        return;
-      }
+      case 'UNMAILBOX':
+        return this.unmailbox(text([{ key: 'N', value: v }], 'N'), T);
       case 'MESSAGE':
-        for (const f of list(v) ?? []) {
-          if (f.kind !== 'file') continue;
-          const guid = f.guid.toLowerCase();
-          this.messages.set(guid, { guid, partition: f.partition, size: f.size, chunkOffset: e.chunk.offset, recordOffset: r.offset });
-        }
-        return;
-      case 'RENAME': {
-        const items = kv(v);
-        const from = text(items, 'OLDMBOXNAME');
-        const to = text(items, 'NEWMBOXNAME');
-        for (const mb of this.mailboxes.values()) {
-          if (mb.mboxname !== from || to === null) continue;
-          mb.mboxname = to;
-          mb.fields = mb.fields.map((it) => (it.key === 'MBOXNAME' ? { key: 'MBOXNAME', value: { kind: 'atom', value: to } } : it));
-        }
-        return;
-      }
-      case 'SEEN': {
-        const items = kv(v);
-        const u = text(items, 'UNIQUEID');
-        if (u !== null && items) this.seen.set(u, items.filter((it) => it.key !== 'USERID'));
-        return;
-      }
+        return this.message(v, e.chunk.offset, r.offset);
+      case 'RENAME':
+        return this.rename(kv(v));
+      case 'SEEN':
+        return this.seenState(kv(v));
       case 'SUB':
-      case 'UNSUB': {
-        const name = text(kv(v), 'MBOXNAME');
-        if (name !== null) {
-          if (key === 'SUB') this.subscriptions.add(name);
-          else this.subscriptions.delete(name);
-        }
-        return;
-      }
-      case 'SIEVE': {
-        const items = kv(v);
-        const filename = text(items, 'FILENAME');
-        const content = bytes(field(items, 'CONTENT')) ?? Buffer.alloc(0);
-        if (filename !== null) {
-          this.sieve.set(filename, { filename, content, lastUpdate: num(items, 'LAST_UPDATE'), guid: createHash('sha1').update(content).digest('hex') });
-        }
-        return;
-      }
+      case 'UNSUB':
+        return this.subscription(text(kv(v), 'MBOXNAME'), key === 'SUB');
+      case 'SIEVE':
+        return this.sieveScript(kv(v));
       case 'UNSIEVE': {
         const filename = text(kv(v), 'FILENAME');
         if (filename !== null) this.sieve.delete(filename);
         return;
       }
-      case 'EXPUNGE': {
-        const items = kv(v);
-        const mb = this.mailboxes.get(text(items, 'UNIQUEID') ?? '');
-        if (!mb) return;
-        for (const uid of texts(field(items, 'UID'))) {
-          const rec = mb.records.get(Number(uid));
-          if (rec) rec.expunged ??= T;
-        }
-        return;
-      }
+      case 'EXPUNGE':
+        return this.expunge(kv(v), T);
       default:
         return; // RESERVE and anything else change no state
+    }
+  }
+
+  private unmailbox(name: string | null, T: number): void {
+    for (const mb of this.mailboxes.values()) if (mb.mboxname === name) mb.deleted = T;
+  }
+
+  /** The bodies of APPLY MESSAGE: where each one is in the data file. */
+  private message(v: DlistValue, chunkOffset: number, recordOffset: number): void {
+    for (const f of list(v) ?? []) {
+      if (f.kind !== 'file') continue;
+      const guid = f.guid.toLowerCase();
+      this.messages.set(guid, { guid, partition: f.partition, size: f.size, chunkOffset, recordOffset });
+    }
+  }
+
+  private rename(items: DlistItem[] | null): void {
+    const from = text(items, 'OLDMBOXNAME');
+    const to = text(items, 'NEWMBOXNAME');
+    for (const mb of this.mailboxes.values()) {
+      if (mb.mboxname !== from || to === null) continue;
+      mb.mboxname = to;
+      mb.fields = mb.fields.map((it) => (it.key === 'MBOXNAME' ? { key: 'MBOXNAME', value: { kind: 'atom', value: to } } : it));
+    }
+  }
+
+  private seenState(items: DlistItem[] | null): void {
+    const u = text(items, 'UNIQUEID');
+    if (u !== null && items) this.seen.set(u, items.filter((it) => it.key !== 'USERID'));
+  }
+
+  private subscription(name: string | null, subscribed: boolean): void {
+    if (name === null) return;
+    if (subscribed) this.subscriptions.add(name);
+    else this.subscriptions.delete(name);
+  }
+
+  private sieveScript(items: DlistItem[] | null): void {
+    const filename = text(items, 'FILENAME');
+    const content = bytes(field(items, 'CONTENT')) ?? Buffer.alloc(0);
+    if (filename !== null) {
+      this.sieve.set(filename, { filename, content, lastUpdate: num(items, 'LAST_UPDATE'), guid: createHash('sha1').update(content).digest('hex') });
+    }
+  }
+
+  private expunge(items: DlistItem[] | null, T: number): void {
+    const mb = this.mailboxes.get(text(items, 'UNIQUEID') ?? '');
+    if (!mb) return;
+    for (const uid of texts(field(items, 'UID'))) {
+      const rec = mb.records.get(Number(uid));
+      if (rec) rec.expunged ??= T;
     }
   }
 
