@@ -322,6 +322,16 @@ export function parseSize(s: string): number {
   return Math.round(Number(m[1]) * mult);
 }
 
+/** The workload of options not given: written once, for benchArgs and for the help. */
+const DEFAULT_WORKLOAD: Workload = { users: 1, mailboxesPerUser: 1, messages: 100, size: 4096, seed: 1, userPrefix: 'bench', partition: 'default' };
+
+/** The option of one workload setting; its help ends with the default. */
+function workloadOption(long: string, value: string, help: string, dflt: string | number) {
+  return { long, type: 'string', value, help: `${help} (default ${dflt})` } as const;
+}
+
+const D = DEFAULT_WORKLOAD;
+
 export const BENCH_SPEC = defineCommand({
   name: 'bench-client',
   summary: 'stream a generated replication workload to a csync server (cyrsync or Cyrus sync_server)',
@@ -332,14 +342,14 @@ export const BENCH_SPEC = defineCommand({
     authname: { long: 'authname', type: 'string', value: 'NAME', help: 'administrator to log in as (default admin)' },
     password: { long: 'password', type: 'string', value: 'PW', help: 'its password (default: $CYRSYNC_BENCH_PASSWORD, else read from stdin)' },
     compress: { long: 'compress', type: 'boolean', help: 'take COMPRESS DEFLATE' },
-    users: { long: 'users', type: 'string', value: 'N', help: 'users (default 1)' },
-    mailboxes: { long: 'mailboxes', type: 'string', value: 'N', help: 'mailboxes per user, INBOX included (default 1)' },
-    messages: { long: 'messages', type: 'string', value: 'N', help: 'messages per mailbox (default 100)' },
-    size: { long: 'size', type: 'string', value: 'S', help: 'message size, e.g. 4k, 20M, 1G (default 4k)' },
+    users: workloadOption('users', 'N', 'users', D.users),
+    mailboxes: workloadOption('mailboxes', 'N', 'mailboxes per user, INBOX included', D.mailboxesPerUser),
+    messages: workloadOption('messages', 'N', 'messages per mailbox', D.messages),
+    size: workloadOption('size', 'S', 'message size, e.g. 4k, 20M, 1G', `${D.size / 1024}k`),
     total: { long: 'total', type: 'string', value: 'S', help: 'total message octets, e.g. 5G (sets --messages from --size)' },
-    userPrefix: { long: 'user-prefix', type: 'string', value: 'P', help: 'user names P1, P2, ... (default bench)' },
-    seed: { long: 'seed', type: 'string', value: 'N', help: 'generator seed (default 1); another seed gives other messages' },
-    partition: { long: 'partition', type: 'string', value: 'P', help: 'partition name sent (default default)' },
+    userPrefix: workloadOption('user-prefix', 'P', 'user names P1, P2, ...', D.userPrefix),
+    seed: workloadOption('seed', 'N', 'generator seed, another seed gives other messages', D.seed),
+    partition: workloadOption('partition', 'P', 'partition name sent', D.partition),
     json: { long: 'json', type: 'boolean', help: 'print one JSON summary line instead of the table' },
   },
 });
@@ -356,13 +366,13 @@ function benchArgs(v: OptionValues<typeof BENCH_SPEC>): { w: Workload; connect: 
   };
   const int = (flag: string, s: string | undefined, dflt: number): number => (s === undefined ? dflt : intValue(flag, s, 1));
   const w: Workload = {
-    users: int('--users', v.users, 1),
-    mailboxesPerUser: int('--mailboxes', v.mailboxes, 1),
-    messages: int('--messages', v.messages, 100),
-    size: v.size === undefined ? 4096 : size('--size', v.size),
-    seed: int('--seed', v.seed, 1),
-    userPrefix: v.userPrefix ?? 'bench',
-    partition: v.partition ?? 'default',
+    users: int('--users', v.users, D.users),
+    mailboxesPerUser: int('--mailboxes', v.mailboxes, D.mailboxesPerUser),
+    messages: int('--messages', v.messages, D.messages),
+    size: v.size === undefined ? D.size : size('--size', v.size),
+    seed: int('--seed', v.seed, D.seed),
+    userPrefix: v.userPrefix ?? D.userPrefix,
+    partition: v.partition ?? D.partition,
   };
   return { w, connect: v.connect, total: v.total === undefined ? undefined : size('--total', v.total) };
 }
