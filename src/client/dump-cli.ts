@@ -6,6 +6,7 @@
  * read, formatted and written one at a time with backpressure, so a user of
  * any size is dumped with flat memory.
  */
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import JsonlStringer from 'stream-json/jsonl/Stringer.js';
@@ -41,9 +42,10 @@ export async function runDump(argv: string[]): Promise<number> {
     process.stderr.write(`cyrsync dump: cannot read the replica store under ${s.configdirectory}: ${(err as Error).message}\n`);
     return EX_NOINPUT;
   }
+  const source = Readable.from(dumpEntries(store, user));
   try {
     let count = 0;
-    const entries = Readable.from(dumpEntries(store, user)).map((e: DumpEntry) => {
+    const entries = source.map((e: DumpEntry) => {
       count++;
       return e;
     });
@@ -58,6 +60,10 @@ export async function runDump(argv: string[]): Promise<number> {
     // The reader went away (`| head`): stop quietly, as Unix tools do.
     if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
   } finally {
+    // A pipeline cut short returns the entry generator asynchronously; its
+    // database cursor must be finished before the store can close.
+    source.destroy();
+    if (!source.closed) await once(source, 'close');
     store.close();
   }
   return 0;
