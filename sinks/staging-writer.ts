@@ -169,11 +169,14 @@ export class StagingWriter<R extends StagingTarget> implements BodyWriter {
     this.flushed();
   }
 
+  /** Set once a failed write's file is being removed; `done` rejects only after it is gone. */
+  private removed: Promise<void> | null = null;
+
   private closeAndRemove(): void {
     const fd = this.fd;
     this.fd = null;
-    if (fd !== null) this.o.fs.close(fd, () => {});
-    void this.o.discard(this.ref);
+    const closed = fd === null ? Promise.resolve() : new Promise<void>((res) => this.o.fs.close(fd, () => res()));
+    this.removed = closed.then(() => this.o.discard(this.ref)).catch(() => undefined);
   }
 
   end(sha1: string): StagedBody {
@@ -181,7 +184,8 @@ export class StagingWriter<R extends StagingTarget> implements BodyWriter {
     const done = new Promise<void>((resolve, reject) => {
       this.ended = (err) => {
         if (err) {
-          reject(err);
+          // The refusal goes out only once the staging file is removed.
+          void (this.removed ?? Promise.resolve()).then(() => reject(err));
           return;
         }
         this.finish().then(resolve, reject);
