@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { decodeCommand, type DecodeOptions } from '../src/protocol/commands.js';
-import type { ApplyCommand, Command, GetCommand, MailboxIn } from '../src/protocol/types.js';
+import type { ApplyCommand, ApplyCommandOf, ApplySub, Command, GetCommand, GetCommandOf, GetSub, MailboxIn } from '../src/protocol/types.js';
 import { memoryBodySink, parseCommandLines } from '../transforms/dlist-parser.js';
 import { expectEach } from './helpers/tables.js';
 
@@ -28,6 +28,16 @@ const backup: DecodeOptions = { profile: 'backup' };
 
 function reply(c: Command): string | null {
   return c.verb === 'REFUSED' ? c.reply : null;
+}
+
+/** The decoded `APPLY <sub>` with these operand fields (without the parsed operand, as dec() returns it). */
+function applied<S extends ApplySub>(sub: S, fields: Omit<ApplyCommandOf<S>, 'verb' | 'sub' | 'raw'>): Command {
+  return { verb: 'APPLY', sub, ...fields } as unknown as Command;
+}
+
+/** The decoded `GET <sub>` with these operand fields. */
+function got<S extends GetSub>(sub: S, fields: Omit<GetCommandOf<S>, 'verb' | 'sub'>): Command {
+  return { verb: 'GET', sub, ...fields } as unknown as Command;
 }
 
 /** The reply refusing a wire line (null when it is not refused). */
@@ -142,30 +152,24 @@ test('GET sub-commands', (t) => {
   t.deepEqual(dec('get user fixt'), { verb: 'GET', sub: 'USER', userid: 'fixt' });
   t.deepEqual(dec('GET USER fixt', backup), { verb: 'GET', sub: 'USER', userid: 'fixt' });
   t.deepEqual(dec('GET META "a b"'), { verb: 'GET', sub: 'META', userid: 'a b' });
-  t.deepEqual(dec('GET MAILBOXES (user.fixt "user.fixt.a b")'), {
-    verb: 'GET',
-    sub: 'MAILBOXES',
+  t.deepEqual(dec('GET MAILBOXES (user.fixt "user.fixt.a b")'), got('MAILBOXES', {
     names: ['user.fixt', 'user.fixt.a b'],
-  });
+  }));
   t.deepEqual(dec('GET UNIQUEIDS (u1 u2)'), { verb: 'GET', sub: 'UNIQUEIDS', uniqueids: ['u1', 'u2'] });
   t.deepEqual(dec('GET FULLMAILBOX user.fixt'), { verb: 'GET', sub: 'FULLMAILBOX', mboxname: 'user.fixt' });
   t.deepEqual(dec('GET QUOTA user.fixt'), { verb: 'GET', sub: 'QUOTA', root: 'user.fixt' });
   t.deepEqual(dec('GET ANNOTATION ""'), { verb: 'GET', sub: 'ANNOTATION', mboxname: '' });
-  t.deepEqual(dec(`GET FETCH %(MBOXNAME user.fixt PARTITION default UNIQUEID u1 GUID ${G2} UID 7)`), {
-    verb: 'GET',
-    sub: 'FETCH',
+  t.deepEqual(dec(`GET FETCH %(MBOXNAME user.fixt PARTITION default UNIQUEID u1 GUID ${G2} UID 7)`), got('FETCH', {
     mboxname: 'user.fixt',
     partition: 'default',
     uniqueid: 'u1',
     guid: G2.toLowerCase(),
     uid: 7,
-  });
-  t.deepEqual(dec('GET FETCH_SIEVE %(USERID fixt FILENAME a.script)'), {
-    verb: 'GET',
-    sub: 'FETCH_SIEVE',
+  }));
+  t.deepEqual(dec('GET FETCH_SIEVE %(USERID fixt FILENAME a.script)'), got('FETCH_SIEVE', {
     userid: 'fixt',
     filename: 'a.script',
-  });
+  }));
 });
 
 test('GET with missing or bad operands', (t) => {
@@ -188,24 +192,20 @@ test('GET with missing or bad operands', (t) => {
 // APPLY
 
 test('APPLY RESERVE', (t) => {
-  t.deepEqual(dec(`APPLY RESERVE %(PARTITION default MBOXNAME (user.fixt user.fixt.Sent) GUID (${G1} ${G2}))`), {
-    verb: 'APPLY',
-    sub: 'RESERVE',
+  t.deepEqual(dec(`APPLY RESERVE %(PARTITION default MBOXNAME (user.fixt user.fixt.Sent) GUID (${G1} ${G2}))`), applied('RESERVE', {
     partition: 'default',
     mboxnames: ['user.fixt', 'user.fixt.Sent'],
     guids: [G1, G2.toLowerCase()],
-  });
+  }));
   t.is(reply(dec(`APPLY RESERVE %(PARTITION default GUID (${G1}))`)), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(reply(dec('APPLY RESERVE %(PARTITION default MBOXNAME () GUID (abc))')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(reply(dec(`APPLY RESERVE %(MBOXNAME () GUID (${G1}))`, backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
   // backupd's reserve_one skips members that are not guids
-  t.deepEqual(dec(`APPLY RESERVE %(PARTITION default MBOXNAME (user.a) GUID (abc ${G1}))`, backup), {
-    verb: 'APPLY',
-    sub: 'RESERVE',
+  t.deepEqual(dec(`APPLY RESERVE %(PARTITION default MBOXNAME (user.a) GUID (abc ${G1}))`, backup), applied('RESERVE', {
     partition: 'default',
     mboxnames: ['user.a'],
     guids: [G1],
-  });
+  }));
 });
 
 test('APPLY MESSAGE keeps file literals and skips NIL', (t) => {
@@ -323,47 +323,37 @@ test('APPLY UNMAILBOX / RENAME / EXPUNGE', (t) => {
   // both real servers go on with a NIL name (NONEXISTENT / OK Success)
   t.deepEqual(dec('APPLY UNMAILBOX NIL'), { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: '' });
   t.deepEqual(dec('APPLY UNMAILBOX NIL', backup), { verb: 'APPLY', sub: 'UNMAILBOX', local: false, mboxname: '' });
-  t.deepEqual(dec('APPLY RENAME %(OLDMBOXNAME a NEWMBOXNAME b PARTITION default UIDVALIDITY 5)'), {
-    verb: 'APPLY',
-    sub: 'RENAME',
+  t.deepEqual(dec('APPLY RENAME %(OLDMBOXNAME a NEWMBOXNAME b PARTITION default UIDVALIDITY 5)'), applied('RENAME', {
     local: false,
     oldname: 'a',
     newname: 'b',
     partition: 'default',
     uidvalidity: 5,
-  });
+  }));
   const lr = applyOf(dec('APPLY LOCAL_RENAME %(OLDMBOXNAME a NEWMBOXNAME b PARTITION default)'));
   t.true(lr.sub === 'RENAME' && lr.local && lr.uidvalidity === null);
   t.is(reply(dec('APPLY RENAME %(OLDMBOXNAME a NEWMBOXNAME b)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(applyOf(dec('APPLY RENAME %(OLDMBOXNAME a NEWMBOXNAME b)', backup)).sub, 'RENAME');
   t.is(reply(dec('APPLY RENAME %(OLDMBOXNAME a)', backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.deepEqual(dec('APPLY EXPUNGE %(MBOXNAME a UNIQUEID u UID (1 2 30))'), {
-    verb: 'APPLY',
-    sub: 'EXPUNGE',
+  t.deepEqual(dec('APPLY EXPUNGE %(MBOXNAME a UNIQUEID u UID (1 2 30))'), applied('EXPUNGE', {
     mboxname: 'a',
     uniqueid: 'u',
     uids: [1, 2, 30],
-  });
+  }));
   t.is(reply(dec('APPLY EXPUNGE %(MBOXNAME a UNIQUEID u UID (1 x))')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(reply(dec('APPLY EXPUNGE %(MBOXNAME a UID (1))')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
 });
 
 test('APPLY QUOTA / UNQUOTA', (t) => {
-  t.deepEqual(dec('APPLY QUOTA %(ROOT user.fixt LIMIT 102400 STORAGE 102400 MODSEQ 4)'), {
-    verb: 'APPLY',
-    sub: 'QUOTA',
+  t.deepEqual(dec('APPLY QUOTA %(ROOT user.fixt LIMIT 102400 STORAGE 102400 MODSEQ 4)'), applied('QUOTA', {
     quota: { root: 'user.fixt', limits: { STORAGE: 102400 }, modseq: 4n },
-  });
-  t.deepEqual(dec('APPLY QUOTA %(ROOT r LIMIT 4294967295)'), {
-    verb: 'APPLY',
-    sub: 'QUOTA',
+  }));
+  t.deepEqual(dec('APPLY QUOTA %(ROOT r LIMIT 4294967295)'), applied('QUOTA', {
     quota: { root: 'r', limits: {}, modseq: null },
-  });
-  t.deepEqual(dec('APPLY QUOTA %(ROOT r LIMIT 5 MESSAGE 7 X-NUM-FOLDERS 3 MAILBOX 4 X-ANNOTATION-STORAGE 9)'), {
-    verb: 'APPLY',
-    sub: 'QUOTA',
+  }));
+  t.deepEqual(dec('APPLY QUOTA %(ROOT r LIMIT 5 MESSAGE 7 X-NUM-FOLDERS 3 MAILBOX 4 X-ANNOTATION-STORAGE 9)'), applied('QUOTA', {
     quota: { root: 'r', limits: { STORAGE: 5, MESSAGE: 7, 'X-NUM-FOLDERS': 4, 'X-ANNOTATION-STORAGE': 9 }, modseq: null },
-  });
+  }));
   t.is(reply(dec('APPLY QUOTA %(LIMIT 5)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(applyOf(dec('APPLY QUOTA %(LIMIT 5)', backup)).sub, 'QUOTA', 'backupd ignores QUOTA');
   t.deepEqual(dec('APPLY UNQUOTA user.fixt'), { verb: 'APPLY', sub: 'UNQUOTA', root: 'user.fixt' });
@@ -371,65 +361,51 @@ test('APPLY QUOTA / UNQUOTA', (t) => {
 });
 
 test('APPLY SUB / UNSUB / SEEN', (t) => {
-  t.deepEqual(dec('APPLY SUB %(USERID fixt MBOXNAME user.fixt.Sent)'), {
-    verb: 'APPLY',
-    sub: 'SUB',
+  t.deepEqual(dec('APPLY SUB %(USERID fixt MBOXNAME user.fixt.Sent)'), applied('SUB', {
     userid: 'fixt',
     mboxname: 'user.fixt.Sent',
-  });
-  t.deepEqual(dec('APPLY UNSUB %(USERID fixt MBOXNAME user.fixt.Sent)', backup), {
-    verb: 'APPLY',
-    sub: 'UNSUB',
+  }));
+  t.deepEqual(dec('APPLY UNSUB %(USERID fixt MBOXNAME user.fixt.Sent)', backup), applied('UNSUB', {
     userid: 'fixt',
     mboxname: 'user.fixt.Sent',
-  });
+  }));
   t.is(reply(dec('APPLY SUB %(USERID fixt)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
-  t.deepEqual(dec('APPLY SEEN %(USERID fixt UNIQUEID u LASTREAD 10 LASTUID 3 LASTCHANGE 11 SEENUIDS "")'), {
-    verb: 'APPLY',
-    sub: 'SEEN',
+  t.deepEqual(dec('APPLY SEEN %(USERID fixt UNIQUEID u LASTREAD 10 LASTUID 3 LASTCHANGE 11 SEENUIDS "")'), applied('SEEN', {
     seen: { userid: 'fixt', uniqueid: 'u', lastread: 10, lastuid: 3, lastchange: 11, seenuids: '' },
-  });
+  }));
   t.is(reply(dec('APPLY SEEN %(USERID fixt UNIQUEID u LASTREAD 10 LASTCHANGE 11 SEENUIDS 1:3)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(applyOf(dec('APPLY SEEN %(USERID fixt)', backup)).sub, 'SEEN');
 });
 
 test('APPLY ANNOTATION / UNANNOTATION: map values are binary', (t) => {
-  t.deepEqual(dec('APPLY ANNOTATION %(MBOXNAME "" ENTRY /comment USERID "" VALUE {3+}\r\na\0b)'), {
-    verb: 'APPLY',
-    sub: 'ANNOTATION',
+  t.deepEqual(dec('APPLY ANNOTATION %(MBOXNAME "" ENTRY /comment USERID "" VALUE {3+}\r\na\0b)'), applied('ANNOTATION', {
     mboxname: '',
     entry: '/comment',
     userid: '',
     value: { kind: 'buffer', value: Buffer.from('a\0b', 'latin1') },
-  });
-  t.deepEqual(dec('APPLY UNANNOTATION %(MBOXNAME x ENTRY /comment USERID fixt)'), {
-    verb: 'APPLY',
-    sub: 'UNANNOTATION',
+  }));
+  t.deepEqual(dec('APPLY UNANNOTATION %(MBOXNAME x ENTRY /comment USERID fixt)'), applied('UNANNOTATION', {
     mboxname: 'x',
     entry: '/comment',
     userid: 'fixt',
-  });
+  }));
   t.is(reply(dec('APPLY ANNOTATION %(MBOXNAME x ENTRY /comment USERID fixt)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.is(reply(dec('APPLY UNANNOTATION %(MBOXNAME x ENTRY {3+}\r\na\0b USERID fixt)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS', 'NUL in a string field');
 });
 
 test('APPLY SIEVE family', (t) => {
-  t.deepEqual(dec('APPLY SIEVE %(USERID fixt FILENAME v.script LAST_UPDATE 1711230000 CONTENT {5+}\r\nkeep;)'), {
-    verb: 'APPLY',
-    sub: 'SIEVE',
+  t.deepEqual(dec('APPLY SIEVE %(USERID fixt FILENAME v.script LAST_UPDATE 1711230000 CONTENT {5+}\r\nkeep;)'), applied('SIEVE', {
     userid: 'fixt',
     filename: 'v.script',
     lastUpdate: 1711230000,
     content: { kind: 'buffer', value: Buffer.from('keep;') },
-  });
+  }));
   t.is(reply(dec('APPLY SIEVE %(USERID fixt FILENAME v.script CONTENT x)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.deepEqual(dec('APPLY UNSIEVE %(USERID fixt FILENAME v.script)'), { verb: 'APPLY', sub: 'UNSIEVE', userid: 'fixt', filename: 'v.script' });
-  t.deepEqual(dec('APPLY ACTIVATE_SIEVE %(USERID fixt FILENAME v.bc)'), {
-    verb: 'APPLY',
-    sub: 'ACTIVATE_SIEVE',
+  t.deepEqual(dec('APPLY ACTIVATE_SIEVE %(USERID fixt FILENAME v.bc)'), applied('ACTIVATE_SIEVE', {
     userid: 'fixt',
     filename: 'v.bc',
-  });
+  }));
   t.is(reply(dec('APPLY ACTIVATE_SIEVE %(USERID fixt)')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
   t.deepEqual(dec('APPLY UNACTIVATE_SIEVE %(USERID fixt)'), { verb: 'APPLY', sub: 'UNACTIVATE_SIEVE', userid: 'fixt' });
   t.is(reply(dec('APPLY UNACTIVATE_SIEVE %()')), 'NO IMAP_PROTOCOL_BAD_PARAMETERS');
@@ -461,11 +437,9 @@ test('APPLY UNUSER / FORCE / CAPABILITIES', (t) => {
   t.deepEqual(dec('APPLY UNUSER ""'), { verb: 'APPLY', sub: 'UNUSER', local: false, userid: '' });
   t.deepEqual(dec('APPLY FORCE %()'), { verb: 'APPLY', sub: 'FORCE' });
   t.is(reply(dec('APPLY FORCE %()', backup)), 'NO IMAP_PROTOCOL_ERROR Protocol error');
-  t.deepEqual(dec('APPLY CAPABILITIES (SIEVE-MAILBOX REPLICATION-ARCHIVE)'), {
-    verb: 'APPLY',
-    sub: 'CAPABILITIES',
+  t.deepEqual(dec('APPLY CAPABILITIES (SIEVE-MAILBOX REPLICATION-ARCHIVE)'), applied('CAPABILITIES', {
     names: ['SIEVE-MAILBOX', 'REPLICATION-ARCHIVE'],
-  });
+  }));
   t.deepEqual(dec('APPLY CAPABILITIES ()'), { verb: 'APPLY', sub: 'CAPABILITIES', names: [] });
   t.deepEqual(dec('apply capabilities (SIEVE-MAILBOX)'), { verb: 'APPLY', sub: 'CAPABILITIES', names: ['SIEVE-MAILBOX'] });
 });
