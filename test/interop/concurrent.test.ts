@@ -9,42 +9,25 @@
  * after `mutate` on the master.
  */
 import anyTest, { type TestFn, type ExecutionContext } from 'ava';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { CLI, Peer, type RunResult, makeRunDir, run, stopOwnProcesses, tail } from './harness.js';
+import { CLI, type RunResult, run, tail } from './harness.js';
+import { type PeerContext, usePeer } from './fixture.js';
 import { Daemon, type DaemonKind, filesBelow } from './faults.js';
 import { checkChunks, dataFiles } from '../backup-sink-helpers.js';
 
-interface Ctx {
-  peer: Peer;
-  work: string;
-}
+type Ctx = PeerContext;
 
 const test = anyTest.serial as TestFn<Ctx>;
-let failed = false;
 
-test.before(async (t) => {
-  const peer = await Peer.create();
-  t.context.peer = peer;
-  t.context.work = await makeRunDir('cyrsync-interop-concurrent-');
-  await peer.startMaster();
-  await peer.populate('twice', 30);
-});
-
-test.afterEach.always((t) => {
-  if (!t.passed) failed = true;
-  stopOwnProcesses();
-});
-
-test.after.always(async (t) => {
-  const { peer, work } = t.context;
-  await peer?.stopAll();
-  if (failed || process.env['CYRSYNC_INTEROP_KEEP']) {
-    t.log(`kept for inspection: ${[peer?.dir, work].filter(Boolean).join(' ')}`);
-    return;
-  }
-  await peer?.remove();
-  if (work) await fsp.rm(work, { recursive: true, force: true });
+usePeer(test, {
+  prefix: 'cyrsync-interop-concurrent-',
+  keepFailed: true,
+  stopAfterEach: true,
+  async setup(t) {
+    const { peer } = t.context;
+    await peer.startMaster();
+    await peer.populate('twice', 30);
+  },
 });
 
 /** A third sync converges; the store is clean and equals the master's. */

@@ -14,45 +14,28 @@
  */
 import anyTest, { type TestFn, type ExecutionContext } from 'ava';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { CLI, Peer, makeRunDir, run, sleep, stopOwnProcesses, tail, waitFor } from './harness.js';
+import { CLI, run, sleep, tail, waitFor } from './harness.js';
+import { type PeerContext, usePeer } from './fixture.js';
 import { Daemon, type DaemonKind } from './faults.js';
 import { acknowledgedByReplica, backupGuids, leftovers, replicaLosses } from './stress-ack.js';
 import { serverResponses, tapStreams } from '../replica-helpers.js';
 
-interface Ctx {
-  peer: Peer;
-  work: string;
-}
+type Ctx = PeerContext;
 
 const USERS = Array.from({ length: 20 }, (_, i) => `load${String(i).padStart(2, '0')}`);
 const test = anyTest.serial as TestFn<Ctx>;
-let failed = false;
 
-test.before(async (t) => {
-  const peer = await Peer.create();
-  t.context.peer = peer;
-  t.context.work = await makeRunDir('cyrsync-interop-sigterm-');
-  await peer.startMaster();
-  for (const u of USERS) await peer.populate(u, 8, '64k');
-});
-
-test.afterEach.always((t) => {
-  if (!t.passed) failed = true;
-  stopOwnProcesses();
-});
-
-test.after.always(async (t) => {
-  const { peer, work } = t.context;
-  await peer?.stopAll();
-  if (failed || process.env['CYRSYNC_INTEROP_KEEP']) {
-    t.log(`kept for inspection: ${[peer?.dir, work].filter(Boolean).join(' ')}`);
-    return;
-  }
-  await peer?.remove();
-  if (work) await fsp.rm(work, { recursive: true, force: true });
+usePeer(test, {
+  prefix: 'cyrsync-interop-sigterm-',
+  keepFailed: true,
+  stopAfterEach: true,
+  async setup(t) {
+    const { peer } = t.context;
+    await peer.startMaster();
+    for (const u of USERS) await peer.populate(u, 8, '64k');
+  },
 });
 
 const DEFLATE_ON = Buffer.from('OK DEFLATE active\r\n', 'latin1');

@@ -43,6 +43,11 @@ ln -s "$sock" "$d/log"
 mount --rbind "$d" /dev
 exec "$@"`;
 
+
+/** imapd.conf of a cyrsync service under master: its own store lines, then what both services share. */
+function serviceConf(store: string[]): string {
+  return [...store, 'servername: cyrsync-master', 'syslog_prefix: cyrsync-it', `admins: ${ADMIN}`, 'allowplaintext: yes', 'sync_timeout: 60', ''].join('\n');
+}
 export class MasterRun {
   readonly dir: string;
   readonly conf: string;
@@ -133,34 +138,8 @@ export class MasterRun {
     }
     await fsp.mkdir(this.telemetryDir, { recursive: true });
     await fsp.mkdir(path.join(this.backupConfigDir, 'log', ADMIN), { recursive: true });
-    await fsp.writeFile(
-      this.backupConf,
-      [
-        `configdirectory: ${this.backupConfigDir}`,
-        `backuppartition-default: ${d}/backups`,
-        `backup_staging_path: ${d}/bstaging`,
-        `temp_path: ${d}/btmp`,
-        'servername: cyrsync-master',
-        'syslog_prefix: cyrsync-it',
-        `admins: ${ADMIN}`,
-        'allowplaintext: yes',
-        'sync_timeout: 60',
-      ].join('\n') + '\n',
-    );
-    await fsp.writeFile(
-      this.conf,
-      [
-        `configdirectory: ${this.configDir}`,
-        'defaultpartition: default',
-        `partition-default: ${d}/spool`,
-        `temp_path: ${d}/tmp`,
-        'servername: cyrsync-master',
-        'syslog_prefix: cyrsync-it',
-        `admins: ${ADMIN}`,
-        'allowplaintext: yes',
-        'sync_timeout: 60',
-      ].join('\n') + '\n',
-    );
+    await fsp.writeFile(this.backupConf, serviceConf([`configdirectory: ${this.backupConfigDir}`, `backuppartition-default: ${d}/backups`, `backup_staging_path: ${d}/bstaging`, `temp_path: ${d}/btmp`]));
+    await fsp.writeFile(this.conf, serviceConf([`configdirectory: ${this.configDir}`, 'defaultpartition: default', `partition-default: ${d}/spool`, `temp_path: ${d}/tmp`]));
     // Line 4 is the bad one: the error must name it.
     await fsp.writeFile(
       this.badConf,

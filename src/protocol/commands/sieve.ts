@@ -11,6 +11,9 @@ const sieveFile = (op: SieveFileOp) => fields([['USERID', str(op.userid)], ['FIL
 
 export const SIEVE: SubDef<SieveOp> = {
   handler: 'store',
+  // Decoders of different sub-commands look alike (one typed read per field,
+  // then the operand); each reads its own fields with their own types, which a
+  // generic field-list decoder would lose.
   decode(v, { f }) {
     const userid = f.str(v, 'USERID');
     const filename = f.str(v, 'FILENAME');

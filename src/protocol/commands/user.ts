@@ -99,6 +99,7 @@ export const UNSUB: SubDef<SubOp> = SUB;
 
 export const SEEN: SubDef<SeenOp> = {
   handler: 'store',
+  // One typed read per field, as every decoder (see SIEVE in ./sieve.ts).
   decode(v, { f }) {
     const userid = f.str(v, 'USERID');
     const uniqueid = f.str(v, 'UNIQUEID');
