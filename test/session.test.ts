@@ -12,11 +12,11 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, watch } from 'n
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import * as tls from 'node:tls';
 import * as zlib from 'node:zlib';
 import pino from 'pino';
 import { setPasswordSync } from '../src/server/auth/index.js';
+import { CsyncTestClient } from './helpers/csync-client.js';
 import { parseConfig } from '../src/config.js';
 import { createAuthenticator } from '../src/server/daemon.js';
 import { Session, type SessionOptions } from '../src/server/session.js';
@@ -108,102 +108,9 @@ async function startServer(t: ExecutionContext, overrides: Partial<SessionOption
   };
 }
 
-/** A line-oriented test client; `raw` writes bytes exactly as given. */
-class Client {
-  private buf = Buffer.alloc(0);
-  private waiters: (() => void)[] = [];
-  closed = false;
-  constructor(public sock: net.Socket | tls.TLSSocket) {
-    this.attach(sock);
-  }
-  attach(sock: net.Socket | tls.TLSSocket): void {
-    this.sock = sock;
-    sock.on('data', (d: Buffer) => this.feed(d));
-    sock.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-    sock.on('error', () => undefined);
-  }
-  feed(d: Buffer): void {
-    this.buf = Buffer.concat([this.buf, d]);
-    this.wake();
-  }
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-  static async connect(t: ExecutionContext, port: number): Promise<Client> {
-    const sock = net.connect(port, '127.0.0.1');
-    t.teardown(() => void sock.destroy());
-    sock.on('error', () => undefined);
-    await once(sock, 'connect');
-    return new Client(sock);
-  }
-  /**
-   * From here on the replies come out of `source` (an inflater on the
-   * socket): the connection counts as closed only when `source` has ended,
-   * that is after it delivered the last octets the socket brought.
-   */
-  readFrom(source: Readable): void {
-    this.sock.removeAllListeners('data');
-    this.sock.removeAllListeners('close');
-    source.on('data', (d: Buffer) => this.feed(d));
-    const ended = (): void => {
-      this.closed = true;
-      this.wake();
-    };
-    source.on('end', ended);
-    source.on('error', ended);
-  }
-  async line(timeoutMs = 10000): Promise<string | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const i = this.buf.indexOf(10);
-      if (i >= 0) {
-        const l = this.buf.subarray(0, i).toString('latin1').replace(/\r$/, '');
-        this.buf = this.buf.subarray(i + 1);
-        return l;
-      }
-      if (this.closed) return null;
-      if (Date.now() > deadline) throw new Error('timed out waiting for a line');
-      await new Promise<void>((r) => {
-        this.waiters.push(r);
-        setTimeout(r, 50);
-      });
-    }
-  }
-  /** Lines up to and including the first one not starting with `* ` (or `+ `). */
-  async reply(): Promise<string[]> {
-    const out: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      if (l === null) return out;
-      out.push(l);
-      if (!l.startsWith('* ')) return out;
-    }
-  }
-  send(s: string | Buffer): void {
-    this.sock.write(typeof s === 'string' ? Buffer.from(s, 'latin1') : s);
-  }
-  /** Capability lines up to and including the `* OK` line (as sync_client reads them). */
-  async greeting(): Promise<string[]> {
-    const out: string[] = [];
-    for (;;) {
-      const l = await this.line();
-      if (l === null) return out;
-      out.push(l);
-      if (l.startsWith('* OK')) return out;
-    }
-  }
-  async login(user = 'admin', pass = 'adminpw'): Promise<string[]> {
-    this.send(`AUTHENTICATE PLAIN ${Buffer.from(`\0${user}\0${pass}`).toString('base64')}\r\n`);
-    return this.reply();
-  }
-  end(): void {
-    this.sock.end();
-  }
+/** A client of the test server; a line that does not come within 10 s fails the test. */
+function connect(t: ExecutionContext, port: number): Promise<CsyncTestClient> {
+  return CsyncTestClient.connect(port, t, { lineTimeoutMs: 10000 });
 }
 
 function blobFiles(dir: string): string[] {
@@ -244,7 +151,7 @@ const guid = createHash('sha1').update(message).digest('hex');
 
 test('greeting lists SASL, COMPRESS, SIEVE-MAILBOX and ends with the OK line', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   t.deepEqual(await c.greeting(), ['* SASL PLAIN LOGIN', '* COMPRESS DEFLATE', '* SIEVE-MAILBOX', '* OK test-replica Cyrus sync server test']);
   c.send('EXIT\r\n');
   t.deepEqual(await c.reply(), ['OK Finished']);
@@ -254,7 +161,7 @@ test('greeting lists SASL, COMPRESS, SIEVE-MAILBOX and ends with the OK line', a
 
 test('commands before authentication are refused; the session goes on', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   c.send('GET USER bob\r\n');
   t.deepEqual(await c.reply(), ['NO Please authenticate first']);
@@ -276,7 +183,7 @@ test('commands before authentication are refused; the session goes on', async (t
 
 test('a wrong password is refused and leaves the connection unauthenticated', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   t.deepEqual(await c.login('admin', 'wrong'), ['NO authentication failure']);
   c.send('GET USER bob\r\n');
@@ -290,7 +197,7 @@ test('a wrong password is refused and leaves the connection unauthenticated', as
 
 test('a non-administrator logs in but every later command is refused', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   t.deepEqual(await c.login('bob', 'bobpw'), ['OK Success (no protection)']);
   for (const cmd of ['GET USER bob', 'NOOP', 'APPLY UNUSER bob', 'AUTHENTICATE PLAIN AGFkbWluAGFkbWlucHc=']) {
@@ -308,7 +215,7 @@ test('a non-administrator logs in but every later command is refused', async (t)
 
 test('LOGIN without an initial response, with challenges', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   c.send('AUTHENTICATE LOGIN\r\n');
   t.is(await c.line(), `+ ${Buffer.from('Username:').toString('base64')}`);
@@ -324,7 +231,7 @@ test('LOGIN without an initial response, with challenges', async (t) => {
 
 test('a file literal whose bytes do not match its GUID is refused and not stored; the session stays in sync', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   const wrong = Buffer.from(message);
@@ -352,7 +259,7 @@ test('a file literal whose bytes do not match its GUID is refused and not stored
 
 test('a literal over the size limit ends the connection with a fatal error naming the limit', async (t) => {
   const s = await startServer(t, { limits: { maxFileLiteralSize: 1000 } });
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send(`APPLY MESSAGE (%{default ${guid} 1001}\r\n`);
@@ -366,7 +273,7 @@ test('a literal over the size limit ends the connection with a fatal error namin
 
 test('a client that disconnects in the middle of a literal leaves no staging file and no record', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   const staging = stagingFileAppears(t, s.dir);
@@ -378,7 +285,7 @@ test('a client that disconnects in the middle of a literal leaves no staging fil
   // The server's session removes the partial file before its run() settles.
   await s.sessionsEnded();
   t.deepEqual(blobFiles(s.dir), []);
-  const c2 = await Client.connect(t, s.port);
+  const c2 = await connect(t, s.port);
   await c2.greeting();
   await c2.login();
   c2.send(`APPLY RESERVE %(PARTITION default MBOXNAME (user.bob) GUID (${guid}))\r\n`);
@@ -389,7 +296,7 @@ test('a client that disconnects in the middle of a literal leaves no staging fil
 
 test('unknown mailbox and bad names get clear refusals and write nothing outside the data paths', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('GET FULLMAILBOX user.nobody\r\n');
@@ -414,7 +321,7 @@ test('unknown mailbox and bad names get clear refusals and write nothing outside
 
 test('COMPRESS DEFLATE: the OK is plain, then both directions are raw deflate with a flush per reply', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('COMPRESS DEFLATE\r\n');
@@ -444,7 +351,7 @@ test('COMPRESS DEFLATE: the OK is plain, then both directions are raw deflate wi
 
 test('COMPRESS with an unknown algorithm is refused', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send('COMPRESS LZ4\r\n');
@@ -463,7 +370,7 @@ test('STARTTLS: OK, handshake, the greeting again inside TLS without STARTTLS an
     t.fail(`cannot set up TLS: ${(err as Error).message}`);
     return;
   }
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   t.deepEqual(await c.greeting(), ['* SASL PLAIN LOGIN', '* STARTTLS', '* COMPRESS DEFLATE', '* SIEVE-MAILBOX', '* OK test-replica Cyrus sync server test']);
   c.send('STARTTLS\r\n');
   t.deepEqual(await c.reply(), ['OK Begin TLS negotiation now']);
@@ -482,7 +389,7 @@ test('STARTTLS: OK, handshake, the greeting again inside TLS without STARTTLS an
 
 test('the IMAP probe of sync_client gets a tagged BAD at once', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   c.send('C01 CAPABILITY\r\n');
   const r = await c.reply();
@@ -494,7 +401,7 @@ test('the IMAP probe of sync_client gets a tagged BAD at once', async (t) => {
 
 test('an idle connection is closed after the timeout', async (t) => {
   const s = await startServer(t, { idleTimeout: 3 });
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   const started = Date.now();
   t.is(await c.line(10000), null, 'closed by the server');
@@ -504,7 +411,7 @@ test('an idle connection is closed after the timeout', async (t) => {
 
 test('RESTART drops staged messages; negotiated state stays', async (t) => {
   const s = await startServer(t);
-  const c = await Client.connect(t, s.port);
+  const c = await connect(t, s.port);
   await c.greeting();
   await c.login();
   c.send(`APPLY MESSAGE (%{default ${guid} ${message.length}}\r\n`);
