@@ -1,9 +1,9 @@
 /**
  * `cyrsync restore`: Cyrus 3.6 restore(8) for backups kept by `cyrsync
  * backupd` (or the real backupd), with `--at TIME` for point-in-time
- * restores. Credentials: `restore_authname`, `restore_password`,
- * `restore_realm` (falling back to the `sync_` keys); port: `sync_port`, else
- * csync (2005).
+ * restores. Credentials: `restore_authname`, `restore_password` (falling
+ * back to `sync_authname` / `sync_password`; there are no SASL realms);
+ * port: `sync_port`, else csync (2005).
  *
  * Output: one summary line (and per-mailbox lines with -v); with -j one JSON
  * object per line (stream-json's JSONL stringer); a progress bar on stderr
