@@ -14,6 +14,7 @@
  */
 import anyTest, { type TestFn, type ExecutionContext } from 'ava';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { CLI, run, sleep, tail, waitFor } from './harness.js';
@@ -34,6 +35,10 @@ usePeer(test, {
   async setup(t) {
     const { peer } = t.context;
     await peer.startMaster();
+    // What is tested is the stop, not how fast 20 logins are answered: on a
+    // loaded machine sync_client's default 10 s client_timeout can expire
+    // before its login is answered (by the real servers as well).
+    await fsp.appendFile(path.join(peer.dir, 'master', 'imapd.conf'), 'client_timeout: 60\n');
     for (const u of USERS) await peer.populate(u, 8, '64k');
   },
 });
