@@ -10,12 +10,13 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { runCtlBackups } from '../src/client/backup/ctl-backups.js';
 import { reindexStreaming } from '../src/client/backup/reindex.js';
 import { openBackupsDb } from '../sinks/backup/backupsdb.js';
+import { BackupAppender, openBackup } from '../sinks/backup/index-db.js';
 import { bobHistory, msg, sha1, toolsFixture, type ToolsFixture } from './backup-tools-helpers.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -186,6 +187,34 @@ for (const step of ['created', 'chunk-written', 'before-rename', 'between-rename
     t.false(fs.existsSync(`${dataPath}.index.new`));
   });
 }
+
+test('compact killed between its renames: the store\'s own open (as backupd) finishes it and takes the next chunk', async (t) => {
+  const fx = fixture(t);
+  const { dataPath, bodies } = await bobHistory(fx);
+  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src', 'cli.ts'), 'ctl-backups', '-C', fx.conf, 'compact', 'bob'], {
+    cwd: ROOT,
+    env: { ...process.env, CYRSYNC_COMPACT_CRASH_AT: 'between-renames' },
+    stdio: 'ignore',
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  t.is(await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s))), 'SIGKILL');
+  t.true(fs.existsSync(`${dataPath}.new`), 'the kill left the new data file beside the replaced index');
+  const b = await openBackup(dataPath, { wait: false });
+  if (b === null) return void t.fail('backupd\'s open found the backup locked');
+  t.false(fs.existsSync(`${dataPath}.new`));
+  const appender = new BackupAppender(b);
+  try {
+    const extra = msg(99);
+    await appender.start(2000);
+    await appender.append({ key: 'MESSAGE', value: { kind: 'list', items: [{ kind: 'file', partition: 'default', guid: sha1(extra), size: extra.length, source: () => Readable.from([extra]) }] } }, 2000);
+  } finally {
+    await appender.close(2001);
+  }
+  const compacted = [sha1(bodies[0]!), sha1(bodies[2]!), sha1(msg(99))].sort();
+  t.deepEqual(guidsOf(dataPath), compacted);
+  const verify = await ctl(fx, 'verify', 'bob');
+  t.is(verify.code, 0, verify.out + verify.err);
+});
 
 /** Runs ctl-backups with `stdin`; `locked` resolves once it prints "OK locked". */
 function ctlWithStdin(fx: ToolsFixture, stdin: PassThrough, ...args: string[]): { locked: Promise<void>; done: Promise<{ code: number; out: string }> } {

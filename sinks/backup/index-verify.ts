@@ -8,6 +8,7 @@ import { CyrsyncError } from '../../transforms/errors.js';
 import type { DlistItem, DlistValue } from '../../transforms/dlist-types.js';
 import { ChunkWriter, checkTail, hashPrefix, readChunkRecords, truncateTo, type FileHash, type ChunkEnd, type ChunkWriterOptions, type RecordWritten, type TailCheck } from './datafile.js';
 import { lockExclusive, type FileLock } from './lock.js';
+import { recoverCompaction } from './compaction-recovery.js';
 import { findItem, dlistText, dlistNumber, kvItems, listItems, BackupIndex } from './index-core.js';
 
 // ---------------------------------------------------------------------------
@@ -49,8 +50,15 @@ export class VerifyError extends CyrsyncError {
  * off, so the next chunk starts right after the last good one.
  */
 export async function openBackup(dataPath: string, opts: OpenBackupOptions): Promise<OpenedBackup | null> {
-  const lock = await lockExclusive(dataPath, { wait: opts.wait, create: opts.create === true, append: true, mode: 0o600 });
-  if (lock === null) return null;
+  let lock: FileLock | null;
+  for (;;) {
+    lock = await lockExclusive(dataPath, { wait: opts.wait, create: opts.create === true, append: true, mode: 0o600 });
+    if (lock === null) return null;
+    // A compaction killed between its renames is finished (or undone) here,
+    // so backupd takes the next chunk without waiting for a tool to repair.
+    if (!recoverCompaction(dataPath)) break;
+    lock.release();
+  }
   let index: BackupIndex | null = null;
   try {
     index = BackupIndex.open(`${dataPath}.index`, { dataFileSize: lock.size() });

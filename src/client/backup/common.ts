@@ -15,7 +15,7 @@ import { openBackupsDb, type BackupsDb } from '../../../sinks/backup/backupsdb.j
 import { BackupIndex, ReindexNeededError, VERIFY_QUICK, verifyBackup } from '../../../sinks/backup/index-db.js';
 import { LockOpenError, lockExclusive, type FileLock } from '../../../sinks/backup/lock.js';
 import { ownerOfMailbox } from '../../../sinks/backup/paths.js';
-import { recoverCompaction } from './compact.js';
+import { recoverCompaction } from '../../../sinks/backup/compaction-recovery.js';
 
 export const EX_OK = 0;
 export const EX_USAGE = 64;
@@ -177,7 +177,7 @@ export async function openToolBackup(fname: string, opts: { wait: boolean; verif
   for (let create = opts.create === true; ; create = false) {
     lock = await lockExclusive(fname, { wait: opts.wait, append: true, create, exclusiveCreate: create });
     if (lock === null) throw new LockedError(fname);
-    // An interrupted compaction is finished or undone first (compact.ts).
+    // An interrupted compaction is finished or undone first.
     if (!recoverCompaction(fname)) break;
     lock.release();
   }

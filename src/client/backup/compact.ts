@@ -8,11 +8,9 @@
  * new data file `<P>.new` (exclusive create, locked); both are written and
  * fsynced; then `<P>.index.new` is renamed over `<P>.index` and `<P>.new`
  * over `<P>`, and the directory fsynced. Whoever next opens the backup
- * through these tools (under its lock) finishes or undoes an interrupted
- * compaction (recoverCompaction): both `.new` files present means the
- * originals were never touched, so the `.new` files are removed; `<P>.new`
- * alone means the index was already replaced, so `<P>.new` is renamed over
- * `<P>`. A crash therefore leaves either the old backup or the new one.
+ * under its lock (these tools, and backupd) finishes or undoes an
+ * interrupted compaction: sinks/backup/compaction-recovery.ts. A crash
+ * therefore leaves either the old backup or the new one.
  *
  * Bodies of kept messages are streamed from the old file through staging
  * files into the new one (never held whole in memory).
@@ -24,6 +22,7 @@ import { CyrsyncError } from '../../../transforms/errors.js';
 import { ChunkWriter } from '../../../sinks/backup/datafile.js';
 import { BackupIndex, type ChunkRow } from '../../../sinks/backup/index-db.js';
 import { lockExclusive, type FileLock } from '../../../sinks/backup/lock.js';
+import { recoverCompaction, syncDir } from '../../../sinks/backup/compaction-recovery.js';
 import { openToolBackup, type ToolBackup } from './common.js';
 import { kv, list, text } from './dlist-util.js';
 import { liveChunkIds, liveMessages, sinceOf, type CompactSettings } from './live.js';
@@ -44,38 +43,6 @@ export interface CompactOptions {
 /** Test hook: the process kills itself at the named step (crash tests). */
 function crashPoint(step: string): void {
   if (process.env['CYRSYNC_COMPACT_CRASH_AT'] === step) process.kill(process.pid, 'SIGKILL');
-}
-
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/**
- * Finishes or undoes an interrupted compaction of `fname` (see the module
- * comment). Call with the data file locked. Returns true when `<P>` was
- * replaced (the caller's lock is then on the old file: lock again).
- */
-export function recoverCompaction(fname: string): boolean {
-  const dataNew = `${fname}.new`;
-  const indexNew = `${fname}.index.new`;
-  const hasData = fs.existsSync(dataNew);
-  const hasIndex = fs.existsSync(indexNew);
-  if (hasIndex) {
-    fs.rmSync(indexNew, { force: true });
-    fs.rmSync(`${indexNew}-journal`, { force: true });
-    if (hasData) fs.rmSync(dataNew, { force: true });
-    syncDir(path.dirname(fname));
-    return false;
-  }
-  if (!hasData) return false;
-  fs.renameSync(dataNew, fname);
-  syncDir(path.dirname(fname));
-  return true;
 }
 
 const combine = (s: CompactSettings, len: number, next: ChunkRow | undefined): boolean =>
