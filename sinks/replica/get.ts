@@ -9,7 +9,7 @@ import {
   validateMailboxName,
   validateUserid,
 } from '../../src/protocol/names.js';
-import { LIVE, fromDb64, num, recordFromRow } from './db.js';
+import { LIVE, fromDb64, num, recordFromRow, type MailboxRow } from './db.js';
 import { N, S, item, kv } from './reports.js';
 import type { ReplicaStore, SessionFlags, Out } from './store.js';
 import { bad, isU32 } from './records.js';
@@ -90,19 +90,27 @@ export async function getMeta(store: ReplicaStore, userid: string, flags: Sessio
   }
 }
 
+/** A mailbox's report read in one transaction (its row and its annotations agree), or null. */
+function visibleReport(store: ReplicaStore, lookup: () => MailboxRow | null, flags: SessionFlags): DlistItem | null {
+  return store.db.transaction(() => {
+    const mb = lookup();
+    return mb && store.visible(mb, flags) ? store.report(mb) : null;
+  })();
+}
+
 export async function getMailboxes(store: ReplicaStore, names: string[], flags: SessionFlags, out: Out): Promise<void> {
   for (const n of names) {
     validateMailboxName(n);
-    const mb = store.mailboxByName(n);
-    if (mb && store.visible(mb, flags)) await out(store.report(mb));
+    const r = visibleReport(store, () => store.mailboxByName(n), flags);
+    if (r) await out(r);
   }
 }
 
 export async function getUniqueids(store: ReplicaStore, uniqueids: string[], flags: SessionFlags, out: Out): Promise<void> {
   for (const u of uniqueids) {
     if (typeof u !== 'string' || u.length === 0 || u.length > 256) throw bad('Invalid UNIQUEID');
-    const mb = store.mailboxByUniqueid(u);
-    if (mb && store.visible(mb, flags)) await out(store.report(mb));
+    const r = visibleReport(store, () => store.mailboxByUniqueid(u), flags);
+    if (r) await out(r);
   }
 }
 
@@ -112,12 +120,16 @@ export async function getUniqueids(store: ReplicaStore, uniqueids: string[], fla
  */
 export async function getFullMailbox(store: ReplicaStore, name: string, _flags: SessionFlags, out: Out): Promise<void> {
   validateMailboxName(name);
-  const mb = store.mailboxByName(name);
-  if (!mb || mb.state !== LIVE) {
-    throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No live mailbox ${name}`);
-  }
-  // One read transaction so the records and the CRCs reported agree.
-  const report = store.db.transaction(() => store.report(mb, true))();
+  // One read transaction for the mailbox row and its records, so that
+  // LAST_UID, HIGHESTMODSEQ and the CRCs agree with the records reported even
+  // while another process commits to the same store.
+  const report = store.db.transaction(() => {
+    const mb = store.mailboxByName(name);
+    if (!mb || mb.state !== LIVE) {
+      throw new CommandError('IMAP_MAILBOX_NONEXISTENT', `No live mailbox ${name}`);
+    }
+    return store.report(mb, true);
+  })();
   await out(report);
 }
 
