@@ -36,6 +36,8 @@ export function openSession(sink: ReplicaSink): ReplicaSession {
   return sink.openSession({ authUser: 'admin', peer: 'test' });
 }
 
+const TAP_NOTE = '\n---------- tap: ';
+
 /** Both directions of a .tap recording, markers removed. */
 export function tapStreams(file: string): { client: Buffer; server: Buffer } {
   const data = readFileSync(file);
@@ -47,7 +49,10 @@ export function tapStreams(file: string): { client: Buffer; server: Buffer } {
   const c: Buffer[] = [];
   const s: Buffer[] = [];
   for (let i = 0; i < marks.length; i++) {
-    const body = data.subarray(marks[i]!.end, i + 1 < marks.length ? marks[i + 1]!.start : data.length);
+    let body = data.subarray(marks[i]!.end, i + 1 < marks.length ? marks[i + 1]!.start : data.length);
+    // The relay's own note when a connection broke (peer_tap.py) is not part of either stream.
+    const note = body.indexOf(TAP_NOTE, 0, 'latin1');
+    if (note >= 0) body = body.subarray(0, note);
     (marks[i]!.dir === '>' ? c : s).push(body);
   }
   return { client: Buffer.concat(c), server: Buffer.concat(s) };
