@@ -165,18 +165,22 @@ test('compact: retention 0 keeps everything (forced)', async (t) => {
   t.is((await ctl(fx, 'verify', 'bob')).code, 0);
 });
 
+/** Runs `ctl-backups compact bob` in a child that kills itself at `step`; the signal it died of. */
+async function compactKilledAt(t: { teardown: (f: () => void) => void }, fx: ToolsFixture, step: string): Promise<NodeJS.Signals | null> {
+  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src', 'cli.ts'), 'ctl-backups', '-C', fx.conf, 'compact', 'bob'], {
+    cwd: ROOT,
+    env: { ...process.env, CYRSYNC_COMPACT_CRASH_AT: step },
+    stdio: 'ignore',
+  });
+  t.teardown(() => child.kill('SIGKILL'));
+  return new Promise((resolve) => child.on('exit', (_c, s) => resolve(s)));
+}
+
 for (const step of ['created', 'chunk-written', 'before-rename', 'between-renames', 'after-rename']) {
   test(`compact: SIGKILL at "${step}" leaves the old or the new backup`, async (t) => {
     const fx = fixture(t);
     const { dataPath, bodies } = await bobHistory(fx);
-    const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src', 'cli.ts'), 'ctl-backups', '-C', fx.conf, 'compact', 'bob'], {
-      cwd: ROOT,
-      env: { ...process.env, CYRSYNC_COMPACT_CRASH_AT: step },
-      stdio: 'ignore',
-    });
-    t.teardown(() => child.kill('SIGKILL'));
-    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s)));
-    t.is(signal, 'SIGKILL');
+    t.is(await compactKilledAt(t, fx, step), 'SIGKILL');
     const verify = await ctl(fx, 'verify', 'bob');
     t.is(verify.code, 0, verify.out + verify.err);
     const guids = guidsOf(dataPath);
@@ -191,13 +195,7 @@ for (const step of ['created', 'chunk-written', 'before-rename', 'between-rename
 test('compact killed between its renames: the store\'s own open (as backupd) finishes it and takes the next chunk', async (t) => {
   const fx = fixture(t);
   const { dataPath, bodies } = await bobHistory(fx);
-  const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src', 'cli.ts'), 'ctl-backups', '-C', fx.conf, 'compact', 'bob'], {
-    cwd: ROOT,
-    env: { ...process.env, CYRSYNC_COMPACT_CRASH_AT: 'between-renames' },
-    stdio: 'ignore',
-  });
-  t.teardown(() => child.kill('SIGKILL'));
-  t.is(await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, s) => resolve(s))), 'SIGKILL');
+  t.is(await compactKilledAt(t, fx, 'between-renames'), 'SIGKILL');
   t.true(fs.existsSync(`${dataPath}.new`), 'the kill left the new data file beside the replaced index');
   const b = await openBackup(dataPath, { wait: false });
   if (b === null) return void t.fail('backupd\'s open found the backup locked');
